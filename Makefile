@@ -1,0 +1,20 @@
+# Two commands do all set-up on a fresh Debian/Ubuntu machine: `make demo` and `make test`.
+CARGO ?= cargo
+DESTDIR ?=
+
+.PHONY: setup build test demo bench clean
+
+setup:
+	bash scripts/setup.sh
+
+build:
+	$(CARGO) build --release
+
+test: setup
+	$(CARGO) test --all-targets
+
+demo: setup build
+	bash scripts/demo.sh target/release/ncp-bootstrap
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,161 @@
+//! Dispatch: build the context, run the command, print the report, pick the exit code.
+
+mod cleanup;
+mod config;
+mod install;
+mod status;
+
+use crate::cli::{Cli, Command, ConfigCommand, Output, OvsCommand, UplinkCommand};
+use crate::config::{Config, Inputs};
+use crate::error::{kind_of, unsupported};
+use crate::host::HostRoot;
+use crate::report::{Progress, Report};
+use crate::steps::StepFailed;
+use anyhow::Result;
+
+/// What a command hands back besides its step reports.
+pub struct Outcome {
+    pub code: i32,
+    /// Extra text after the step summary (status tables, config listings).
+    pub text: String,
+    pub details: Option<serde_json::Value>,
+}
+
+impl Outcome {
+    pub fn ok() -> Self {
+        Outcome {
+            code: 0,
+            text: String::new(),
+            details: None,
+        }
+    }
+}
+
+pub struct Env<'a> {
+    pub cli: &'a Cli,
+    pub host: HostRoot,
+    pub config: Config,
+    pub progress: &'a Progress,
+}
+
+pub fn run(cli: Cli) -> i32 {
+    let progress = Progress::new(cli.quiet, cli.verbose);
+    let mut report = Report {
+        command: command_name(&cli.command).to_string(),
+        dry_run: cli.dry_run,
+        host_root: cli.host_root.display().to_string(),
+        steps: Vec::new(),
+        warnings: Vec::new(),
+        exit_code: 0,
+        error: None,
+        details: None,
+    };
+    let result = build_env(&cli, &progress).and_then(|env| {
+        report.warnings.extend(env.config.warnings.iter().cloned());
+        for w in &env.config.warnings {
+            progress.warn(w);
+        }
+        dispatch(&env, &mut report)
+    });
+    progress.finish();
+    let mut text = String::new();
+    match result {
+        Ok(outcome) => {
+            report.exit_code = outcome.code;
+            report.details = outcome.details;
+            text = outcome.text;
+        }
+        Err(e) => {
+            report.exit_code = kind_of(&e).map_or(3, |k| k.exit_code());
+            if let Some(failed) = e.downcast_ref::<StepFailed>() {
+                report.steps.push((*failed.0).clone());
+            }
+            report.error = Some(format!("{e:#}"));
+            eprintln!("error: {e:#}");
+        }
+    }
+    match cli.output {
+        Output::Json => match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: cannot print the report as JSON: {e}"),
+        },
+        Output::Text => {
+            print!("{}", report.render_text());
+            print!("{text}");
+        }
+    }
+    report.exit_code
+}
+
+fn build_env<'a>(cli: &'a Cli, progress: &'a Progress) -> Result<Env<'a>> {
+    let host = HostRoot::new(&cli.host_root)?;
+    let mut inputs = Inputs {
+        config_file: cli.config.clone(),
+        ncp_ini: cli.ncp_ini.clone(),
+        flags: Vec::new(),
+        env: Inputs::from_process_env(),
+    };
+    if let Some(b) = bundle_flag(&cli.command) {
+        inputs
+            .flags
+            .push(("cni.bundle", "--bundle", b.display().to_string()));
+    }
+    let config = Config::load(&host, &inputs)?;
+    Ok(Env {
+        cli,
+        host,
+        config,
+        progress,
+    })
+}
+
+fn bundle_flag(c: &Command) -> Option<&std::path::PathBuf> {
+    match c {
+        Command::Install(b) | Command::Cni(b) | Command::Apparmor(b) | Command::Status(b) => {
+            b.bundle.as_ref()
+        }
+        _ => None,
+    }
+}
+
+fn dispatch(env: &Env, report: &mut Report) -> Result<Outcome> {
+    match &env.cli.command {
+        Command::Install(b) => install::install(env, b.force, report),
+        Command::Cni(b) => install::cni(env, b.force, report),
+        Command::Status(_) => status::run(env, report),
+        Command::Cleanup { legacy } => cleanup::run(env, *legacy, report),
+        Command::Config(ConfigCommand::Show) => config::show(env),
+        Command::Config(ConfigCommand::Set { key, value }) => config::set(env, key, value),
+        Command::Apparmor(_) => Err(not_yet("apparmor", 3)),
+        Command::Ovs(OvsCommand::Run) => Err(not_yet("ovs run", 5)),
+        Command::Ovs(OvsCommand::Health) => Err(not_yet("ovs health", 5)),
+        Command::Uplink(UplinkCommand::Attach(_)) => Err(not_yet("uplink attach", 4)),
+        Command::Uplink(UplinkCommand::Detach(_)) => Err(not_yet("uplink detach", 4)),
+        Command::Persist { .. } => Err(not_yet("persist", 6)),
+        Command::Demo => Err(not_yet("demo", 7)),
+    }
+}
+
+fn not_yet(cmd: &str, issue: u32) -> anyhow::Error {
+    unsupported(format!(
+        "`{cmd}` is not implemented in this build yet (tracked in issue {issue}); nothing was changed"
+    ))
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Install(_) => "install",
+        Command::Cni(_) => "cni",
+        Command::Apparmor(_) => "apparmor",
+        Command::Ovs(OvsCommand::Run) => "ovs run",
+        Command::Ovs(OvsCommand::Health) => "ovs health",
+        Command::Uplink(UplinkCommand::Attach(_)) => "uplink attach",
+        Command::Uplink(UplinkCommand::Detach(_)) => "uplink detach",
+        Command::Persist { .. } => "persist",
+        Command::Cleanup { .. } => "cleanup",
+        Command::Status(_) => "status",
+        Command::Config(ConfigCommand::Show) => "config show",
+        Command::Config(ConfigCommand::Set { .. }) => "config set",
+        Command::Demo => "demo",
+    }
+}

@@ -1,0 +1,157 @@
+//! `status`: what is installed, and what drifted (exit 1 on drift).
+
+use super::{Env, Outcome};
+use crate::ledger::{Entry, Ledger};
+use crate::report::Report;
+use crate::steps::cni::{host_conflist, Cni, HostConflist, FILES};
+use crate::steps::legacy_pkg::{self, Detection};
+use crate::steps::{Ctx, Step};
+use anyhow::Result;
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+struct FileStatus {
+    path: String,
+    present: bool,
+    mode: Option<String>,
+    /// Written by ncp-bootstrap (recorded in the ledger).
+    ours: bool,
+    /// Ours, but changed or removed since.
+    drifted: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct CniStatus {
+    bundle_version: Option<String>,
+    bundle_error: Option<String>,
+    host_version: Option<String>,
+    host_conflist: String,
+    legacy_package: String,
+    files: Vec<FileStatus>,
+    pending: Vec<String>,
+    drift: Vec<String>,
+}
+
+pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
+    let ledger = Ledger::load(&env.host)?;
+    let ctx = Ctx {
+        host: &env.host,
+        config: &env.config,
+        dry_run: true,
+        force: false,
+        progress: env.progress,
+    };
+    let cni = Cni::from_ctx(&ctx);
+    let (bundle_version, bundle_error) = match cni.bundle_version() {
+        Ok(v) => (Some(v.to_string()), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+    let host = host_conflist(&env.host)?;
+    let (host_version, host_desc) = match &host {
+        HostConflist::Absent => (None, "absent".to_string()),
+        HostConflist::Invalid(why) => (None, format!("invalid: {why}")),
+        HostConflist::Version(v) => (Some(v.to_string()), format!("nsxBuildVersion {v}")),
+    };
+    let legacy = match legacy_pkg::detect(&env.host)? {
+        Detection::Absent => "not installed".to_string(),
+        Detection::Found(p) => format!(
+            "{} {} installed ({})",
+            legacy_pkg::PACKAGE,
+            p.version,
+            p.manager
+        ),
+        Detection::CannotAct(why) => why,
+    };
+    let mut drift = Vec::new();
+    let mut files = Vec::new();
+    for f in FILES {
+        let state = env.host.file_state(f.path)?;
+        let recorded = ledger.file(f.path);
+        let drifted = match (recorded, &state) {
+            (Some(Entry::File { sha256, mode, .. }), Some(s)) => {
+                *sha256 != s.sha256 || *mode != s.mode
+            }
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if drifted {
+            drift.push(format!("{} changed since ncp-bootstrap wrote it", f.path));
+        }
+        files.push(FileStatus {
+            path: f.path.to_string(),
+            present: state.is_some(),
+            mode: state.as_ref().map(|s| format!("{:04o}", s.mode)),
+            ours: recorded.is_some(),
+            drifted,
+        });
+    }
+    let pending = match bundle_error {
+        Some(_) => Vec::new(),
+        None => cni
+            .plan(&ctx)?
+            .map(|p| {
+                p.actions
+                    .iter()
+                    .map(crate::steps::Action::describe)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    for p in &pending {
+        drift.push(format!("not converged: {p}"));
+    }
+    let status = CniStatus {
+        bundle_version,
+        bundle_error,
+        host_version,
+        host_conflist: host_desc,
+        legacy_package: legacy,
+        files,
+        pending,
+        drift,
+    };
+    let text = render(&status, &ledger);
+    Ok(Outcome {
+        code: if status.drift.is_empty() { 0 } else { 1 },
+        text,
+        details: Some(serde_json::json!({ "cni": status, "ledger_entries": ledger.entries.len() })),
+    })
+}
+
+fn render(s: &CniStatus, ledger: &Ledger) -> String {
+    let mut t = String::from("cni:\n");
+    match (&s.bundle_version, &s.bundle_error) {
+        (Some(v), _) => t.push_str(&format!("  bundle:  nsxBuildVersion {v}\n")),
+        (None, Some(e)) => t.push_str(&format!("  bundle:  unusable: {e}\n")),
+        _ => {}
+    }
+    t.push_str(&format!("  host:    {}\n", s.host_conflist));
+    t.push_str(&format!("  legacy:  {}\n", s.legacy_package));
+    for f in &s.files {
+        let state = match (&f.mode, f.ours, f.drifted) {
+            (_, true, true) => "ours, DRIFTED".to_string(),
+            (Some(m), true, false) => format!("ours, mode {m}"),
+            (Some(m), false, _) => format!("present (not ours), mode {m}"),
+            (None, false, _) => "absent".to_string(),
+            (None, true, false) => "absent".to_string(),
+        };
+        t.push_str(&format!("  {:<34} {state}\n", f.path));
+    }
+    t.push_str(&format!(
+        "ledger: {} entr{}\n",
+        ledger.entries.len(),
+        if ledger.entries.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        }
+    ));
+    if s.drift.is_empty() {
+        t.push_str("no drift\n");
+    } else {
+        for d in &s.drift {
+            t.push_str(&format!("drift: {d}\n"));
+        }
+    }
+    t
+}

@@ -1,0 +1,500 @@
+//! Configuration: every key, its default, and where its effective value came from.
+//!
+//! Precedence, highest first: command-line flags, environment (`NCP_BOOTSTRAP_<SECTION>_<KEY>`),
+//! the config file (TOML), ncp.ini (`[nsx_kube_proxy] ovs_uplink_port`, `[nsx_node_agent]
+//! ovs_bridge`), built-in defaults.
+
+use crate::error::input;
+use crate::host::{paths, HostRoot};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Type {
+    Str,
+    Bool,
+    Int,
+    List,
+    Choice(&'static [&'static str]),
+}
+
+pub struct KeyDef {
+    pub name: &'static str,
+    pub ty: Type,
+    pub default: Option<&'static str>,
+    pub doc: &'static str,
+}
+
+/// Every configuration key. The README's table is checked against this list by a test.
+pub const KEYS: &[KeyDef] = &[
+    KeyDef { name: "node.uplink", ty: Type::Str, default: None,
+        doc: "node-if: the NIC attached to the node's NSX logical switch (ncp.ini [nsx_kube_proxy] ovs_uplink_port)" },
+    KeyDef { name: "node.bridge", ty: Type::Str, default: Some("br-int"),
+        doc: "the OVS integration bridge (ncp.ini [nsx_node_agent] ovs_bridge)" },
+    KeyDef { name: "cni.enabled", ty: Type::Bool, default: Some("true"),
+        doc: "whether `install` installs the CNI plugin" },
+    KeyDef { name: "cni.bundle", ty: Type::Str, default: Some("/usr/share/ncp-bootstrap/bundle"),
+        doc: "directory that mirrors the host with the files to install (flag --bundle)" },
+    KeyDef { name: "apparmor.mode", ty: Type::Choice(&["auto", "required", "off"]), default: Some("auto"),
+        doc: "auto: load the profile where AppArmor is enabled; required: fail without it; off: skip" },
+    KeyDef { name: "apparmor.profile", ty: Type::Str, default: Some("node-agent-apparmor"),
+        doc: "name of the profile the shipped file defines and the DaemonSet annotation names" },
+    KeyDef { name: "ovs.datapath_type", ty: Type::Choice(&["system", "netdev"]), default: Some("system"),
+        doc: "datapath of the bridge: system (kernel module) or netdev (userspace)" },
+    KeyDef { name: "ovs.run_dir", ty: Type::Str, default: Some("/var/run/openvswitch"),
+        doc: "OVS run directory (pid files, control sockets) on the host" },
+    KeyDef { name: "ovs.db_dir", ty: Type::Str, default: Some("/etc/openvswitch"),
+        doc: "directory of the host's OVS database conf.db" },
+    KeyDef { name: "probe.targets", ty: Type::List, default: Some("gateway"),
+        doc: "connectivity probes around an uplink move: IPs, host:port (TCP), or `gateway`" },
+    KeyDef { name: "probe.timeout_ms", ty: Type::Int, default: Some("5000"),
+        doc: "how long probes may take to answer after a move before it is rolled back" },
+    KeyDef { name: "persist.enabled", ty: Type::Bool, default: Some("false"),
+        doc: "whether `install` writes persistent network config for node-if" },
+    KeyDef { name: "persist.format", ty: Type::Choice(&["auto", "ifupdown", "netplan", "ifcfg", "nm-keyfile"]), default: Some("auto"),
+        doc: "which network config format `persist` writes" },
+];
+
+pub fn key_def(name: &str) -> Option<&'static KeyDef> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+/// The env var for a key: `node.uplink` → `NCP_BOOTSTRAP_NODE_UPLINK`.
+pub fn env_var(name: &str) -> String {
+    format!("NCP_BOOTSTRAP_{}", name.replace('.', "_").to_uppercase())
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Value {
+    Str(String),
+    Bool(bool),
+    Int(u64),
+    List(Vec<String>),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Str(s) => write!(f, "{s}"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::List(l) => write!(f, "{}", l.join(",")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum Source {
+    Flag(String),
+    Env(String),
+    File(String),
+    NcpIni(String),
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Flag(n) => write!(f, "flag {n}"),
+            Source::Env(n) => write!(f, "env {n}"),
+            Source::File(p) => write!(f, "config file {p}"),
+            Source::NcpIni(p) => write!(f, "ncp.ini {p}"),
+            Source::Default => write!(f, "default"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Resolved {
+    pub value: Option<Value>,
+    pub source: Source,
+}
+
+/// Parses a value written as text (env, flag, `config set`) for a key.
+pub fn parse_text(def: &KeyDef, text: &str, origin: &str) -> Result<Value> {
+    let bad = |what: &str| input(format!("{origin}: `{}` = `{text}` is not {what}", def.name));
+    match def.ty {
+        Type::Str => Ok(Value::Str(text.to_string())),
+        Type::Bool => match text {
+            "true" | "1" | "yes" => Ok(Value::Bool(true)),
+            "false" | "0" | "no" => Ok(Value::Bool(false)),
+            _ => Err(bad("a boolean (true or false)")),
+        },
+        Type::Int => text
+            .parse()
+            .map(Value::Int)
+            .map_err(|_| bad("a whole number")),
+        Type::List => Ok(Value::List(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        )),
+        Type::Choice(choices) if choices.contains(&text) => Ok(Value::Str(text.to_string())),
+        Type::Choice(choices) => Err(bad(&format!("one of {}", choices.join(", ")))),
+    }
+}
+
+fn parse_toml(def: &KeyDef, item: &toml_edit::Item, file: &str) -> Result<Value> {
+    let bad = |what: &str| {
+        input(format!(
+            "config file {file}: `{}` = {} is not {what}",
+            def.name,
+            item.to_string().trim()
+        ))
+    };
+    match def.ty {
+        Type::Str | Type::Choice(_) => {
+            let s = item.as_str().ok_or_else(|| bad("a string"))?;
+            parse_text(def, s, &format!("config file {file}"))
+        }
+        Type::Bool => item
+            .as_bool()
+            .map(Value::Bool)
+            .ok_or_else(|| bad("a boolean")),
+        Type::Int => item
+            .as_integer()
+            .and_then(|i| u64::try_from(i).ok())
+            .map(Value::Int)
+            .ok_or_else(|| bad("a whole number")),
+        Type::List => {
+            let arr = item.as_array().ok_or_else(|| bad("a list of strings"))?;
+            arr.iter()
+                .map(|v| v.as_str().map(String::from))
+                .collect::<Option<Vec<_>>>()
+                .map(Value::List)
+                .ok_or_else(|| bad("a list of strings"))
+        }
+    }
+}
+
+/// Where the inputs come from; built by the CLI, or by tests.
+#[derive(Debug, Default, Clone)]
+pub struct Inputs {
+    /// `--config FILE` (the process's own filesystem); otherwise the host root's default file.
+    pub config_file: Option<PathBuf>,
+    /// `--ncp-ini FILE`; otherwise `/etc/nsx-ujo/ncp.ini` when present.
+    pub ncp_ini: Option<PathBuf>,
+    /// Flag overrides: (key, flag name, value as text).
+    pub flags: Vec<(&'static str, &'static str, String)>,
+    pub env: BTreeMap<String, String>,
+}
+
+impl Inputs {
+    pub fn from_process_env() -> BTreeMap<String, String> {
+        std::env::vars().collect()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub values: BTreeMap<&'static str, Resolved>,
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+/// The config file `config set` and `load` use: the flag's, or the host root's default.
+pub fn config_file_path(host: &HostRoot, inputs: &Inputs) -> Result<PathBuf> {
+    match &inputs.config_file {
+        Some(p) => Ok(p.clone()),
+        None => host.resolve(paths::CONFIG_FILE),
+    }
+}
+
+impl Config {
+    pub fn load(host: &HostRoot, inputs: &Inputs) -> Result<Config> {
+        let mut values: BTreeMap<&'static str, Resolved> = KEYS
+            .iter()
+            .map(|k| {
+                let value = k.default.map(|d| {
+                    parse_text(k, d, "built-in default").unwrap_or(Value::Str(d.to_string()))
+                });
+                (
+                    k.name,
+                    Resolved {
+                        value,
+                        source: Source::Default,
+                    },
+                )
+            })
+            .collect();
+        let mut warnings = Vec::new();
+
+        let ini_path = inputs
+            .ncp_ini
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(paths::NCP_INI));
+        match std::fs::read_to_string(&ini_path) {
+            Ok(text) => {
+                for (key, v) in ncp_ini_values(&text, &ini_path)? {
+                    values.insert(
+                        key,
+                        Resolved {
+                            value: Some(Value::Str(v)),
+                            source: Source::NcpIni(ini_path.display().to_string()),
+                        },
+                    );
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && inputs.ncp_ini.is_none() => {}
+            Err(e) => return Err(input(format!("ncp.ini {}: {e}", ini_path.display()))),
+        }
+
+        let file = config_file_path(host, inputs)?;
+        match std::fs::read_to_string(&file) {
+            Ok(text) => {
+                let shown = file.display().to_string();
+                for (def, item) in toml_items(&text, &shown)? {
+                    let value = parse_toml(def, &item, &shown)?;
+                    values.insert(
+                        def.name,
+                        Resolved {
+                            value: Some(value),
+                            source: Source::File(shown.clone()),
+                        },
+                    );
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && inputs.config_file.is_none() => {}
+            Err(e) => return Err(input(format!("config file {}: {e}", file.display()))),
+        }
+
+        for (var, text) in &inputs.env {
+            if !var.starts_with("NCP_BOOTSTRAP_") {
+                continue;
+            }
+            match KEYS.iter().find(|k| env_var(k.name) == *var) {
+                Some(def) => {
+                    let value = parse_text(def, text, &format!("environment {var}"))?;
+                    values.insert(
+                        def.name,
+                        Resolved {
+                            value: Some(value),
+                            source: Source::Env(var.clone()),
+                        },
+                    );
+                }
+                None => warnings.push(format!(
+                    "environment {var} names no configuration key; ignored"
+                )),
+            }
+        }
+
+        for (key, flag, text) in &inputs.flags {
+            let def =
+                key_def(key).with_context(|| format!("flag {flag} maps to unknown key {key}"))?;
+            let value = parse_text(def, text, &format!("flag {flag}"))?;
+            values.insert(
+                def.name,
+                Resolved {
+                    value: Some(value),
+                    source: Source::Flag(flag.to_string()),
+                },
+            );
+        }
+        Ok(Config { values, warnings })
+    }
+
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.values.get(key).and_then(|r| r.value.as_ref())
+    }
+
+    pub fn source(&self, key: &str) -> Option<&Source> {
+        self.values.get(key).map(|r| &r.source)
+    }
+
+    pub fn str(&self, key: &str) -> Option<&str> {
+        match self.get(key) {
+            Some(Value::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn bool(&self, key: &str) -> bool {
+        matches!(self.get(key), Some(Value::Bool(true)))
+    }
+
+    pub fn int(&self, key: &str) -> Option<u64> {
+        match self.get(key) {
+            Some(Value::Int(i)) => Some(*i),
+            _ => None,
+        }
+    }
+
+    pub fn list(&self, key: &str) -> Vec<String> {
+        match self.get(key) {
+            Some(Value::List(l)) => l.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Every `[section] key` of a config file, each checked to be a known key.
+fn toml_items(text: &str, file: &str) -> Result<Vec<(&'static KeyDef, toml_edit::Item)>> {
+    let doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e| input(format!("config file {file} is not valid TOML: {e}")))?;
+    let mut out = Vec::new();
+    for (section, item) in doc.iter() {
+        let table = item.as_table_like().ok_or_else(|| {
+            input(format!(
+                "config file {file}: `{section}` must be a [section] table"
+            ))
+        })?;
+        for (key, item) in table.iter() {
+            let name = format!("{section}.{key}");
+            let def = key_def(&name).ok_or_else(|| {
+                input(format!(
+                    "config file {file}: unknown key `{name}`; known keys: {}",
+                    KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+            out.push((def, item.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// The two ncp.ini values we use. ncp.ini is oslo.config INI: `[section]`, `key = value`,
+/// `#`/`;` comments.
+fn ncp_ini_values(text: &str, path: &Path) -> Result<Vec<(&'static str, String)>> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            section = rest
+                .strip_suffix(']')
+                .ok_or_else(|| {
+                    input(format!(
+                        "ncp.ini {}:{}: bad section header `{line}`",
+                        path.display(),
+                        n + 1
+                    ))
+                })?
+                .trim()
+                .to_string();
+            continue;
+        }
+        let Some((k, v)) = line.split_once(['=', ':']) else {
+            return Err(input(format!(
+                "ncp.ini {}:{}: expected `key = value`, found `{line}`",
+                path.display(),
+                n + 1
+            )));
+        };
+        let (k, v) = (k.trim(), v.trim());
+        let key = match (section.as_str(), k) {
+            ("nsx_kube_proxy", "ovs_uplink_port") => "node.uplink",
+            ("nsx_node_agent", "ovs_bridge") => "node.bridge",
+            _ => continue,
+        };
+        if !v.is_empty() {
+            out.push((key, v.to_string()));
+        }
+    }
+    Ok(out)
+}
+
+/// Sets `key = value` in a config file's text, keeping its comments and layout.
+pub fn set_in_text(text: &str, file: &str, key: &str, value_text: &str) -> Result<String> {
+    let def = key_def(key).ok_or_else(|| {
+        input(format!(
+            "unknown key `{key}`; known keys: {}",
+            KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let value = parse_text(def, value_text, "config set")?;
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e| input(format!("config file {file} is not valid TOML: {e}")))?;
+    let (section, name) = key.split_once('.').context("keys are section.name")?;
+    if doc.get(section).is_none() {
+        doc[section] = toml_edit::table();
+    }
+    let table = doc[section]
+        .as_table_like_mut()
+        .ok_or_else(|| input(format!("config file {file}: `{section}` is not a table")))?;
+    let new = match value {
+        Value::Str(s) => toml_edit::value(s),
+        Value::Bool(b) => toml_edit::value(b),
+        Value::Int(i) => toml_edit::value(
+            i64::try_from(i).map_err(|_| input(format!("`{key}` = {i} is too large")))?,
+        ),
+        Value::List(l) => toml_edit::value(l.iter().collect::<toml_edit::Array>()),
+    };
+    match table.get_mut(name) {
+        // Keep the key's own decoration (comments before it, spacing) by replacing only the value.
+        Some(toml_edit::Item::Value(old)) => {
+            let decor = old.decor().clone();
+            if let toml_edit::Item::Value(mut v) = new {
+                *v.decor_mut() = decor;
+                *old = v;
+            }
+        }
+        _ => {
+            table.insert(name, new);
+        }
+    }
+    Ok(doc.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names() {
+        assert_eq!(env_var("node.uplink"), "NCP_BOOTSTRAP_NODE_UPLINK");
+        assert_eq!(
+            env_var("ovs.datapath_type"),
+            "NCP_BOOTSTRAP_OVS_DATAPATH_TYPE"
+        );
+    }
+
+    #[test]
+    fn defaults_parse() {
+        for k in KEYS {
+            if let Some(d) = k.default {
+                parse_text(k, d, "default").unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn set_keeps_comments() {
+        let text = "# site config\n[node]\n# the NSX NIC\nuplink = \"eth1\"  # trailing\n\n[ovs]\ndatapath_type = \"system\"\n";
+        let out = set_in_text(text, "f", "node.uplink", "ens192").unwrap();
+        assert_eq!(out, text.replace("\"eth1\"", "\"ens192\""));
+        let out = set_in_text(text, "f", "probe.targets", "gateway,10.0.0.1:6443").unwrap();
+        assert!(out.starts_with(text));
+        assert!(
+            out.contains("[probe]\ntargets = [\"gateway\", \"10.0.0.1:6443\"]"),
+            "{out}"
+        );
+        assert!(set_in_text(text, "f", "ovs.datapath_type", "fast").is_err());
+        assert!(set_in_text(text, "f", "node.nope", "x").is_err());
+    }
+
+    #[test]
+    fn ncp_ini_is_read() {
+        let text = "[DEFAULT]\n# c\n[nsx_kube_proxy]\novs_uplink_port = ens224\n[nsx_node_agent]\novs_bridge=br-nsx\nother = 1\n";
+        let v = ncp_ini_values(text, Path::new("ncp.ini")).unwrap();
+        assert_eq!(
+            v,
+            vec![
+                ("node.uplink", "ens224".into()),
+                ("node.bridge", "br-nsx".into())
+            ]
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! Typed errors: the kind decides the exit code; the message names the file, field or value.
+
+use std::fmt;
+
+/// What went wrong, in the terms the exit code contract uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Bad user or host input (config, bundle, version strings). Nothing was changed.
+    Input,
+    /// A precondition on the host is not met. Nothing was changed.
+    Precondition,
+    /// The requested feature is not available on this host or in this build.
+    Unsupported,
+    /// A change failed half way; the ledger says what was done.
+    Apply,
+}
+
+impl Kind {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Kind::Input | Kind::Precondition | Kind::Unsupported => 2,
+            Kind::Apply => 3,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Input => "invalid input",
+            Kind::Precondition => "precondition not met",
+            Kind::Unsupported => "unsupported",
+            Kind::Apply => "apply failed",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{msg}")]
+pub struct Error {
+    pub kind: Kind,
+    pub msg: String,
+}
+
+impl Error {
+    pub fn new(kind: Kind, msg: impl Into<String>) -> Self {
+        Error {
+            kind,
+            msg: msg.into(),
+        }
+    }
+}
+
+pub fn input(msg: impl Into<String>) -> anyhow::Error {
+    Error::new(Kind::Input, msg).into()
+}
+
+pub fn precondition(msg: impl Into<String>) -> anyhow::Error {
+    Error::new(Kind::Precondition, msg).into()
+}
+
+pub fn unsupported(msg: impl Into<String>) -> anyhow::Error {
+    Error::new(Kind::Unsupported, msg).into()
+}
+
+/// The kind carried anywhere in an error chain, if any.
+pub fn kind_of(err: &anyhow::Error) -> Option<Kind> {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<Error>())
+        .map(|e| e.kind)
+}
+
+/// Gives an unclassified error a kind; a typed error keeps its own.
+pub fn classify(err: anyhow::Error, default: Kind) -> anyhow::Error {
+    if kind_of(&err).is_some() {
+        err
+    } else {
+        let msg = format!("{err:#}");
+        Error::new(default, msg).into()
+    }
+}

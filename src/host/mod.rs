@@ -1,0 +1,390 @@
+//! Every side effect on the host goes through here: path resolution under the host root (which
+//! refuses to escape it), atomic writes with an explicit mode, and removal.
+
+pub mod paths;
+pub mod run;
+
+use crate::error::{input, precondition};
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+/// Longest symlink chain we follow, as the kernel's ELOOP limit.
+const MAX_SYMLINKS: usize = 40;
+
+/// The host's `/`, as this process sees it (`/` on a host, `/host` in a container).
+#[derive(Debug, Clone)]
+pub struct HostRoot {
+    root: PathBuf,
+}
+
+/// A file's identity as we record it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileState {
+    pub sha256: String,
+    pub mode: u32,
+}
+
+impl HostRoot {
+    pub fn new(root: &Path) -> Result<Self> {
+        let root = fs::canonicalize(root).map_err(|e| {
+            input(format!(
+                "host root {}: {e}; pass an existing directory with --host-root or NCP_HOST_ROOT",
+                root.display()
+            ))
+        })?;
+        if !root.is_dir() {
+            return Err(input(format!(
+                "host root {} is not a directory",
+                root.display()
+            )));
+        }
+        Ok(HostRoot { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Resolves a host path (absolute, as the host sees it) to the path this process must use,
+    /// following symlinks the way the kernel would but refusing any that lead outside the root.
+    /// Components that do not exist yet are appended as they are.
+    pub fn resolve(&self, host_path: &str) -> Result<PathBuf> {
+        let mut todo: VecDeque<OsString> = components(Path::new(host_path))?;
+        let mut cur = self.root.clone();
+        let mut hops = 0;
+        while let Some(c) = todo.pop_front() {
+            if c == ".." {
+                if cur == self.root {
+                    return Err(precondition(format!(
+                        "host path {host_path} climbs above the host root {} with `..`",
+                        self.root.display()
+                    )));
+                }
+                cur.pop();
+                continue;
+            }
+            let next = cur.join(&c);
+            let meta = match fs::symlink_metadata(&next) {
+                Ok(m) => m,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    cur = next;
+                    continue;
+                }
+                Err(e) => return Err(e).with_context(|| format!("inspecting {}", next.display())),
+            };
+            if !meta.file_type().is_symlink() {
+                cur = next;
+                continue;
+            }
+            hops += 1;
+            if hops > MAX_SYMLINKS {
+                return Err(precondition(format!(
+                    "host path {host_path}: too many symlinks (loop?) at {}",
+                    next.display()
+                )));
+            }
+            let target = fs::read_link(&next)
+                .with_context(|| format!("reading symlink {}", next.display()))?;
+            let mut rest = components(&target)?;
+            if target.is_absolute() {
+                let inside = self.root == Path::new("/") || target.starts_with(&self.root);
+                if !inside {
+                    return Err(self.escape(host_path, &next, &target));
+                }
+                let below = target.strip_prefix(&self.root).unwrap_or(&target);
+                rest = components(below)?;
+                cur = self.root.clone();
+            } else if climbs_out(&cur, &self.root, &rest) {
+                return Err(self.escape(host_path, &next, &target));
+            }
+            rest.extend(todo);
+            todo = rest;
+        }
+        Ok(cur)
+    }
+
+    fn escape(&self, host_path: &str, link: &Path, target: &Path) -> anyhow::Error {
+        precondition(format!(
+            "host path {host_path} goes through the symlink {} -> {}, which points outside the host root {}; \
+             refusing to follow it. Point the link inside the host root (or run with the right --host-root)",
+            link.display(),
+            target.display(),
+            self.root.display()
+        ))
+    }
+
+    /// Reads a host file; `None` when it does not exist.
+    pub fn read(&self, host_path: &str) -> Result<Option<Vec<u8>>> {
+        let p = self.resolve(host_path)?;
+        match fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+        }
+    }
+
+    pub fn exists(&self, host_path: &str) -> Result<bool> {
+        let p = self.resolve(host_path)?;
+        Ok(fs::symlink_metadata(p).is_ok())
+    }
+
+    pub fn is_dir(&self, host_path: &str) -> Result<bool> {
+        Ok(self.resolve(host_path)?.is_dir())
+    }
+
+    /// Hash and mode of a regular host file, `None` when absent.
+    pub fn file_state(&self, host_path: &str) -> Result<Option<FileState>> {
+        let p = self.resolve(host_path)?;
+        let meta = match fs::metadata(&p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("inspecting {}", p.display())),
+        };
+        let bytes = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        Ok(Some(FileState {
+            sha256: sha256_hex(&bytes),
+            mode: meta.permissions().mode() & 0o7777,
+        }))
+    }
+
+    /// The directories of `host_dir` that do not exist yet, outermost first.
+    pub fn missing_dirs(&self, host_dir: &str) -> Result<Vec<String>> {
+        let mut missing = Vec::new();
+        let mut cur = Some(Path::new(host_dir));
+        while let Some(d) = cur {
+            let s = d.to_string_lossy();
+            if self.exists(&s)? {
+                break;
+            }
+            missing.push(s.into_owned());
+            cur = d.parent();
+        }
+        missing.reverse();
+        Ok(missing)
+    }
+
+    /// Creates the missing directories of `host_dir` (mode 0755) and returns the host paths it
+    /// created, outermost first, so that they can be recorded and removed again.
+    pub fn create_dirs(&self, host_dir: &str) -> Result<Vec<String>> {
+        let missing = self.missing_dirs(host_dir)?;
+        for d in &missing {
+            let p = self.resolve(d)?;
+            fs::create_dir(&p).with_context(|| format!("creating directory {}", p.display()))?;
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("setting mode of {}", p.display()))?;
+        }
+        Ok(missing)
+    }
+
+    /// Writes a host file atomically: a temp file in the same directory with the final mode,
+    /// fsync, rename over the target, fsync the directory. A rename never writes into the old
+    /// inode, so replacing a binary that is running works (no "text file busy").
+    /// The parent directory must exist (see `create_dirs`).
+    pub fn write_atomic(&self, host_path: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        let target = self.resolve(host_path)?;
+        let dir = target
+            .parent()
+            .with_context(|| format!("{} has no parent directory", target.display()))?;
+        let name = target
+            .file_name()
+            .with_context(|| format!("{} has no file name", target.display()))?;
+        let tmp = dir.join(format!(
+            ".{}.ncp-bootstrap-{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let result = write_then_rename(&tmp, &target, bytes, mode);
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result?;
+        fsync_dir(dir)
+    }
+
+    /// Removes a host file if present; returns whether it was there.
+    pub fn remove_file(&self, host_path: &str) -> Result<bool> {
+        let p = self.resolve(host_path)?;
+        match fs::remove_file(&p) {
+            Ok(()) => {
+                if let Some(dir) = p.parent() {
+                    fsync_dir(dir)?;
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("removing {}", p.display())),
+        }
+    }
+
+    /// Removes a directory only if it is empty; returns whether it was removed.
+    pub fn remove_empty_dir(&self, host_path: &str) -> Result<bool> {
+        let p = self.resolve(host_path)?;
+        match fs::remove_dir(&p) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("removing directory {}", p.display())),
+        }
+    }
+}
+
+fn write_then_rename(tmp: &Path, target: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    // The umask may have narrowed the mode given to open().
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting mode of {}", tmp.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", tmp.display()))?;
+    fs::rename(tmp, target).with_context(|| format!("renaming into {}", target.display()))
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing directory {}", dir.display()))
+}
+
+/// The components of a path, without the root and `.`.
+fn components(p: &Path) -> Result<VecDeque<OsString>> {
+    let mut out = VecDeque::new();
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => out.push_back(OsString::from("..")),
+            Component::Normal(n) => out.push_back(n.to_os_string()),
+            Component::Prefix(_) => return Err(input(format!("unsupported path {}", p.display()))),
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a relative symlink target, read in `cur`, climbs above `root` with its `..`s.
+fn climbs_out(cur: &Path, root: &Path, rest: &VecDeque<OsString>) -> bool {
+    let mut depth = cur
+        .strip_prefix(root)
+        .map(|p| p.components().count())
+        .unwrap_or(0) as i64;
+    for c in rest {
+        if c == ".." {
+            depth -= 1;
+            if depth < 0 {
+                return true;
+            }
+        } else {
+            depth += 1;
+        }
+    }
+    false
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn root() -> (tempfile::TempDir, HostRoot) {
+        let t = tempfile::tempdir().unwrap();
+        let h = HostRoot::new(t.path()).unwrap();
+        (t, h)
+    }
+
+    #[test]
+    fn plain_path_resolves_under_root() {
+        let (_t, h) = root();
+        assert_eq!(h.resolve("/etc/x").unwrap(), h.root().join("etc/x"));
+    }
+
+    #[test]
+    fn dotdot_above_root_is_refused() {
+        let (_t, h) = root();
+        assert!(h.resolve("/etc/../../x").is_err());
+        assert_eq!(h.resolve("/etc/../x").unwrap(), h.root().join("x"));
+    }
+
+    #[test]
+    fn relative_link_inside_root_is_followed() {
+        let (_t, h) = root();
+        fs::create_dir_all(h.root().join("var/lib/cni")).unwrap();
+        fs::create_dir_all(h.root().join("etc")).unwrap();
+        symlink("../var/lib/cni", h.root().join("etc/cni")).unwrap();
+        assert_eq!(
+            h.resolve("/etc/cni/net.d").unwrap(),
+            h.root().join("var/lib/cni/net.d")
+        );
+    }
+
+    #[test]
+    fn links_leaving_root_are_refused() {
+        let (_t, h) = root();
+        let outside = tempfile::tempdir().unwrap();
+        fs::create_dir_all(h.root().join("etc")).unwrap();
+        symlink(outside.path(), h.root().join("etc/abs")).unwrap();
+        symlink("../../..", h.root().join("etc/rel")).unwrap();
+        let e = h.resolve("/etc/abs/f").unwrap_err().to_string();
+        assert!(e.contains("outside the host root"), "{e}");
+        assert!(h.resolve("/etc/rel/f").is_err());
+    }
+
+    #[test]
+    fn absolute_link_into_root_is_followed() {
+        let (_t, h) = root();
+        fs::create_dir_all(h.root().join("data")).unwrap();
+        fs::create_dir_all(h.root().join("etc")).unwrap();
+        symlink(h.root().join("data"), h.root().join("etc/d")).unwrap();
+        assert_eq!(h.resolve("/etc/d/f").unwrap(), h.root().join("data/f"));
+    }
+
+    #[test]
+    fn link_loop_is_refused() {
+        let (_t, h) = root();
+        symlink("b", h.root().join("a")).unwrap();
+        symlink("a", h.root().join("b")).unwrap();
+        assert!(h.resolve("/a/x").is_err());
+    }
+
+    #[test]
+    fn atomic_write_sets_exact_mode_and_replaces() {
+        let (_t, h) = root();
+        h.create_dirs("/opt/cni/bin").unwrap();
+        h.write_atomic("/opt/cni/bin/x", b"one", 0o755).unwrap();
+        h.write_atomic("/opt/cni/bin/x", b"two", 0o644).unwrap();
+        let st = h.file_state("/opt/cni/bin/x").unwrap().unwrap();
+        assert_eq!(st.mode, 0o644);
+        assert_eq!(st.sha256, sha256_hex(b"two"));
+        let names: Vec<_> = fs::read_dir(h.root().join("opt/cni/bin"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![OsString::from("x")], "no temp file left behind");
+    }
+
+    #[test]
+    fn create_dirs_reports_only_what_it_made() {
+        let (_t, h) = root();
+        fs::create_dir_all(h.root().join("etc")).unwrap();
+        let made = h.create_dirs("/etc/cni/net.d").unwrap();
+        assert_eq!(
+            made,
+            vec!["/etc/cni".to_string(), "/etc/cni/net.d".to_string()]
+        );
+        assert!(h.create_dirs("/etc/cni/net.d").unwrap().is_empty());
+    }
+}

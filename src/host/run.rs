@@ -1,0 +1,67 @@
+//! The one way external tools run: the command line and its stderr end up in the error.
+
+use anyhow::{anyhow, Result};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Finds a tool on PATH; the error names the tool and what needs it.
+pub fn find_tool(name: &str, needed_for: &str) -> Result<PathBuf> {
+    which::which(name).map_err(|_| {
+        crate::error::precondition(format!(
+            "`{name}` not found on PATH; it is needed to {needed_for}. Install it (Debian/Ubuntu: apt-get install {})",
+            debian_package(name)
+        ))
+    })
+}
+
+fn debian_package(tool: &str) -> &str {
+    match tool {
+        "apparmor_parser" => "apparmor",
+        "ovs-vsctl" | "ovsdb-tool" | "ovsdb-server" | "ovs-vswitchd" => "openvswitch-switch",
+        "dpkg" => "dpkg",
+        "rpm" => "rpm",
+        other => other,
+    }
+}
+
+/// Output of a successful run.
+pub struct Output {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `program args…`, capturing both streams. A non-zero exit is an error that quotes the
+/// command and its stderr.
+pub fn run<I, S>(program: &std::path::Path, args: I) -> Result<Output>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let shown = show(program, &args);
+    let out = duct::cmd(program, &args)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .map_err(|e| anyhow!("could not start `{shown}`: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        return Err(anyhow!(
+            "`{shown}` failed ({}): {}",
+            out.status,
+            stderr.trim()
+        ));
+    }
+    Ok(Output { stdout, stderr })
+}
+
+fn show(program: &std::path::Path, args: &[OsString]) -> String {
+    let mut s = program.display().to_string();
+    for a in args {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}

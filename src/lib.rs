@@ -1,0 +1,13 @@
+//! ncp-bootstrap: node bootstrap and host preparation for Kubernetes nodes whose pod network is
+//! NSX. The module map is in ARCHITECTURE.md.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod host;
+pub mod ledger;
+pub mod report;
+pub mod steps;
+pub mod undo;
+pub mod version;

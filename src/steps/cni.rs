@@ -1,0 +1,391 @@
+//! CNI install: copy the NSX plugin and its conflist from the bundle when the host's
+//! `nsxBuildVersion` is older, add the loopback plugin and conf only where absent, and remove a
+//! legacy `nsx-cni` package first.
+
+use super::legacy_pkg::{self, Detection, LegacyPackage};
+use super::{Action, Ctx, Plan, Step};
+use crate::error::input;
+use crate::host::{paths, sha256_hex, HostRoot};
+use crate::ledger::{backup_path, Backup, Before, Entry, Ledger};
+use crate::version::NsxVersion;
+use anyhow::{Context, Result};
+use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+
+pub const NAME: &str = "cni";
+pub const VERSION_FIELD: &str = "nsxBuildVersion";
+
+/// A file the bundle provides, in the order it is installed: binaries before configs, because
+/// runtimes watch `net.d` and may load a conflist as soon as it appears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BundleFile {
+    pub path: &'static str,
+    pub mode: u32,
+    /// Installed only when absent, never overwritten.
+    pub only_if_absent: bool,
+}
+
+pub const FILES: [BundleFile; 4] = [
+    BundleFile {
+        path: paths::NSX_PLUGIN,
+        mode: 0o755,
+        only_if_absent: false,
+    },
+    BundleFile {
+        path: paths::LOOPBACK_PLUGIN,
+        mode: 0o755,
+        only_if_absent: true,
+    },
+    BundleFile {
+        path: paths::NSX_CONFLIST,
+        mode: 0o644,
+        only_if_absent: false,
+    },
+    BundleFile {
+        path: paths::LOOPBACK_CONF,
+        mode: 0o644,
+        only_if_absent: true,
+    },
+];
+
+pub struct Cni {
+    pub bundle: PathBuf,
+}
+
+#[derive(Debug)]
+pub enum CniAction {
+    RemovePackage(LegacyPackage),
+    Install {
+        file: BundleFile,
+        source: PathBuf,
+        replace: bool,
+        why: String,
+    },
+}
+
+impl Action for CniAction {
+    fn describe(&self) -> String {
+        match self {
+            CniAction::RemovePackage(p) => format!(
+                "remove legacy package {} {} with {} ({} owned file(s))",
+                legacy_pkg::PACKAGE,
+                p.version,
+                p.manager,
+                p.files.len()
+            ),
+            CniAction::Install { file, replace, .. } => format!(
+                "{} {} (mode {:04o})",
+                if *replace { "replace" } else { "install" },
+                file.path,
+                file.mode
+            ),
+        }
+    }
+
+    fn why(&self) -> String {
+        match self {
+            CniAction::RemovePackage(_) => {
+                "earlier NCP releases installed NSX CNI as a package; it must not own our files"
+                    .into()
+            }
+            CniAction::Install { why, .. } => why.clone(),
+        }
+    }
+}
+
+/// What the host's conflist says.
+#[derive(Debug)]
+pub enum HostConflist {
+    Absent,
+    Invalid(String),
+    Version(NsxVersion),
+}
+
+impl Cni {
+    pub fn from_ctx(ctx: &Ctx) -> Self {
+        Cni {
+            bundle: PathBuf::from(ctx.config.str("cni.bundle").unwrap_or_default()),
+        }
+    }
+
+    fn source(&self, f: &BundleFile) -> PathBuf {
+        self.bundle.join(f.path.trim_start_matches('/'))
+    }
+
+    /// Checks the bundle before anything is written and returns its version.
+    pub fn bundle_version(&self) -> Result<NsxVersion> {
+        for f in &FILES {
+            let p = self.source(f);
+            if !p.is_file() {
+                return Err(input(format!(
+                    "bundle file {} is missing; the bundle (config cni.bundle, flag --bundle) must \
+                     mirror the host with {}",
+                    p.display(),
+                    FILES.map(|f| f.path).join(", ")
+                )));
+            }
+        }
+        let conflist = self.source(&FILES[2]);
+        let bytes = std::fs::read(&conflist)
+            .with_context(|| format!("reading bundle file {}", conflist.display()))?;
+        conflist_version(&bytes)
+            .map_err(|why| input(format!("bundle file {}: {why}", conflist.display())))
+    }
+}
+
+/// The `nsxBuildVersion` of a conflist: at the top level or in any entry of `plugins`.
+pub fn conflist_version(bytes: &[u8]) -> Result<NsxVersion, String> {
+    let json: Json = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))?;
+    let mut found: Vec<&Json> = json.get(VERSION_FIELD).into_iter().collect();
+    if let Some(plugins) = json.get("plugins").and_then(Json::as_array) {
+        found.extend(plugins.iter().filter_map(|p| p.get(VERSION_FIELD)));
+    }
+    let mut versions = Vec::new();
+    for v in found {
+        let s = v
+            .as_str()
+            .ok_or_else(|| format!("field `{VERSION_FIELD}` is {v}, not a string"))?;
+        let parsed = NsxVersion::parse(s)
+            .map_err(|e| format!("field `{VERSION_FIELD}` = `{s}` is not a version: {e}"))?;
+        versions.push(parsed);
+    }
+    let first = versions
+        .first()
+        .cloned()
+        .ok_or_else(|| format!("no `{VERSION_FIELD}` field (top level or in `plugins`)"))?;
+    if let Some(other) = versions.iter().find(|v| **v != first) {
+        return Err(format!(
+            "`{VERSION_FIELD}` appears with different values ({first} and {other})"
+        ));
+    }
+    Ok(first)
+}
+
+pub fn host_conflist(host: &HostRoot) -> Result<HostConflist> {
+    Ok(match host.read(paths::NSX_CONFLIST)? {
+        None => HostConflist::Absent,
+        Some(b) => match conflist_version(&b) {
+            Ok(v) => HostConflist::Version(v),
+            Err(why) => HostConflist::Invalid(why),
+        },
+    })
+}
+
+impl Step for Cni {
+    type Action = CniAction;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn plan(&self, ctx: &Ctx) -> Result<Option<Plan<CniAction>>> {
+        let bundle_version = self.bundle_version()?;
+        let mut plan = Plan::new();
+        let mut going: Vec<String> = Vec::new();
+        match legacy_pkg::detect(ctx.host)? {
+            Detection::Absent => {}
+            Detection::CannotAct(why) => plan.warnings.push(why),
+            Detection::Found(pkg) => {
+                going = pkg.files.clone();
+                plan.actions.push(CniAction::RemovePackage(pkg));
+            }
+        }
+        let present =
+            |p: &str| -> Result<bool> { Ok(!going.iter().any(|g| g == p) && ctx.host.exists(p)?) };
+
+        let conflist = if present(paths::NSX_CONFLIST)? {
+            host_conflist(ctx.host)?
+        } else {
+            HostConflist::Absent
+        };
+        let nsx_why = match &conflist {
+            HostConflist::Absent => Some("the host has no 10-nsx.conflist".to_string()),
+            HostConflist::Invalid(why) => {
+                plan.warnings.push(format!(
+                    "host {} {why}; it is backed up and replaced",
+                    paths::NSX_CONFLIST
+                ));
+                Some(format!("the host's conflist is unusable ({why})"))
+            }
+            HostConflist::Version(h) if *h < bundle_version => Some(format!(
+                "host nsxBuildVersion {h} is older than the bundle's {bundle_version}"
+            )),
+            HostConflist::Version(h) if *h > bundle_version && ctx.force => Some(format!(
+                "host nsxBuildVersion {h} is newer than the bundle's {bundle_version}; --force downgrades"
+            )),
+            HostConflist::Version(h) if *h > bundle_version => {
+                plan.warnings.push(format!(
+                    "host nsxBuildVersion {h} is newer than the bundle's {bundle_version}; not \
+                     downgrading (use --force to install the bundle's anyway)"
+                ));
+                None
+            }
+            HostConflist::Version(_) => None,
+        };
+
+        for f in FILES {
+            let source = self.source(&f);
+            let exists = present(f.path)?;
+            let why = if f.only_if_absent {
+                (!exists).then(|| format!("{} is absent (it is never overwritten)", f.path))
+            } else if let Some(why) = &nsx_why {
+                Some(why.clone())
+            } else if !exists {
+                // The conflist is current but the plugin it names is gone: the node cannot run pods.
+                Some(format!(
+                    "{} is missing although the conflist is current",
+                    f.path
+                ))
+            } else {
+                None
+            };
+            let Some(why) = why else { continue };
+            // A file already identical to the bundle's (e.g. written before a crash) is done.
+            if exists && same_as(ctx.host, f, &source)? {
+                continue;
+            }
+            plan.actions.push(CniAction::Install {
+                file: f,
+                source,
+                replace: exists,
+                why,
+            });
+        }
+        plan.notes
+            .push(format!("bundle nsxBuildVersion {bundle_version}"));
+        Ok(Some(plan))
+    }
+
+    fn apply(&self, ctx: &Ctx, action: &CniAction, ledger: &mut Ledger) -> Result<()> {
+        match action {
+            CniAction::RemovePackage(pkg) => remove_package(ctx.host, pkg, ledger),
+            CniAction::Install { file, source, .. } => {
+                let bytes = std::fs::read(source)
+                    .with_context(|| format!("reading bundle file {}", source.display()))?;
+                install_file(ctx.host, NAME, file.path, &bytes, file.mode, ledger)
+            }
+        }
+    }
+}
+
+fn same_as(host: &HostRoot, f: BundleFile, source: &Path) -> Result<bool> {
+    let Some(state) = host.file_state(f.path)? else {
+        return Ok(false);
+    };
+    let bytes = std::fs::read(source)
+        .with_context(|| format!("reading bundle file {}", source.display()))?;
+    Ok(state.sha256 == sha256_hex(&bytes) && state.mode == f.mode)
+}
+
+fn remove_package(host: &HostRoot, pkg: &LegacyPackage, ledger: &mut Ledger) -> Result<()> {
+    let mut backups = Vec::new();
+    for p in &pkg.files {
+        backups.push(backup_file(host, p)?);
+    }
+    ledger.record(
+        host,
+        Entry::PackageRemoved {
+            step: NAME.into(),
+            manager: pkg.manager.to_string(),
+            package: legacy_pkg::PACKAGE.into(),
+            version: pkg.version.clone(),
+            backups,
+        },
+    )?;
+    legacy_pkg::remove(host, pkg)
+}
+
+/// Copies a host file into the backup tree and says where.
+fn backup_file(host: &HostRoot, path: &str) -> Result<Backup> {
+    let state = host
+        .file_state(path)?
+        .with_context(|| format!("{path} vanished before it could be backed up"))?;
+    let bytes = host.read(path)?.unwrap_or_default();
+    let backup = backup_path(path);
+    if let Some(dir) = Path::new(&backup).parent() {
+        host.create_dirs(&dir.to_string_lossy())?;
+    }
+    host.write_atomic(&backup, &bytes, state.mode)?;
+    Ok(Backup {
+        path: path.into(),
+        backup,
+        sha256: state.sha256,
+        mode: state.mode,
+    })
+}
+
+/// Writes one host file, recording it (and the backup of what it replaces) first.
+pub fn install_file(
+    host: &HostRoot,
+    step: &str,
+    path: &str,
+    bytes: &[u8],
+    mode: u32,
+    ledger: &mut Ledger,
+) -> Result<()> {
+    let parent = Path::new(path)
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/".into());
+    // Record the directories before creating them, so that a crash in between cannot leave one
+    // unrecorded; undo removes only empty ones.
+    let missing = host.missing_dirs(&parent)?;
+    for d in &missing {
+        ledger.record(
+            host,
+            Entry::DirCreated {
+                step: step.into(),
+                path: d.clone(),
+            },
+        )?;
+    }
+    host.create_dirs(&parent)?;
+    let before = match host.file_state(path)? {
+        None => Before::Absent,
+        Some(_) => {
+            let b = backup_file(host, path)?;
+            Before::Replaced {
+                backup: b.backup,
+                sha256: b.sha256,
+                mode: b.mode,
+            }
+        }
+    };
+    ledger.record(
+        host,
+        Entry::File {
+            step: step.into(),
+            path: path.into(),
+            sha256: sha256_hex(bytes),
+            mode,
+            before,
+        },
+    )?;
+    host.write_atomic(path, bytes, mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_in_plugins_or_top() {
+        let v = |s: &str| conflist_version(s.as_bytes());
+        assert_eq!(
+            v(r#"{"nsxBuildVersion":"4.1.0"}"#).unwrap(),
+            NsxVersion::parse("4.1").unwrap()
+        );
+        assert!(v(r#"{"plugins":[{"type":"nsx","nsxBuildVersion":"4.1.0.2"}]}"#).is_ok());
+        assert!(v(r#"{"plugins":[{"type":"nsx"}]}"#)
+            .unwrap_err()
+            .contains("no `nsxBuildVersion`"));
+        assert!(v(r#"{"nsxBuildVersion":4.1}"#)
+            .unwrap_err()
+            .contains("not a string"));
+        assert!(v(r#"{"nsxBuildVersion":"4.1.O.1"}"#)
+            .unwrap_err()
+            .contains("4.1.O.1"));
+        assert!(v(r#"{"nsxBuildVersion":"4.1","plugins":[{"nsxBuildVersion":"4.2"}]}"#).is_err());
+        assert!(v("{").unwrap_err().contains("not valid JSON"));
+    }
+}

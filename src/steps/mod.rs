@@ -1,0 +1,193 @@
+//! Steps: each host change can plan (read only), apply (recording in the ledger before it acts),
+//! and verify. Undo is driven by the ledger's data (see `crate::undo`), so a crashed run can be
+//! undone by a later process.
+
+pub mod cni;
+pub mod legacy_pkg;
+
+use crate::config::Config;
+use crate::error::{classify, Kind};
+use crate::host::{paths, HostRoot};
+use crate::ledger::Ledger;
+use crate::report::{Change, Progress, Status, StepReport};
+use anyhow::{Context, Result};
+use std::time::Instant;
+
+/// What every step sees.
+pub struct Ctx<'a> {
+    pub host: &'a HostRoot,
+    pub config: &'a Config,
+    pub dry_run: bool,
+    pub force: bool,
+    pub progress: &'a Progress,
+}
+
+/// One planned change, with the reason for it.
+pub trait Action {
+    fn describe(&self) -> String;
+    fn why(&self) -> String;
+}
+
+pub struct Plan<A> {
+    pub actions: Vec<A>,
+    pub warnings: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+impl<A> Plan<A> {
+    pub fn new() -> Self {
+        Plan {
+            actions: Vec::new(),
+            warnings: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+}
+
+impl<A> Default for Plan<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub trait Step {
+    type Action: Action;
+    fn name(&self) -> &'static str;
+    /// Observes the host and decides; reads only. `Ok(None)` means the step does not apply here.
+    fn plan(&self, ctx: &Ctx) -> Result<Option<Plan<Self::Action>>>;
+    /// Makes one planned change, recording it in the ledger before acting.
+    fn apply(&self, ctx: &Ctx, action: &Self::Action, ledger: &mut Ledger) -> Result<()>;
+}
+
+/// Plans, and unless this is a dry run applies and verifies, one step.
+pub fn execute<S: Step>(ctx: &Ctx, step: &S) -> Result<StepReport> {
+    let started = Instant::now();
+    let mut report = StepReport::new(step.name());
+    ctx.progress.info(&format!("{}: planning", step.name()));
+    let result = execute_inner(ctx, step, &mut report);
+    report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(()) => Ok(report),
+        Err(e) => {
+            report.status = Status::Failed;
+            Err(e.context(StepFailed(Box::new(report))))
+        }
+    }
+}
+
+/// Carries the partial report of a failed step up to the command, for the JSON output.
+#[derive(Debug)]
+pub struct StepFailed(pub Box<StepReport>);
+
+impl std::fmt::Display for StepFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "step {}", self.0.name)
+    }
+}
+
+fn execute_inner<S: Step>(ctx: &Ctx, step: &S, report: &mut StepReport) -> Result<()> {
+    let Some(plan) = step
+        .plan(ctx)
+        .map_err(|e| classify(e, Kind::Precondition))?
+    else {
+        report.status = Status::Skipped;
+        return Ok(());
+    };
+    report.warnings.extend(plan.warnings.iter().cloned());
+    report.notes.extend(plan.notes.iter().cloned());
+    for w in &plan.warnings {
+        ctx.progress.warn(&format!("{}: {w}", step.name()));
+    }
+    if plan.actions.is_empty() {
+        return Ok(());
+    }
+    if ctx.dry_run {
+        report.status = Status::Planned;
+        report.changes = plan.actions.iter().map(|a| change(a, false)).collect();
+        return Ok(());
+    }
+    let (_lock, made) = lock(ctx.host).map_err(|e| classify(e, Kind::Precondition))?;
+    // Another run may have converged the host while we waited for nothing: plan again under
+    // the lock so that we act on what is there now.
+    let plan = match step
+        .plan(ctx)
+        .map_err(|e| classify(e, Kind::Precondition))?
+    {
+        Some(p) if !p.actions.is_empty() => p,
+        _ => return Ok(()),
+    };
+    let mut ledger = Ledger::load(ctx.host)?;
+    ledger.state_dirs.extend(made);
+    report.status = Status::Changed;
+    for action in &plan.actions {
+        ctx.progress
+            .info(&format!("{}: {}", step.name(), action.describe()));
+        step.apply(ctx, action, &mut ledger).map_err(|e| {
+            classify(
+                e.context(format!(
+                    "{}: {} failed; what was done is recorded in {} — re-run to finish, or run \
+                     `ncp-bootstrap cleanup` to undo it",
+                    step.name(),
+                    action.describe(),
+                    paths::LEDGER
+                )),
+                Kind::Apply,
+            )
+        })?;
+        report.changes.push(change(action, true));
+    }
+    verify(ctx, step)
+}
+
+/// A step has converged when planning again finds nothing to do.
+fn verify<S: Step>(ctx: &Ctx, step: &S) -> Result<()> {
+    let again = step
+        .plan(ctx)
+        .map_err(|e| classify(e, Kind::Apply))?
+        .map(|p| p.actions)
+        .unwrap_or_default();
+    if again.is_empty() {
+        return Ok(());
+    }
+    let left: Vec<String> = again.iter().map(|a| a.describe()).collect();
+    Err(crate::error::Error::new(
+        Kind::Apply,
+        format!(
+            "{}: verification failed, still to do after applying: {}",
+            step.name(),
+            left.join("; ")
+        ),
+    )
+    .into())
+}
+
+fn change<A: Action>(a: &A, done: bool) -> Change {
+    Change {
+        action: a.describe(),
+        why: a.why(),
+        done,
+    }
+}
+
+/// Serialises mutating runs. Taken only when there is something to change, so a converged
+/// re-run creates nothing on the host. Also returns the directories it had to create.
+pub fn lock(host: &HostRoot) -> Result<(std::fs::File, Vec<String>)> {
+    let made = host.create_dirs(paths::STATE_DIR)?;
+    let p = host.resolve(paths::LOCK)?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .with_context(|| format!("opening lock file {}", p.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok((f, made)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(crate::error::precondition(format!(
+            "another ncp-bootstrap run holds the lock {}; wait for it to finish",
+            p.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", p.display()))
+        }
+    }
+}

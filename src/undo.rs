@@ -1,0 +1,165 @@
+//! Undo, driven by ledger entries (data), so any later process can undo what a run recorded.
+//! Each entry is planned (read only, for `--dry-run`) and then applied; undo never deletes a file
+//! that changed after we wrote it.
+
+use crate::host::{paths, HostRoot};
+use crate::ledger::{Before, Entry};
+use anyhow::{Context, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UndoAction {
+    RemoveFile {
+        path: String,
+    },
+    Restore {
+        path: String,
+        backup: String,
+        mode: u32,
+    },
+    /// Someone changed the file after we wrote it: it is theirs now.
+    KeepChanged {
+        path: String,
+        backup: Option<String>,
+    },
+    RemoveDir {
+        path: String,
+    },
+    DropBackups {
+        paths: Vec<String>,
+        note: String,
+    },
+    Nothing {
+        why: String,
+    },
+}
+
+impl UndoAction {
+    pub fn describe(&self) -> String {
+        match self {
+            UndoAction::RemoveFile { path } => format!("remove {path}"),
+            UndoAction::Restore { path, backup, mode } => {
+                format!("restore {path} from {backup} (mode {mode:04o})")
+            }
+            UndoAction::KeepChanged { path, backup } => format!(
+                "keep {path}: it changed after ncp-bootstrap wrote it{}",
+                backup
+                    .as_ref()
+                    .map(|b| format!("; the original stays at {b}"))
+                    .unwrap_or_default()
+            ),
+            UndoAction::RemoveDir { path } => format!("remove directory {path} if empty"),
+            UndoAction::DropBackups { note, .. } => note.clone(),
+            UndoAction::Nothing { why } => why.clone(),
+        }
+    }
+
+    pub fn is_warning(&self) -> bool {
+        matches!(self, UndoAction::KeepChanged { .. })
+    }
+}
+
+pub fn plan(host: &HostRoot, entry: &Entry) -> Result<UndoAction> {
+    Ok(match entry {
+        Entry::DirCreated { path, .. } => UndoAction::RemoveDir { path: path.clone() },
+        Entry::File {
+            path,
+            sha256,
+            before,
+            ..
+        } => {
+            let now = host.file_state(path)?;
+            let ours = now.as_ref().is_some_and(|s| &s.sha256 == sha256);
+            match (now.is_some(), ours, before) {
+                (true, false, Before::Absent) => UndoAction::KeepChanged {
+                    path: path.clone(),
+                    backup: None,
+                },
+                (true, false, Before::Replaced { backup, .. }) => UndoAction::KeepChanged {
+                    path: path.clone(),
+                    backup: Some(backup.clone()),
+                },
+                (true, true, Before::Absent) => UndoAction::RemoveFile { path: path.clone() },
+                (false, _, Before::Absent) => UndoAction::Nothing {
+                    why: format!("{path} is already gone"),
+                },
+                (_, _, Before::Replaced { backup, mode, .. }) => UndoAction::Restore {
+                    path: path.clone(),
+                    backup: backup.clone(),
+                    mode: *mode,
+                },
+            }
+        }
+        Entry::PackageRemoved {
+            package,
+            version,
+            backups,
+            ..
+        } => UndoAction::DropBackups {
+            paths: backups.iter().map(|b| b.backup.clone()).collect(),
+            note: format!(
+                "drop the backups of legacy package {package} {version}: it was removed on \
+                 purpose and is not reinstalled"
+            ),
+        },
+    })
+}
+
+pub fn apply(host: &HostRoot, action: &UndoAction) -> Result<()> {
+    match action {
+        UndoAction::RemoveFile { path } => {
+            host.remove_file(path)?;
+        }
+        UndoAction::Restore { path, backup, mode } => {
+            let bytes = host
+                .read(backup)?
+                .with_context(|| format!("the backup {backup} of {path} is missing"))?;
+            host.write_atomic(path, &bytes, *mode)?;
+            host.remove_file(backup)?;
+        }
+        UndoAction::RemoveDir { path } => {
+            host.remove_empty_dir(path)?;
+        }
+        UndoAction::DropBackups { paths, .. } => {
+            for p in paths {
+                host.remove_file(p)?;
+            }
+        }
+        UndoAction::KeepChanged { .. } | UndoAction::Nothing { .. } => {}
+    }
+    Ok(())
+}
+
+/// Once the ledger is empty: remove it, the lock, the (empty) backup tree, the state dir, and
+/// the directories above it that the first run created.
+pub fn prune_state(host: &HostRoot, state_dirs: &[String]) -> Result<()> {
+    let backup = host.resolve(paths::BACKUP_DIR)?;
+    if backup.is_dir() {
+        remove_empty_tree(&backup)?;
+    }
+    host.remove_file(paths::LEDGER)?;
+    host.remove_file(paths::LOCK)?;
+    host.remove_empty_dir(paths::STATE_DIR)?;
+    for d in state_dirs.iter().rev() {
+        if d != paths::STATE_DIR {
+            host.remove_empty_dir(d)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes empty directories bottom-up; stops at anything that still holds a file.
+fn remove_empty_tree(dir: &std::path::Path) -> Result<bool> {
+    let mut empty = true;
+    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            empty &= remove_empty_tree(&e.path())?;
+        } else {
+            empty = false;
+        }
+    }
+    if empty {
+        std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    Ok(empty)
+}

@@ -1,0 +1,201 @@
+//! The command-line contract: help, config precedence and editing, exit codes.
+
+mod common;
+use common::*;
+use std::fs;
+
+#[test]
+fn help_fits_80_columns() {
+    for args in [
+        vec!["--help"],
+        vec!["install", "--help"],
+        vec!["uplink", "attach", "--help"],
+        vec!["config", "--help"],
+    ] {
+        let r = run(&args);
+        assert_eq!(r.code, 0);
+        for line in r.stdout.lines() {
+            assert!(line.chars().count() <= 80, "{args:?}: too wide: {line}");
+        }
+    }
+    let r = run(&["--help"]);
+    for cmd in [
+        "install", "cni", "apparmor", "ovs", "uplink", "persist", "cleanup", "status", "config",
+        "demo",
+    ] {
+        assert!(
+            r.stdout.contains(&format!("  {cmd} ")),
+            "--help lacks {cmd}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(run(&["frobnicate"]).code, 2);
+    assert_eq!(run(&["--output", "xml", "status"]).code, 2);
+}
+
+#[test]
+fn commands_not_built_yet_say_so_and_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = tmp.path().to_str().unwrap();
+    for args in [
+        vec!["ovs", "run"],
+        vec!["uplink", "attach"],
+        vec!["persist"],
+        vec!["demo"],
+    ] {
+        let mut a = vec!["--host-root", h];
+        a.extend(args.iter());
+        let r = run(&a);
+        assert_eq!(r.code, 2, "{args:?}");
+        assert!(
+            r.stderr.contains("not implemented in this build yet"),
+            "{}",
+            r.stderr
+        );
+    }
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn config_precedence_flag_env_file_ini_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = tmp.path().join("host");
+    let ini = tmp.path().join("ncp.ini");
+    fs::write(
+        &ini,
+        "[nsx_kube_proxy]\novs_uplink_port = ens224\n[nsx_node_agent]\novs_bridge = br-nsx\n",
+    )
+    .unwrap();
+    write(
+        &host.join("etc/ncp-bootstrap/config.toml"),
+        b"[node]\nbridge = \"br-file\"\n[cni]\nbundle = \"/from/file\"\n",
+        0o644,
+    );
+    let h = host.to_str().unwrap();
+    let i = ini.to_str().unwrap();
+    let r = run_env(
+        &[
+            "--host-root",
+            h,
+            "--ncp-ini",
+            i,
+            "--output",
+            "json",
+            "config",
+            "show",
+        ],
+        &[
+            ("NCP_BOOTSTRAP_CNI_BUNDLE", "/from/env"),
+            ("NCP_BOOTSTRAP_OVS_DATAPATH_TYPE", "netdev"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let d = &j["details"];
+    assert_eq!(d["node.uplink"]["value"], "ens224");
+    assert_eq!(d["node.uplink"]["source"]["kind"], "ncp_ini");
+    assert_eq!(d["node.bridge"]["value"], "br-file");
+    assert_eq!(d["node.bridge"]["source"]["kind"], "file");
+    assert_eq!(d["cni.bundle"]["value"], "/from/env");
+    assert_eq!(
+        d["ovs.datapath_type"]["source"]["name"],
+        "NCP_BOOTSTRAP_OVS_DATAPATH_TYPE"
+    );
+    assert_eq!(d["apparmor.mode"]["value"], "auto");
+    assert_eq!(d["apparmor.mode"]["source"]["kind"], "default");
+    // A flag beats the environment.
+    let r = run_env(
+        &[
+            "--host-root",
+            h,
+            "--ncp-ini",
+            i,
+            "status",
+            "--bundle",
+            "/from/flag",
+            "--output",
+            "json",
+        ],
+        &[("NCP_BOOTSTRAP_CNI_BUNDLE", "/from/env")],
+    );
+    assert!(r.stdout.contains("/from/flag"), "{}", r.stdout);
+    // Text form names each source.
+    let r = run(&["--host-root", h, "--ncp-ini", i, "config", "show"]);
+    assert!(
+        r.stdout.contains("node.uplink = ens224    # ncp.ini"),
+        "{}",
+        r.stdout
+    );
+    // An explicit ncp.ini that is missing is an error.
+    let r = run(&[
+        "--host-root",
+        h,
+        "--ncp-ini",
+        "/nonexistent/ncp.ini",
+        "config",
+        "show",
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("/nonexistent/ncp.ini"));
+}
+
+#[test]
+fn config_set_keeps_comments_and_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.toml");
+    let text = "# site settings\n[node]\n# NSX NIC\nuplink = \"eth1\" # was eth1\n\n[ovs]\ndatapath_type = \"system\"\n";
+    write(&cfg, text.as_bytes(), 0o640);
+    let c = cfg.to_str().unwrap();
+    let r = run(&["--config", c, "config", "set", "node.uplink", "ens192"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        fs::read_to_string(&cfg).unwrap(),
+        text.replace("\"eth1\" #", "\"ens192\" #")
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    let r = run(&[
+        "--config",
+        c,
+        "config",
+        "set",
+        "ovs.datapath_type",
+        "kernel",
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("one of system, netdev"), "{}", r.stderr);
+    let r = run(&[
+        "--config",
+        c,
+        "--dry-run",
+        "config",
+        "set",
+        "probe.timeout_ms",
+        "900",
+    ]);
+    assert_eq!(r.code, 0);
+    assert!(!fs::read_to_string(&cfg).unwrap().contains("timeout_ms"));
+}
+
+#[test]
+fn readme_documents_every_config_key_and_exit_code() {
+    let readme = fs::read_to_string(format!("{REPO}/README.md")).unwrap();
+    for k in ncp_bootstrap::config::KEYS {
+        assert!(
+            readme.contains(&format!("`{}`", k.name)),
+            "README lacks key {}",
+            k.name
+        );
+        let env = ncp_bootstrap::config::env_var(k.name);
+        assert!(readme.contains(&env), "README lacks {env}");
+    }
+    for code in ["| 0 |", "| 1 |", "| 2 |", "| 3 |"] {
+        assert!(readme.contains(code), "README lacks exit code row {code}");
+    }
+}
