@@ -79,3 +79,12 @@ pub fn classify(err: anyhow::Error, default: Kind) -> anyhow::Error {
         Error::new(default, msg).into()
     }
 }
+
+/// Forces a kind: a precondition that fails after earlier steps changed the host no longer
+/// means "nothing was changed".
+pub fn reclassify(err: anyhow::Error, kind: Kind) -> anyhow::Error {
+    if kind_of(&err) == Some(kind) {
+        return err;
+    }
+    Error::new(kind, format!("{err:#}")).into()
+}

@@ -17,7 +17,9 @@
 //!       "before": { "state": "replaced", "backup": "/var/lib/ncp-bootstrap/backup/etc/cni/net.d/10-nsx.conflist",
 //!                   "sha256": "…", "mode": 420 } },
 //!     { "kind": "package_removed", "step": "cni", "manager": "dpkg", "package": "nsx-cni",
-//!       "version": "3.0.1", "backups": [ { "path": "…", "backup": "…", "sha256": "…", "mode": 493 } ] }
+//!       "version": "3.0.1", "backups": [ { "path": "…", "backup": "…", "sha256": "…", "mode": 493 } ] },
+//!     { "kind": "profile_loaded", "step": "apparmor", "name": "node-agent-apparmor",
+//!       "was_loaded": false, "reload_from": null }
 //!   ],
 //!   "state_dirs": [ "/var/lib" ] }
 //! ```
@@ -61,6 +63,14 @@ pub enum Entry {
         version: String,
         backups: Vec<Backup>,
     },
+    /// An AppArmor profile we loaded. Undo unloads it, or, when an older copy was loaded before
+    /// and its file was backed up, reloads that copy.
+    ProfileLoaded {
+        step: String,
+        name: String,
+        was_loaded: bool,
+        reload_from: Option<String>,
+    },
 }
 
 impl Entry {
@@ -68,7 +78,8 @@ impl Entry {
         match self {
             Entry::DirCreated { step, .. }
             | Entry::File { step, .. }
-            | Entry::PackageRemoved { step, .. } => step,
+            | Entry::PackageRemoved { step, .. }
+            | Entry::ProfileLoaded { step, .. } => step,
         }
     }
 }

@@ -4,12 +4,20 @@
 
 use crate::host::{paths, HostRoot};
 use crate::ledger::{Before, Entry};
+use crate::steps::apparmor::{loaded_mode, Parser};
 use anyhow::{Context, Result};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum UndoAction {
     RemoveFile {
         path: String,
+    },
+    UnloadProfile {
+        name: String,
+    },
+    ReloadProfile {
+        name: String,
+        from: String,
     },
     Restore {
         path: String,
@@ -49,6 +57,12 @@ impl UndoAction {
             ),
             UndoAction::RemoveDir { path } => format!("remove directory {path} if empty"),
             UndoAction::DropBackups { note, .. } => note.clone(),
+            UndoAction::UnloadProfile { name } => {
+                format!("unload AppArmor profile {name} (apparmor_parser -R)")
+            }
+            UndoAction::ReloadProfile { name, from } => {
+                format!("reload the host's earlier AppArmor profile {name} from {from}")
+            }
             UndoAction::Nothing { why } => why.clone(),
         }
     }
@@ -101,6 +115,26 @@ pub fn plan(host: &HostRoot, entry: &Entry) -> Result<UndoAction> {
                  purpose and is not reinstalled"
             ),
         },
+        Entry::ProfileLoaded {
+            name,
+            was_loaded,
+            reload_from,
+            ..
+        } => match (was_loaded, reload_from) {
+            (_, Some(from)) => UndoAction::ReloadProfile {
+                name: name.clone(),
+                from: from.clone(),
+            },
+            (true, None) => UndoAction::Nothing {
+                why: format!(
+                    "AppArmor profile {name} was loaded before ncp-bootstrap; left loaded"
+                ),
+            },
+            (false, None) if loaded_mode(host, name)?.is_none() => UndoAction::Nothing {
+                why: format!("AppArmor profile {name} is not loaded"),
+            },
+            (false, None) => UndoAction::UnloadProfile { name: name.clone() },
+        },
     })
 }
 
@@ -123,6 +157,10 @@ pub fn apply(host: &HostRoot, action: &UndoAction) -> Result<()> {
             for p in paths {
                 host.remove_file(p)?;
             }
+        }
+        UndoAction::UnloadProfile { name } => Parser::find(host)?.unload(name)?,
+        UndoAction::ReloadProfile { from, .. } => {
+            Parser::find(host)?.load(&host.resolve(from)?)?;
         }
         UndoAction::KeepChanged { .. } | UndoAction::Nothing { .. } => {}
     }

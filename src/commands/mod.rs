@@ -126,7 +126,7 @@ fn dispatch(env: &Env, report: &mut Report) -> Result<Outcome> {
         Command::Cleanup { legacy } => cleanup::run(env, *legacy, report),
         Command::Config(ConfigCommand::Show) => config::show(env),
         Command::Config(ConfigCommand::Set { key, value }) => config::set(env, key, value),
-        Command::Apparmor(_) => Err(not_yet("apparmor", 3)),
+        Command::Apparmor(_) => install::apparmor(env, report),
         Command::Ovs(OvsCommand::Run) => Err(not_yet("ovs run", 5)),
         Command::Ovs(OvsCommand::Health) => Err(not_yet("ovs health", 5)),
         Command::Uplink(UplinkCommand::Attach(_)) => Err(not_yet("uplink attach", 4)),

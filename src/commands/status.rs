@@ -1,8 +1,10 @@
 //! `status`: what is installed, and what drifted (exit 1 on drift).
 
 use super::{Env, Outcome};
+use crate::host::paths;
 use crate::ledger::{Entry, Ledger};
 use crate::report::Report;
+use crate::steps::apparmor::{annotation, loaded_mode, module_enabled, AppArmor};
 use crate::steps::cni::{host_conflist, Cni, HostConflist, FILES};
 use crate::steps::legacy_pkg::{self, Detection};
 use crate::steps::{Ctx, Step};
@@ -18,6 +20,17 @@ struct FileStatus {
     ours: bool,
     /// Ours, but changed or removed since.
     drifted: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct AppArmorStatus {
+    module_enabled: bool,
+    profile: String,
+    file: String,
+    loaded: Option<String>,
+    annotation: String,
+    skipped: Option<String>,
+    pending: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -89,13 +102,10 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
         Some(_) => Vec::new(),
         None => cni
             .plan(&ctx)?
-            .map(|p| {
-                p.actions
-                    .iter()
-                    .map(crate::steps::Action::describe)
-                    .collect()
-            })
-            .unwrap_or_default(),
+            .actions
+            .iter()
+            .map(crate::steps::Action::describe)
+            .collect(),
     };
     for p in &pending {
         drift.push(format!("not converged: {p}"));
@@ -110,12 +120,95 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
         pending,
         drift,
     };
-    let text = render(&status, &ledger);
+    let mut text = render(&status, &ledger);
+    let mut drift = status.drift.clone();
+    let aa = apparmor_status(env, &ctx, &ledger)?;
+    text.push_str(&render_apparmor(&aa));
+    drift.extend(
+        aa.pending
+            .iter()
+            .map(|p| format!("apparmor not converged: {p}")),
+    );
+    text.push_str(&render_drift(&drift));
     Ok(Outcome {
-        code: if status.drift.is_empty() { 0 } else { 1 },
+        code: if drift.is_empty() { 0 } else { 1 },
         text,
-        details: Some(serde_json::json!({ "cni": status, "ledger_entries": ledger.entries.len() })),
+        details: Some(serde_json::json!({
+            "cni": status,
+            "apparmor": aa,
+            "drift": drift,
+            "ledger_entries": ledger.entries.len(),
+        })),
     })
+}
+
+fn apparmor_status(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Result<AppArmorStatus> {
+    let step = AppArmor::from_ctx(ctx);
+    let file = match (
+        env.host.file_state(paths::APPARMOR_PROFILE_FILE)?,
+        ledger.file(paths::APPARMOR_PROFILE_FILE),
+    ) {
+        (None, _) => "absent".to_string(),
+        (Some(s), Some(Entry::File { sha256, .. })) if *sha256 == s.sha256 => "ours".to_string(),
+        (Some(_), Some(_)) => "ours, DRIFTED".to_string(),
+        (Some(_), None) => "present (not ours)".to_string(),
+    };
+    // A bundle or parser problem is reported, not fatal: status must work on a bare host.
+    let (skipped, pending) = match step.plan(ctx) {
+        Ok(p) => (
+            p.skipped,
+            p.actions
+                .iter()
+                .map(crate::steps::Action::describe)
+                .collect(),
+        ),
+        Err(e) => (None, vec![format!("cannot plan: {e:#}")]),
+    };
+    Ok(AppArmorStatus {
+        module_enabled: module_enabled(&env.host)?,
+        loaded: loaded_mode(&env.host, &step.profile)?,
+        annotation: annotation("<container>", &step.profile),
+        profile: step.profile,
+        file,
+        skipped,
+        pending,
+    })
+}
+
+fn render_apparmor(a: &AppArmorStatus) -> String {
+    let mut t = String::from("apparmor:\n");
+    t.push_str(&format!(
+        "  module:  {}\n",
+        if a.module_enabled {
+            "enabled"
+        } else {
+            "not enabled"
+        }
+    ));
+    if let Some(why) = &a.skipped {
+        t.push_str(&format!("  skipped: {why}\n"));
+    }
+    t.push_str(&format!(
+        "  {:<34} {}\n",
+        paths::APPARMOR_PROFILE_FILE,
+        a.file
+    ));
+    t.push_str(&format!(
+        "  profile {}: {}\n",
+        a.profile,
+        a.loaded
+            .as_deref()
+            .map_or("not loaded".to_string(), |m| format!("loaded ({m})"))
+    ));
+    t.push_str(&format!("  annotation: {}\n", a.annotation));
+    t
+}
+
+fn render_drift(drift: &[String]) -> String {
+    if drift.is_empty() {
+        return "no drift\n".into();
+    }
+    drift.iter().map(|d| format!("drift: {d}\n")).collect()
 }
 
 fn render(s: &CniStatus, ledger: &Ledger) -> String {
@@ -146,12 +239,5 @@ fn render(s: &CniStatus, ledger: &Ledger) -> String {
             "ies"
         }
     ));
-    if s.drift.is_empty() {
-        t.push_str("no drift\n");
-    } else {
-        for d in &s.drift {
-            t.push_str(&format!("drift: {d}\n"));
-        }
-    }
     t
 }

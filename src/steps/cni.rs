@@ -178,7 +178,7 @@ impl Step for Cni {
         NAME
     }
 
-    fn plan(&self, ctx: &Ctx) -> Result<Option<Plan<CniAction>>> {
+    fn plan(&self, ctx: &Ctx) -> Result<Plan<CniAction>> {
         let bundle_version = self.bundle_version()?;
         let mut plan = Plan::new();
         let mut going: Vec<String> = Vec::new();
@@ -253,7 +253,7 @@ impl Step for Cni {
         }
         plan.notes
             .push(format!("bundle nsxBuildVersion {bundle_version}"));
-        Ok(Some(plan))
+        Ok(plan)
     }
 
     fn apply(&self, ctx: &Ctx, action: &CniAction, ledger: &mut Ledger) -> Result<()> {

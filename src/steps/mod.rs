@@ -2,6 +2,7 @@
 //! and verify. Undo is driven by the ledger's data (see `crate::undo`), so a crashed run can be
 //! undone by a later process.
 
+pub mod apparmor;
 pub mod cni;
 pub mod legacy_pkg;
 
@@ -32,6 +33,8 @@ pub struct Plan<A> {
     pub actions: Vec<A>,
     pub warnings: Vec<String>,
     pub notes: Vec<String>,
+    /// The step does not apply on this host, and why.
+    pub skipped: Option<String>,
 }
 
 impl<A> Plan<A> {
@@ -40,6 +43,14 @@ impl<A> Plan<A> {
             actions: Vec::new(),
             warnings: Vec::new(),
             notes: Vec::new(),
+            skipped: None,
+        }
+    }
+
+    pub fn skip(why: impl Into<String>) -> Self {
+        Plan {
+            skipped: Some(why.into()),
+            ..Plan::new()
         }
     }
 }
@@ -53,10 +64,18 @@ impl<A> Default for Plan<A> {
 pub trait Step {
     type Action: Action;
     fn name(&self) -> &'static str;
-    /// Observes the host and decides; reads only. `Ok(None)` means the step does not apply here.
-    fn plan(&self, ctx: &Ctx) -> Result<Option<Plan<Self::Action>>>;
+    /// Observes the host and decides; reads only.
+    fn plan(&self, ctx: &Ctx) -> Result<Plan<Self::Action>>;
     /// Makes one planned change, recording it in the ledger before acting.
     fn apply(&self, ctx: &Ctx, action: &Self::Action, ledger: &mut Ledger) -> Result<()>;
+}
+
+/// Plans a step without acting, so that `install` can refuse bad input for every step before
+/// the first one changes anything.
+pub fn preflight<S: Step>(ctx: &Ctx, step: &S) -> Result<()> {
+    step.plan(ctx)
+        .map(|_| ())
+        .map_err(|e| classify(e, Kind::Precondition).context(format!("step {}", step.name())))
 }
 
 /// Plans, and unless this is a dry run applies and verifies, one step.
@@ -86,13 +105,16 @@ impl std::fmt::Display for StepFailed {
 }
 
 fn execute_inner<S: Step>(ctx: &Ctx, step: &S, report: &mut StepReport) -> Result<()> {
-    let Some(plan) = step
+    let plan = step
         .plan(ctx)
-        .map_err(|e| classify(e, Kind::Precondition))?
-    else {
+        .map_err(|e| classify(e, Kind::Precondition))?;
+    if let Some(why) = plan.skipped {
+        ctx.progress
+            .info(&format!("{}: skipped: {why}", step.name()));
         report.status = Status::Skipped;
+        report.notes.push(why);
         return Ok(());
-    };
+    }
     report.warnings.extend(plan.warnings.iter().cloned());
     report.notes.extend(plan.notes.iter().cloned());
     for w in &plan.warnings {
@@ -109,13 +131,12 @@ fn execute_inner<S: Step>(ctx: &Ctx, step: &S, report: &mut StepReport) -> Resul
     let (_lock, made) = lock(ctx.host).map_err(|e| classify(e, Kind::Precondition))?;
     // Another run may have converged the host while we waited for nothing: plan again under
     // the lock so that we act on what is there now.
-    let plan = match step
+    let plan = step
         .plan(ctx)
-        .map_err(|e| classify(e, Kind::Precondition))?
-    {
-        Some(p) if !p.actions.is_empty() => p,
-        _ => return Ok(()),
-    };
+        .map_err(|e| classify(e, Kind::Precondition))?;
+    if plan.actions.is_empty() {
+        return Ok(());
+    }
     let mut ledger = Ledger::load(ctx.host)?;
     ledger.state_dirs.extend(made);
     report.status = Status::Changed;
@@ -144,8 +165,7 @@ fn verify<S: Step>(ctx: &Ctx, step: &S) -> Result<()> {
     let again = step
         .plan(ctx)
         .map_err(|e| classify(e, Kind::Apply))?
-        .map(|p| p.actions)
-        .unwrap_or_default();
+        .actions;
     if again.is_empty() {
         return Ok(());
     }

@@ -1,0 +1,335 @@
+//! AppArmor: install `/etc/apparmor.d/ncp-apparmor` from the bundle and load the profile it
+//! defines (`node-agent-apparmor` unless `apparmor.profile` says otherwise) in enforce mode.
+//!
+//! The parser is always given the host's paths (base and include dir, the securityfs mount) so
+//! that it works the same from a container whose host root is `/host`. It runs with `-K` (no
+//! cache): a cache file would be one more host change to track, and the host's own AppArmor
+//! service compiles the profile from /etc/apparmor.d at boot anyway.
+
+use super::cni::install_file;
+use super::{Action, Ctx, Plan, Step};
+use crate::error::{input, precondition};
+use crate::host::{paths, run, sha256_hex, HostRoot};
+use crate::ledger::{Entry, Ledger};
+use anyhow::{Context, Result};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+pub const NAME: &str = "apparmor";
+pub const ENABLED: &str = "/sys/module/apparmor/parameters/enabled";
+pub const SECURITYFS: &str = "/sys/kernel/security/apparmor";
+pub const PROFILES: &str = "/sys/kernel/security/apparmor/profiles";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Auto,
+    Required,
+    Off,
+}
+
+impl Mode {
+    pub fn from_config(s: Option<&str>) -> Mode {
+        match s {
+            Some("required") => Mode::Required,
+            Some("off") => Mode::Off,
+            _ => Mode::Auto,
+        }
+    }
+}
+
+/// The pod annotation a DaemonSet container needs to run under the profile.
+pub fn annotation(container: &str, profile: &str) -> String {
+    format!("container.apparmor.security.beta.kubernetes.io/{container}: localhost/{profile}")
+}
+
+pub struct AppArmor {
+    pub mode: Mode,
+    pub profile: String,
+    pub bundle: PathBuf,
+}
+
+#[derive(Debug)]
+pub enum AppArmorAction {
+    InstallFile { source: PathBuf, replace: bool },
+    Load { was_loaded: bool },
+}
+
+impl Action for AppArmorAction {
+    fn describe(&self) -> String {
+        match self {
+            AppArmorAction::InstallFile { replace, .. } => format!(
+                "{} {} (mode 0644)",
+                if *replace { "replace" } else { "install" },
+                paths::APPARMOR_PROFILE_FILE
+            ),
+            AppArmorAction::Load { .. } => format!(
+                "load {} with apparmor_parser -r (enforce mode)",
+                paths::APPARMOR_PROFILE_FILE
+            ),
+        }
+    }
+
+    fn why(&self) -> String {
+        match self {
+            AppArmorAction::InstallFile { replace: true, .. } => {
+                "the host's profile file differs from the bundle's".into()
+            }
+            AppArmorAction::InstallFile { .. } => "the profile file is absent".into(),
+            AppArmorAction::Load { was_loaded: true } => {
+                "the kernel's copy may be older than the file, or not in enforce mode".into()
+            }
+            AppArmorAction::Load { .. } => "the kernel does not list the profile".into(),
+        }
+    }
+}
+
+/// Whether the host kernel has AppArmor enabled.
+pub fn module_enabled(host: &HostRoot) -> Result<bool> {
+    Ok(host
+        .read(ENABLED)?
+        .is_some_and(|b| String::from_utf8_lossy(&b).trim() == "Y"))
+}
+
+/// The mode the kernel lists a profile in (`enforce`, `complain`, …), if loaded.
+pub fn loaded_mode(host: &HostRoot, profile: &str) -> Result<Option<String>> {
+    let Some(bytes) = host.read(PROFILES)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(text.lines().find_map(|l| {
+        let (name, mode) = l.rsplit_once(" (")?;
+        (name == profile).then(|| mode.trim_end_matches(')').to_string())
+    }))
+}
+
+/// `apparmor_parser`, always pointed at the host's directories.
+pub struct Parser {
+    tool: PathBuf,
+    base: PathBuf,
+    securityfs: PathBuf,
+}
+
+impl Parser {
+    pub fn find(host: &HostRoot) -> Result<Parser> {
+        Ok(Parser {
+            tool: run::find_tool("apparmor_parser", "load the AppArmor profile")?,
+            base: host.resolve(paths::APPARMOR_DIR)?,
+            securityfs: host.resolve(SECURITYFS)?,
+        })
+    }
+
+    fn args(&self, extra: &[&str], file: Option<&Path>) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![
+            "-K".into(),
+            "--base".into(),
+            self.base.clone().into(),
+            "-I".into(),
+            self.base.clone().into(),
+            "-f".into(),
+            self.securityfs.clone().into(),
+        ];
+        a.extend(extra.iter().map(OsString::from));
+        if let Some(f) = file {
+            a.push(f.into());
+        }
+        a
+    }
+
+    /// The profile names a file defines (parsed only, nothing loaded).
+    pub fn names(&self, file: &Path) -> Result<Vec<String>> {
+        let out = run::run(&self.tool, self.args(&["-N"], Some(file)))?;
+        Ok(out
+            .stdout
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect())
+    }
+
+    /// Compiles without loading: proves the kernel would be handed valid policy.
+    pub fn check(&self, file: &Path) -> Result<()> {
+        run::run(&self.tool, self.args(&["-Q"], Some(file))).map(|_| ())
+    }
+
+    pub fn load(&self, file: &Path) -> Result<()> {
+        run::run(&self.tool, self.args(&["-r"], Some(file))).map(|_| ())
+    }
+
+    /// Unloads by name (a stub profile on stdin names it): works even when the profile file
+    /// is already gone.
+    pub fn unload(&self, profile: &str) -> Result<()> {
+        let out = duct::cmd(&self.tool, self.args(&["-R"], None))
+            .stdin_bytes(format!("profile {profile} {{}}\n"))
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()
+            .with_context(|| format!("running {} -R", self.tool.display()))?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "`apparmor_parser -R` for profile {profile} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl AppArmor {
+    pub fn from_ctx(ctx: &Ctx) -> Self {
+        AppArmor {
+            mode: Mode::from_config(ctx.config.str("apparmor.mode")),
+            profile: ctx
+                .config
+                .str("apparmor.profile")
+                .unwrap_or("node-agent-apparmor")
+                .to_string(),
+            bundle: PathBuf::from(ctx.config.str("cni.bundle").unwrap_or_default()),
+        }
+    }
+
+    fn validate(&self, host: &HostRoot, source: &Path) -> Result<()> {
+        let parser = Parser::find(host)?;
+        let names = parser.names(source).map_err(|e| {
+            input(format!(
+                "bundle file {} does not parse: {e:#}",
+                source.display()
+            ))
+        })?;
+        if !names.contains(&self.profile) {
+            return Err(input(format!(
+                "bundle file {} defines the profile(s) {:?}, not `{}` (config apparmor.profile); \
+                 fix the file or the config so that they agree",
+                source.display(),
+                names,
+                self.profile
+            )));
+        }
+        parser.check(source).map_err(|e| {
+            input(format!(
+                "bundle file {} does not compile: {e:#}",
+                source.display()
+            ))
+        })
+    }
+
+    fn source(&self) -> PathBuf {
+        self.bundle
+            .join(paths::APPARMOR_PROFILE_FILE.trim_start_matches('/'))
+    }
+}
+
+impl Step for AppArmor {
+    type Action = AppArmorAction;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn plan(&self, ctx: &Ctx) -> Result<Plan<AppArmorAction>> {
+        if self.mode == Mode::Off {
+            return Ok(Plan::skip("apparmor.mode = off"));
+        }
+        if !module_enabled(ctx.host)? {
+            if self.mode == Mode::Auto {
+                return Ok(Plan::skip(format!(
+                    "AppArmor is not enabled on this host ({ENABLED} is not `Y`), as on RHEL-family \
+                     hosts; nothing to load (apparmor.mode = auto)"
+                )));
+            }
+            return Err(precondition(format!(
+                "apparmor.mode = required, but AppArmor is not enabled on this host ({ENABLED} \
+                 under the host root is not `Y`). Check with `cat /sys/module/apparmor/parameters/enabled` \
+                 and `/etc/init.d/apparmor status`. Without AppArmor, remove the annotation \
+                 `{}` from the node agent DaemonSet and run its containers with `privileged: true`, \
+                 or set apparmor.mode = auto",
+                annotation("<container>", &self.profile)
+            )));
+        }
+        if !ctx.host.is_dir(paths::APPARMOR_DIR)? {
+            return Err(precondition(format!(
+                "AppArmor is enabled but {} does not exist under the host root; the AppArmor \
+                 service must be installed and running (`/etc/init.d/apparmor status`)",
+                paths::APPARMOR_DIR
+            )));
+        }
+        let source = self.source();
+        let bytes = std::fs::read(&source).map_err(|e| {
+            input(format!(
+                "bundle file {}: {e}; the bundle (cni.bundle, --bundle) must carry etc/apparmor.d/ncp-apparmor",
+                source.display()
+            ))
+        })?;
+        let mut plan = Plan::new();
+        plan.notes.push(format!(
+            "pod annotation: {}",
+            annotation("<container>", &self.profile)
+        ));
+        let on_host = ctx.host.file_state(paths::APPARMOR_PROFILE_FILE)?;
+        let same = on_host
+            .as_ref()
+            .is_some_and(|s| s.sha256 == sha256_hex(&bytes) && s.mode == 0o644);
+        let loaded = loaded_mode(ctx.host, &self.profile)?;
+        if same && loaded.as_deref() == Some("enforce") {
+            return Ok(plan);
+        }
+        // Something will change: only now pay for the parser, and prove the bundle's profile
+        // compiles and defines the configured name before anything is written.
+        self.validate(ctx.host, &source)?;
+        if !same {
+            plan.actions.push(AppArmorAction::InstallFile {
+                source,
+                replace: on_host.is_some(),
+            });
+        }
+        if !same || loaded.as_deref() != Some("enforce") {
+            plan.actions.push(AppArmorAction::Load {
+                was_loaded: loaded.is_some(),
+            });
+        }
+        Ok(plan)
+    }
+
+    fn apply(&self, ctx: &Ctx, action: &AppArmorAction, ledger: &mut Ledger) -> Result<()> {
+        match action {
+            AppArmorAction::InstallFile { source, .. } => {
+                let bytes = std::fs::read(source)
+                    .with_context(|| format!("reading bundle file {}", source.display()))?;
+                install_file(
+                    ctx.host,
+                    NAME,
+                    paths::APPARMOR_PROFILE_FILE,
+                    &bytes,
+                    0o644,
+                    ledger,
+                )
+            }
+            AppArmorAction::Load { was_loaded } => {
+                let parser = Parser::find(ctx.host)?;
+                let already = ledger.entries.iter().any(
+                    |e| matches!(e, Entry::ProfileLoaded { name, .. } if *name == self.profile),
+                );
+                if !already {
+                    let reload_from = match ledger.file(paths::APPARMOR_PROFILE_FILE) {
+                        Some(Entry::File {
+                            before: crate::ledger::Before::Replaced { backup, .. },
+                            ..
+                        }) if *was_loaded => Some(backup.clone()),
+                        _ => None,
+                    };
+                    ledger.record(
+                        ctx.host,
+                        Entry::ProfileLoaded {
+                            step: NAME.into(),
+                            name: self.profile.clone(),
+                            was_loaded: *was_loaded,
+                            reload_from,
+                        },
+                    )?;
+                }
+                let file = ctx.host.resolve(paths::APPARMOR_PROFILE_FILE)?;
+                parser.load(&file)
+            }
+        }
+    }
+}
