@@ -11,7 +11,7 @@ build:
 	$(CARGO) build --release
 
 test: setup
-	$(CARGO) test --all-targets
+	$(CARGO) test --all-targets --features fault-injection
 
 demo: setup build
 	bash scripts/demo.sh target/release/ncp-bootstrap

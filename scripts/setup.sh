@@ -13,6 +13,7 @@ declare -A NEED=(
   [apparmor_parser]=apparmor
   [ovs-vsctl]=openvswitch-switch
   [hyperfine]=hyperfine
+  [ping]=iputils-ping
 )
 missing=()
 for tool in "${!NEED[@]}"; do

@@ -19,7 +19,12 @@
 //!     { "kind": "package_removed", "step": "cni", "manager": "dpkg", "package": "nsx-cni",
 //!       "version": "3.0.1", "backups": [ { "path": "…", "backup": "…", "sha256": "…", "mode": 493 } ] },
 //!     { "kind": "profile_loaded", "step": "apparmor", "name": "node-agent-apparmor",
-//!       "was_loaded": false, "reload_from": null }
+//!       "was_loaded": false, "reload_from": null },
+//!     { "kind": "uplink_attached", "step": "uplink", "uplink": "eth1", "uplink_index": 2,
+//!       "bridge": "br-int", "ovs_db_dir": "/var/run/openvswitch", "bridge_created": true,
+//!       "uplink_was_up": true, "mac": "52:54:00:12:34:56", "mtu": 1500,
+//!       "addresses": [ { "summary": "10.0.0.5/24 dev#2", "raw": "<netlink bytes, hex>" } ],
+//!       "routes": [ … ], "rules": [ … ] }
 //!   ],
 //!   "state_dirs": [ "/var/lib" ] }
 //! ```
@@ -71,6 +76,30 @@ pub enum Entry {
         was_loaded: bool,
         reload_from: Option<String>,
     },
+    /// The uplink's state before `uplink attach` changed anything: what detach restores.
+    UplinkAttached(Box<UplinkPreState>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UplinkPreState {
+    pub step: String,
+    pub uplink: String,
+    pub uplink_index: u32,
+    pub bridge: String,
+    /// The OVSDB socket the bridge lives in.
+    pub ovs_db_dir: String,
+    pub bridge_created: bool,
+    /// A bridge that existed: its `other-config:hwaddr` and `mtu_request` before we set them.
+    #[serde(default)]
+    pub bridge_hwaddr_before: Option<String>,
+    #[serde(default)]
+    pub bridge_mtu_request_before: Option<String>,
+    pub uplink_was_up: bool,
+    pub mac: String,
+    pub mtu: u32,
+    pub addresses: Vec<crate::netmodel::Recorded>,
+    pub routes: Vec<crate::netmodel::Recorded>,
+    pub rules: Vec<crate::netmodel::Recorded>,
 }
 
 impl Entry {
@@ -80,6 +109,7 @@ impl Entry {
             | Entry::File { step, .. }
             | Entry::PackageRemoved { step, .. }
             | Entry::ProfileLoaded { step, .. } => step,
+            Entry::UplinkAttached(p) => &p.step,
         }
     }
 }
@@ -133,6 +163,14 @@ impl Ledger {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The pre-state of an attached uplink, if recorded.
+    pub fn uplink(&self, uplink: &str) -> Option<&UplinkPreState> {
+        self.entries.iter().find_map(|e| match e {
+            Entry::UplinkAttached(p) if p.uplink == uplink => Some(&**p),
+            _ => None,
+        })
     }
 
     /// The file entry for a host path, if we wrote it.

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod host;
 pub mod ledger;
+pub mod netmodel;
 pub mod report;
 pub mod steps;
 pub mod undo;

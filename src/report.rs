@@ -35,6 +35,9 @@ pub struct StepReport {
     pub warnings: Vec<String>,
     pub notes: Vec<String>,
     pub duration_ms: f64,
+    /// Figures the step measured about itself (e.g. `switch_window_ms`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metrics: std::collections::BTreeMap<String, f64>,
 }
 
 impl StepReport {
@@ -46,6 +49,7 @@ impl StepReport {
             warnings: Vec::new(),
             notes: Vec::new(),
             duration_ms: 0.0,
+            metrics: Default::default(),
         }
     }
 }
@@ -76,6 +80,9 @@ impl Report {
             for c in &step.changes {
                 let mark = if c.done { "done" } else { "plan" };
                 s.push_str(&format!("  [{mark}] {}  ({})\n", c.action, c.why));
+            }
+            for (k, v) in &step.metrics {
+                s.push_str(&format!("  {k}: {v:.3}\n"));
             }
             for n in &step.notes {
                 s.push_str(&format!("  {n}\n"));

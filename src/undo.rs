@@ -15,6 +15,7 @@ pub enum UndoAction {
     UnloadProfile {
         name: String,
     },
+    DetachUplink(Box<crate::ledger::UplinkPreState>),
     ReloadProfile {
         name: String,
         from: String,
@@ -57,6 +58,16 @@ impl UndoAction {
             ),
             UndoAction::RemoveDir { path } => format!("remove directory {path} if empty"),
             UndoAction::DropBackups { note, .. } => note.clone(),
+            UndoAction::DetachUplink(p) => format!(
+                "move {}'s addresses and routes back from {} and remove the port{}",
+                p.uplink,
+                p.bridge,
+                if p.bridge_created {
+                    " and the bridge"
+                } else {
+                    ""
+                }
+            ),
             UndoAction::UnloadProfile { name } => {
                 format!("unload AppArmor profile {name} (apparmor_parser -R)")
             }
@@ -115,6 +126,7 @@ pub fn plan(host: &HostRoot, entry: &Entry) -> Result<UndoAction> {
                  purpose and is not reinstalled"
             ),
         },
+        Entry::UplinkAttached(p) => UndoAction::DetachUplink(p.clone()),
         Entry::ProfileLoaded {
             name,
             was_loaded,
@@ -159,6 +171,7 @@ pub fn apply(host: &HostRoot, action: &UndoAction) -> Result<()> {
             }
         }
         UndoAction::UnloadProfile { name } => Parser::find(host)?.unload(name)?,
+        UndoAction::DetachUplink(p) => crate::steps::uplink::undo(p)?,
         UndoAction::ReloadProfile { from, .. } => {
             Parser::find(host)?.load(&host.resolve(from)?)?;
         }

@@ -73,3 +73,16 @@ pub fn apparmor(env: &Env, report: &mut Report) -> Result<Outcome> {
     report.steps.push(execute(&ctx, &AppArmor::from_ctx(&ctx))?);
     Ok(Outcome::ok())
 }
+
+pub fn uplink(env: &Env, attach: bool, report: &mut Report) -> Result<Outcome> {
+    let ctx = ctx(env, false);
+    let step = if attach {
+        crate::steps::uplink::attach(&ctx)
+    } else {
+        crate::steps::uplink::detach(&ctx)
+    };
+    report
+        .steps
+        .push(step.map_err(|e| crate::error::classify(e, Kind::Apply))?);
+    Ok(Outcome::ok())
+}

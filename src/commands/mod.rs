@@ -100,6 +100,14 @@ fn build_env<'a>(cli: &'a Cli, progress: &'a Progress) -> Result<Env<'a>> {
             .flags
             .push(("cni.bundle", "--bundle", b.display().to_string()));
     }
+    if let Some(u) = uplink_flags(&cli.command) {
+        if let Some(v) = &u.uplink {
+            inputs.flags.push(("node.uplink", "--uplink", v.clone()));
+        }
+        if let Some(v) = &u.bridge {
+            inputs.flags.push(("node.bridge", "--bridge", v.clone()));
+        }
+    }
     let config = Config::load(&host, &inputs)?;
     Ok(Env {
         cli,
@@ -118,6 +126,14 @@ fn bundle_flag(c: &Command) -> Option<&std::path::PathBuf> {
     }
 }
 
+fn uplink_flags(c: &Command) -> Option<&crate::cli::UplinkArgs> {
+    match c {
+        Command::Uplink(UplinkCommand::Attach(u) | UplinkCommand::Detach(u)) => Some(u),
+        Command::Persist { link, .. } => Some(link),
+        _ => None,
+    }
+}
+
 fn dispatch(env: &Env, report: &mut Report) -> Result<Outcome> {
     match &env.cli.command {
         Command::Install(b) => install::install(env, b.force, report),
@@ -129,8 +145,8 @@ fn dispatch(env: &Env, report: &mut Report) -> Result<Outcome> {
         Command::Apparmor(_) => install::apparmor(env, report),
         Command::Ovs(OvsCommand::Run) => Err(not_yet("ovs run", 5)),
         Command::Ovs(OvsCommand::Health) => Err(not_yet("ovs health", 5)),
-        Command::Uplink(UplinkCommand::Attach(_)) => Err(not_yet("uplink attach", 4)),
-        Command::Uplink(UplinkCommand::Detach(_)) => Err(not_yet("uplink detach", 4)),
+        Command::Uplink(UplinkCommand::Attach(_)) => install::uplink(env, true, report),
+        Command::Uplink(UplinkCommand::Detach(_)) => install::uplink(env, false, report),
         Command::Persist { .. } => Err(not_yet("persist", 6)),
         Command::Demo => Err(not_yet("demo", 7)),
     }

@@ -1,7 +1,10 @@
 //! Every side effect on the host goes through here: path resolution under the host root (which
 //! refuses to escape it), atomic writes with an explicit mode, and removal.
 
+pub mod netlink;
+pub mod ovs;
 pub mod paths;
+pub mod probe;
 pub mod run;
 
 use crate::error::{input, precondition};

@@ -5,6 +5,7 @@
 pub mod apparmor;
 pub mod cni;
 pub mod legacy_pkg;
+pub mod uplink;
 
 use crate::config::Config;
 use crate::error::{classify, Kind};

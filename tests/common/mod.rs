@@ -158,3 +158,16 @@ pub fn skip(why: &str) {
     }
     eprintln!("SKIP: {why}");
 }
+pub mod netlab;
+
+/// Compares two line-oriented states and panics with only the lines that differ.
+pub fn assert_same(got: &str, want: &str, what: &str) {
+    if got == want {
+        return;
+    }
+    let g: std::collections::BTreeSet<&str> = got.lines().collect();
+    let w: std::collections::BTreeSet<&str> = want.lines().collect();
+    let extra: Vec<&&str> = g.difference(&w).collect();
+    let missing: Vec<&&str> = w.difference(&g).collect();
+    panic!("{what}\nunexpected: {extra:#?}\nmissing: {missing:#?}");
+}

@@ -1,0 +1,200 @@
+//! `ovs-vsctl`, pointed at one OVSDB socket (the host's run dir under the host root, unless
+//! `OVS_RUNDIR` says otherwise, as the OVS tools themselves honour it).
+
+use super::run;
+use crate::error::precondition;
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+pub struct Ovs {
+    tool: PathBuf,
+    db: String,
+}
+
+impl Ovs {
+    pub fn new(run_dir: PathBuf) -> Result<Ovs> {
+        let dir = std::env::var_os("OVS_RUNDIR")
+            .map(PathBuf::from)
+            .unwrap_or(run_dir);
+        Ok(Ovs {
+            tool: run::find_tool("ovs-vsctl", "talk to Open vSwitch")?,
+            db: format!("unix:{}", dir.join("db.sock").display()),
+        })
+    }
+
+    fn vsctl(&self, args: &[&str]) -> Result<String> {
+        let mut a = vec![format!("--db={}", self.db), "--timeout=10".to_string()];
+        a.extend(args.iter().map(|s| s.to_string()));
+        Ok(run::run(&self.tool, a)?.stdout.trim().to_string())
+    }
+
+    /// Fails with a precondition error when OVSDB does not answer.
+    pub fn reachable(&self) -> Result<()> {
+        self.vsctl(&["--timeout=3", "show"])
+            .map(|_| ())
+            .map_err(|e| {
+                precondition(format!(
+                "Open vSwitch is not reachable at {} ({e:#}); start it (`ovs run`, or the host's \
+                 openvswitch-switch) or set ovs.run_dir",
+                self.db
+            ))
+            })
+    }
+
+    pub fn bridge_exists(&self, bridge: &str) -> Result<bool> {
+        Ok(self.vsctl(&["list-br"])?.lines().any(|l| l == bridge))
+    }
+
+    /// The bridge a port belongs to, if any.
+    pub fn port_bridge(&self, port: &str) -> Result<Option<String>> {
+        for br in self.vsctl(&["list-br"])?.lines() {
+            if self.ports(br)?.iter().any(|p| p == port) {
+                return Ok(Some(br.to_string()));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn ports(&self, bridge: &str) -> Result<Vec<String>> {
+        Ok(self
+            .vsctl(&["list-ports", bridge])?
+            .lines()
+            .map(String::from)
+            .collect())
+    }
+
+    /// Creates the bridge with the uplink's MAC (OVS would otherwise pick the lowest port MAC)
+    /// and MTU, so that peers see no change when the address moves.
+    pub fn add_bridge(&self, bridge: &str, datapath: &str, mac: &str, mtu: u32) -> Result<()> {
+        self.vsctl(&[
+            "--may-exist",
+            "add-br",
+            bridge,
+            "--",
+            "set",
+            "Bridge",
+            bridge,
+            &format!("datapath_type={datapath}"),
+            &format!("other-config:hwaddr=\"{mac}\""),
+            "--",
+            "set",
+            "Interface",
+            bridge,
+            &format!("mtu_request={mtu}"),
+        ])
+        .with_context(|| format!("creating OVS bridge {bridge}"))
+        .map(|_| ())
+    }
+
+    pub fn set_bridge_mac_mtu(&self, bridge: &str, mac: &str, mtu: u32) -> Result<()> {
+        self.vsctl(&[
+            "set",
+            "Bridge",
+            bridge,
+            &format!("other-config:hwaddr=\"{mac}\""),
+            "--",
+            "set",
+            "Interface",
+            bridge,
+            &format!("mtu_request={mtu}"),
+        ])
+        .map(|_| ())
+    }
+
+    /// The bridge's `other-config:hwaddr` and its interface's `mtu_request`, as set now.
+    pub fn bridge_settings(&self, bridge: &str) -> Result<(Option<String>, Option<String>)> {
+        let hw = self
+            .vsctl(&[
+                "--if-exists",
+                "get",
+                "Bridge",
+                bridge,
+                "other-config:hwaddr",
+            ])?
+            .trim_matches('"')
+            .to_string();
+        let mtu = self.vsctl(&["get", "Interface", bridge, "mtu_request"])?;
+        let some = |s: String| (!s.is_empty() && s != "[]").then_some(s);
+        Ok((some(hw), some(mtu)))
+    }
+
+    /// Puts back what `bridge_settings` returned.
+    pub fn restore_bridge_settings(
+        &self,
+        bridge: &str,
+        hwaddr: Option<&str>,
+        mtu: Option<&str>,
+    ) -> Result<()> {
+        let hw = match hwaddr {
+            Some(h) => vec![
+                "set".to_string(),
+                "Bridge".into(),
+                bridge.into(),
+                format!("other-config:hwaddr=\"{h}\""),
+            ],
+            None => vec![
+                "remove".to_string(),
+                "Bridge".into(),
+                bridge.into(),
+                "other-config".into(),
+                "hwaddr".into(),
+            ],
+        };
+        let mtu = match mtu {
+            Some(m) => vec![
+                "set".to_string(),
+                "Interface".into(),
+                bridge.into(),
+                format!("mtu_request={m}"),
+            ],
+            None => vec![
+                "clear".to_string(),
+                "Interface".into(),
+                bridge.into(),
+                "mtu_request".into(),
+            ],
+        };
+        let mut args: Vec<String> = hw;
+        args.push("--".into());
+        args.extend(mtu);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.vsctl(&refs).map(|_| ())
+    }
+
+    pub fn add_port(&self, bridge: &str, port: &str) -> Result<()> {
+        self.vsctl(&[
+            "--may-exist",
+            "add-port",
+            bridge,
+            port,
+            "--",
+            "set",
+            "Interface",
+            port,
+            "ofport_request=1",
+        ])
+        .with_context(|| format!("adding {port} to OVS bridge {bridge}"))
+        .map(|_| ())
+    }
+
+    pub fn ofport(&self, port: &str) -> Result<Option<i64>> {
+        let v = self.vsctl(&["get", "Interface", port, "ofport"])?;
+        Ok(v.trim_matches(|c| c == '[' || c == ']').parse().ok())
+    }
+
+    pub fn del_port(&self, bridge: &str, port: &str) -> Result<()> {
+        self.vsctl(&["--if-exists", "del-port", bridge, port])
+            .map(|_| ())
+    }
+
+    pub fn del_bridge(&self, bridge: &str) -> Result<()> {
+        self.vsctl(&["--if-exists", "del-br", bridge]).map(|_| ())
+    }
+}
+
+pub fn mac_string(mac: &[u8]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

@@ -1,0 +1,683 @@
+//! The uplink move: node-if's addresses, routes and rules to the OVS bridge (`attach`) and
+//! back (`detach`), make-before-break, with the pre-state journaled before the first change,
+//! connectivity probes around the move, and a rollback when the probes fail.
+//!
+//! The operations themselves come from `netmodel::plan_move` (pure, unit-tested); this module
+//! observes the host, records, drives OVS and netlink, and verifies.
+
+use super::Ctx;
+use crate::error::{precondition, Error, Kind};
+use crate::host::netlink::{Netlink, Op};
+use crate::host::ovs::{mac_string, Ovs};
+use crate::host::probe::{self, Target};
+use crate::ledger::{Entry, Ledger, UplinkPreState};
+use crate::netmodel::{self as nm, Carried, End};
+use crate::report::{Change, Status, StepReport};
+use anyhow::{anyhow, Context, Result};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub const NAME: &str = "uplink";
+
+/// Aborts the process at a named point, to prove crash safety. Compiled only into builds with
+/// the `fault-injection` feature (the test build); release binaries ignore `NCP_FAULT`.
+fn fault(point: &str) {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var("NCP_FAULT").as_deref() == Ok(point) {
+        eprintln!("fault injection: aborting at {point}");
+        std::process::abort();
+    }
+    let _ = point;
+}
+
+pub struct Names {
+    pub uplink: String,
+    pub bridge: String,
+}
+
+impl Names {
+    pub fn from_ctx(ctx: &Ctx) -> Result<Names> {
+        let uplink = ctx
+            .config
+            .str("node.uplink")
+            .map(String::from)
+            .ok_or_else(|| {
+                precondition(
+                    "no uplink configured: pass --uplink IF, or set node.uplink (config file, \
+                 NCP_BOOTSTRAP_NODE_UPLINK) or ovs_uplink_port in ncp.ini [nsx_kube_proxy]",
+                )
+            })?;
+        let bridge = ctx
+            .config
+            .str("node.bridge")
+            .unwrap_or("br-int")
+            .to_string();
+        if uplink == bridge {
+            return Err(precondition(format!(
+                "the uplink and the bridge are both `{uplink}`; node.uplink must name the NIC"
+            )));
+        }
+        Ok(Names { uplink, bridge })
+    }
+}
+
+fn ovs_dir(ctx: &Ctx) -> Result<PathBuf> {
+    ctx.host.resolve(
+        ctx.config
+            .str("ovs.run_dir")
+            .unwrap_or("/var/run/openvswitch"),
+    )
+}
+
+struct Live {
+    addrs: Vec<netlink_packet_route::address::AddressMessage>,
+    routes: Vec<netlink_packet_route::route::RouteMessage>,
+    rules: Vec<netlink_packet_route::rule::RuleMessage>,
+}
+
+fn dump(nl: &mut Netlink) -> Result<Live> {
+    Ok(Live {
+        addrs: nl.addresses()?,
+        routes: nl.routes()?,
+        rules: nl.rules()?,
+    })
+}
+
+/// What the pre-state says the uplink carried, expressed as it must be on the bridge.
+fn restore_carried(pre: &UplinkPreState, bridge: End) -> Result<Carried> {
+    let bad = |what: &str, s: &str| anyhow!("the ledger's {what} `{s}` cannot be decoded");
+    let mut c = Carried::default();
+    for r in &pre.addresses {
+        let a = nm::restore_address(r).ok_or_else(|| bad("address", &r.summary))?;
+        c.addresses
+            .push(nm::address_on(&a, bridge.index, &pre.uplink, bridge.name));
+    }
+    for r in &pre.routes {
+        let m = nm::restore_route(r).ok_or_else(|| bad("route", &r.summary))?;
+        c.routes
+            .push(nm::route_on(&m, pre.uplink_index, bridge.index));
+    }
+    for r in &pre.rules {
+        let m = nm::restore_rule(r).ok_or_else(|| bad("rule", &r.summary))?;
+        c.rules.push(nm::rule_on(&m, &pre.uplink, bridge.name));
+    }
+    Ok(c)
+}
+
+/// `carried` as it is on the uplink (for attach planning).
+fn on_uplink(c: &Carried, bridge: End, uplink: End) -> Carried {
+    Carried {
+        addresses: c
+            .addresses
+            .iter()
+            .map(|a| nm::address_on(a, uplink.index, bridge.name, uplink.name))
+            .collect(),
+        routes: c
+            .routes
+            .iter()
+            .map(|r| nm::route_on(r, bridge.index, uplink.index))
+            .collect(),
+        rules: c
+            .rules
+            .iter()
+            .map(|r| nm::rule_on(r, bridge.name, uplink.name))
+            .collect(),
+    }
+}
+
+fn describe_ops(ops: &[Op]) -> Vec<String> {
+    ops.iter()
+        .map(|o| format!("{} {}", o.verb(), crate::host::netlink::describe_op(o)))
+        .collect()
+}
+
+/// Warnings for addresses that a DHCP client or SLAAC keeps alive.
+fn dynamic_warnings(ctx: &Ctx, uplink: &str, bridge: &str, c: &Carried) -> Vec<String> {
+    let mut w = Vec::new();
+    for a in c.addresses.iter().filter(|a| nm::is_dynamic(a)) {
+        let (valid, _) = nm::lifetimes(a);
+        w.push(format!(
+            "{} is dynamic (valid for {valid} s more); it moves to {bridge} with its lifetime, \
+             not as a permanent address. Whatever renews it (DHCP client or router advertisements \
+             on {uplink}) must now run on {bridge}, or it expires: configure DHCP for {bridge} \
+             (`ncp-bootstrap persist` writes it)",
+            nm::address_ip(a).map_or("an address".into(), |i| i.to_string())
+        ));
+    }
+    for pidfile in [
+        format!("/run/dhclient-{uplink}.pid"),
+        format!("/var/run/dhclient-{uplink}.pid"),
+        format!("/run/dhclient.{uplink}.pid"),
+        format!("/run/dhcpcd-{uplink}.pid"),
+        format!("/run/dhcpcd/{uplink}.pid"),
+    ] {
+        if ctx.host.exists(&pidfile).unwrap_or(false) {
+            w.push(format!(
+                "a DHCP client runs for {uplink} ({pidfile}); its renewals would put the lease \
+                 back on {uplink}: stop it and run it for {bridge}"
+            ));
+        }
+    }
+    w
+}
+
+fn resolve_targets(ctx: &Ctx, c: &Carried) -> Result<Vec<(String, Target)>> {
+    let mut out = Vec::new();
+    for t in ctx.config.list("probe.targets") {
+        match probe::parse_target(&t)? {
+            Target::Gateway => {
+                for gw in nm::default_gateways(c) {
+                    out.push((format!("gateway {gw}"), Target::Icmp(gw)));
+                }
+            }
+            other => out.push((other.to_string(), other)),
+        }
+    }
+    Ok(out)
+}
+
+fn probe_all(targets: &[(String, Target)], each: Duration) -> Vec<String> {
+    targets
+        .iter()
+        .filter(|(_, t)| probe::once(t, each))
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+/// After a move: true when any target that answered before answers within the deadline.
+fn probe_after(targets: &[(String, Target)], answered: &[String], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let wanted: Vec<&(String, Target)> = targets
+        .iter()
+        .filter(|(n, _)| answered.contains(n))
+        .collect();
+    while Instant::now() < deadline {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(500));
+        if wanted.iter().any(|(_, t)| probe::once(t, left)) {
+            return true;
+        }
+    }
+    false
+}
+
+pub fn attach(ctx: &Ctx) -> Result<StepReport> {
+    let started = Instant::now();
+    let names = Names::from_ctx(ctx)?;
+    let mut report = StepReport::new(NAME);
+    let mut nl = Netlink::open()?;
+    let uplink = nl.link(&names.uplink)?.ok_or_else(|| {
+        precondition(format!(
+            "the uplink `{}` does not exist on this host",
+            names.uplink
+        ))
+    })?;
+    let ovs = Ovs::new(ovs_dir(ctx)?)?;
+    ovs.reachable()?;
+    if let Some(other) = ovs.port_bridge(&names.uplink)? {
+        if other != names.bridge {
+            return Err(precondition(format!(
+                "{} is already a port of OVS bridge {other}, not {}; remove it there first",
+                names.uplink, names.bridge
+            )));
+        }
+    }
+    let ledger = Ledger::load(ctx.host)?;
+    let bridge_exists = ovs.bridge_exists(&names.bridge)?;
+    let bridge_link = nl.link(&names.bridge)?;
+    let live = dump(&mut nl)?;
+    let up_end = End {
+        index: uplink.index,
+        name: &names.uplink,
+    };
+    // Before creating the bridge its index is unknown; 0 stands in for the plan's description.
+    let br_index = bridge_link.as_ref().map_or(0, |l| l.index);
+    let br_end = End {
+        index: br_index,
+        name: &names.bridge,
+    };
+
+    let (hw_before, mtu_before) = if bridge_exists {
+        ovs.bridge_settings(&names.bridge)?
+    } else {
+        (None, None)
+    };
+    let (pre, carried_on_uplink) = match ledger.uplink(&names.uplink) {
+        Some(p) => {
+            let c = restore_carried(p, br_end)?;
+            (p.clone(), on_uplink(&c, br_end, up_end))
+        }
+        None => {
+            let c = nm::carried_by(
+                uplink.index,
+                &names.uplink,
+                &live.addrs,
+                &live.routes,
+                &live.rules,
+            );
+            let pre = UplinkPreState {
+                step: NAME.into(),
+                uplink: names.uplink.clone(),
+                uplink_index: uplink.index,
+                bridge: names.bridge.clone(),
+                ovs_db_dir: ovs_dir(ctx)?.display().to_string(),
+                bridge_created: !bridge_exists,
+                bridge_hwaddr_before: hw_before,
+                bridge_mtu_request_before: mtu_before,
+                uplink_was_up: uplink.up,
+                mac: mac_string(&uplink.mac),
+                mtu: uplink.mtu,
+                addresses: c.addresses.iter().map(nm::record_address).collect(),
+                routes: c.routes.iter().map(nm::record_route).collect(),
+                rules: c.rules.iter().map(nm::record_rule).collect(),
+            };
+            (pre, c)
+        }
+    };
+    report.warnings.extend(dynamic_warnings(
+        ctx,
+        &names.uplink,
+        &names.bridge,
+        &carried_on_uplink,
+    ));
+    let port_present = ovs
+        .ports(&names.bridge)
+        .map(|p| p.contains(&names.uplink))
+        .unwrap_or(false);
+    let ops = nm::plan_move(
+        &carried_on_uplink,
+        up_end,
+        br_end,
+        &live.addrs,
+        &live.routes,
+        &live.rules,
+    );
+    let links_up = uplink.up && bridge_link.as_ref().is_some_and(|l| l.up);
+
+    let mut planned = Vec::new();
+    if !bridge_exists {
+        planned.push(format!(
+            "create OVS bridge {} (datapath {})",
+            names.bridge,
+            datapath(ctx)
+        ));
+    }
+    if !port_present {
+        planned.push(format!(
+            "add {} to {} with ofport_request=1",
+            names.uplink, names.bridge
+        ));
+    }
+    if !links_up {
+        planned.push(format!("set {} and {} up", names.uplink, names.bridge));
+    }
+    planned.extend(describe_ops(&ops));
+    if planned.is_empty() {
+        report
+            .notes
+            .push(format!("{} is attached to {}", names.uplink, names.bridge));
+        report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        return Ok(report);
+    }
+    if ctx.dry_run {
+        report.status = Status::Planned;
+        report.changes = planned
+            .into_iter()
+            .map(|a| Change {
+                action: a,
+                why: format!("move {} onto {}", names.uplink, names.bridge),
+                done: false,
+            })
+            .collect();
+        return Ok(report);
+    }
+
+    let (_lock, made) = super::lock(ctx.host)?;
+    let mut ledger = Ledger::load(ctx.host)?;
+    ledger.state_dirs.extend(made);
+    let targets = resolve_targets(ctx, &carried_on_uplink)?;
+    let timeout = Duration::from_millis(ctx.config.int("probe.timeout_ms").unwrap_or(5000));
+    let answered = probe_all(&targets, timeout.min(Duration::from_secs(1)));
+    if answered.is_empty() {
+        report.warnings.push(if targets.is_empty() {
+            "no probe target (no default gateway on the uplink and probe.targets names none); the move is not checked".into()
+        } else {
+            format!(
+                "no probe target answered before the move ({}); continuing without a connectivity check",
+                targets.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+            )
+        });
+    }
+    if ledger.uplink(&names.uplink).is_none() {
+        ledger.record(ctx.host, Entry::UplinkAttached(Box::new(pre.clone())))?;
+    }
+    fault("after-record");
+    report.status = Status::Changed;
+    let result = do_attach(ctx, &mut nl, &ovs, &names, &pre, &mut report);
+    let result = result.and_then(|window| {
+        report.metrics.insert("switch_window_ms".into(), window);
+        if answered.is_empty() || probe_after(&targets, &answered, timeout) {
+            Ok(())
+        } else {
+            Err(anyhow!(
+                "connectivity lost after the move: none of {} answered within {} ms",
+                answered.join(", "),
+                timeout.as_millis()
+            ))
+        }
+    });
+    if let Err(e) = result {
+        let rollback = detach_recorded(&mut nl, &ovs, &pre);
+        let msg = match rollback {
+            Ok(()) => {
+                let _ = ledger.forget(ctx.host, &Entry::UplinkAttached(Box::new(pre.clone())));
+                if ledger.is_empty() {
+                    let _ = crate::undo::prune_state(ctx.host, &ledger.state_dirs);
+                }
+                format!("uplink attach failed and was rolled back to the pre-state: {e:#}")
+            }
+            Err(r) => format!(
+                "uplink attach failed ({e:#}) and the rollback failed too ({r:#}); the pre-state is \
+                 in {}: run `ncp-bootstrap uplink detach` to restore it",
+                crate::host::paths::LEDGER
+            ),
+        };
+        return Err(Error::new(Kind::Apply, msg).into());
+    }
+    report.changes = planned
+        .into_iter()
+        .map(|a| Change {
+            action: a,
+            why: format!("move {} onto {}", names.uplink, names.bridge),
+            done: true,
+        })
+        .collect();
+    report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(report)
+}
+
+fn datapath(ctx: &Ctx) -> String {
+    ctx.config
+        .str("ovs.datapath_type")
+        .unwrap_or("system")
+        .to_string()
+}
+
+/// Bridge, port, links, then the burst. Returns the switch window in ms (port added → last
+/// address/route in place).
+fn do_attach(
+    ctx: &Ctx,
+    nl: &mut Netlink,
+    ovs: &Ovs,
+    names: &Names,
+    pre: &UplinkPreState,
+    report: &mut StepReport,
+) -> Result<f64> {
+    ovs.add_bridge(&names.bridge, &datapath(ctx), &pre.mac, pre.mtu)?;
+    fault("after-bridge");
+    let uplink = nl.link(&names.uplink)?.context("the uplink vanished")?;
+    let window = Instant::now();
+    ovs.add_port(&names.bridge, &names.uplink)?;
+    match ovs.ofport(&names.uplink)? {
+        Some(1) => {}
+        other => report.warnings.push(format!(
+            "{} got ofport {} instead of 1; set `ovs_uplink_port = {}` in ncp.ini section [nsx_kube_proxy]",
+            names.uplink,
+            other.map_or("(none)".into(), |o| o.to_string()),
+            names.uplink
+        )),
+    }
+    let bridge = nl
+        .link(&names.bridge)?
+        .with_context(|| format!("OVS did not create the {} interface", names.bridge))?;
+    nl.set_link(uplink.index, Some(true), None, None)?;
+    nl.set_link(bridge.index, Some(true), None, None)?;
+    fault("after-port");
+    let br_end = End {
+        index: bridge.index,
+        name: &names.bridge,
+    };
+    let up_end = End {
+        index: uplink.index,
+        name: &names.uplink,
+    };
+    let carried = on_uplink(&restore_carried(pre, br_end)?, br_end, up_end);
+    let live = dump(nl)?;
+    let ops = nm::plan_move(
+        &carried,
+        up_end,
+        br_end,
+        &live.addrs,
+        &live.routes,
+        &live.rules,
+    );
+    let half = ops.len() / 2;
+    nl.apply(&ops[..half])?;
+    fault("mid-move");
+    nl.apply(&ops[half..])?;
+    let window_ms = window.elapsed().as_secs_f64() * 1000.0;
+    // Verify: re-planning finds nothing left, and the uplink keeps no moved address.
+    let live = dump(nl)?;
+    let left = nm::plan_move(
+        &carried,
+        up_end,
+        br_end,
+        &live.addrs,
+        &live.routes,
+        &live.rules,
+    );
+    if !left.is_empty() {
+        return Err(anyhow!(
+            "verification failed, still to do: {}",
+            describe_ops(&left).join("; ")
+        ));
+    }
+    let _ = ctx;
+    Ok(window_ms)
+}
+
+/// Puts everything the pre-state recorded back on the uplink, removes the port, and the bridge
+/// when this tool created it and nothing else uses it.
+pub fn detach_recorded(nl: &mut Netlink, ovs: &Ovs, pre: &UplinkPreState) -> Result<()> {
+    let uplink = nl
+        .link(&pre.uplink)?
+        .with_context(|| format!("the uplink `{}` does not exist", pre.uplink))?;
+    if pre.uplink_was_up {
+        nl.set_link(uplink.index, Some(true), None, None)?;
+    }
+    if let Some(bridge) = nl.link(&pre.bridge)? {
+        let br_end = End {
+            index: bridge.index,
+            name: &pre.bridge,
+        };
+        let up_end = End {
+            index: uplink.index,
+            name: &pre.uplink,
+        };
+        let carried = restore_carried(pre, br_end)?;
+        let live = dump(nl)?;
+        let ops = nm::plan_move(
+            &carried,
+            br_end,
+            up_end,
+            &live.addrs,
+            &live.routes,
+            &live.rules,
+        );
+        nl.apply(&ops)?;
+    }
+    ovs.del_port(&pre.bridge, &pre.uplink)?;
+    if !ovs.bridge_exists(&pre.bridge)? {
+        return Ok(());
+    }
+    if pre.bridge_created {
+        if ovs.ports(&pre.bridge)?.is_empty() {
+            ovs.del_bridge(&pre.bridge)?;
+        }
+    } else if !pre.ovs_db_dir.is_empty() {
+        ovs.restore_bridge_settings(
+            &pre.bridge,
+            pre.bridge_hwaddr_before.as_deref(),
+            pre.bridge_mtu_request_before.as_deref(),
+        )?;
+    }
+    Ok(())
+}
+
+pub fn detach(ctx: &Ctx) -> Result<StepReport> {
+    let started = Instant::now();
+    let names = Names::from_ctx(ctx)?;
+    let mut report = StepReport::new(NAME);
+    let mut nl = Netlink::open()?;
+    let uplink = nl.link(&names.uplink)?.ok_or_else(|| {
+        precondition(format!(
+            "the uplink `{}` does not exist on this host",
+            names.uplink
+        ))
+    })?;
+    let ovs = Ovs::new(ovs_dir(ctx)?)?;
+    ovs.reachable()?;
+    let mut ledger = Ledger::load(ctx.host)?;
+    let recorded = ledger.uplink(&names.uplink).cloned();
+    let bridge = nl.link(&names.bridge)?;
+    let port_present = ovs
+        .ports(&names.bridge)
+        .map(|p| p.contains(&names.uplink))
+        .unwrap_or(false);
+    let mut planned = Vec::new();
+    if let Some(br) = &bridge {
+        let br_end = End {
+            index: br.index,
+            name: &names.bridge,
+        };
+        let up_end = End {
+            index: uplink.index,
+            name: &names.uplink,
+        };
+        let live = dump(&mut nl)?;
+        let carried = match &recorded {
+            Some(p) => restore_carried(p, br_end)?,
+            None => nm::carried_by(
+                br.index,
+                &names.bridge,
+                &live.addrs,
+                &live.routes,
+                &live.rules,
+            ),
+        };
+        planned.extend(describe_ops(&nm::plan_move(
+            &carried,
+            br_end,
+            up_end,
+            &live.addrs,
+            &live.routes,
+            &live.rules,
+        )));
+    }
+    if port_present {
+        planned.push(format!(
+            "remove port {} from {}",
+            names.uplink, names.bridge
+        ));
+    }
+    if planned.is_empty() && recorded.is_none() {
+        report.notes.push(format!(
+            "{} is not attached to {}",
+            names.uplink, names.bridge
+        ));
+        return Ok(report);
+    }
+    let why = format!("move {} back off {}", names.uplink, names.bridge);
+    if ctx.dry_run {
+        report.status = Status::Planned;
+        report.changes = planned
+            .into_iter()
+            .map(|a| Change {
+                action: a,
+                why: why.clone(),
+                done: false,
+            })
+            .collect();
+        return Ok(report);
+    }
+    let (_lock, _) = super::lock(ctx.host)?;
+    report.status = Status::Changed;
+    let window = Instant::now();
+    let pre = match recorded {
+        Some(p) => p,
+        // No record (attached by something else): move what the bridge carries, keep the bridge.
+        None => {
+            let br = bridge.as_ref().context("no bridge")?;
+            let live = dump(&mut nl)?;
+            let c = nm::carried_by(
+                br.index,
+                &names.bridge,
+                &live.addrs,
+                &live.routes,
+                &live.rules,
+            );
+            let back = on_uplink(
+                &c,
+                End {
+                    index: br.index,
+                    name: &names.bridge,
+                },
+                End {
+                    index: uplink.index,
+                    name: &names.uplink,
+                },
+            );
+            UplinkPreState {
+                step: NAME.into(),
+                uplink: names.uplink.clone(),
+                uplink_index: uplink.index,
+                bridge: names.bridge.clone(),
+                ovs_db_dir: String::new(),
+                bridge_created: false,
+                bridge_hwaddr_before: None,
+                bridge_mtu_request_before: None,
+                uplink_was_up: true,
+                mac: mac_string(&uplink.mac),
+                mtu: uplink.mtu,
+                addresses: back.addresses.iter().map(nm::record_address).collect(),
+                routes: back.routes.iter().map(nm::record_route).collect(),
+                rules: back.rules.iter().map(nm::record_rule).collect(),
+            }
+        }
+    };
+    detach_recorded(&mut nl, &ovs, &pre).map_err(|e| {
+        Error::new(
+            Kind::Apply,
+            format!("uplink detach failed: {e:#}; re-run it to finish"),
+        )
+    })?;
+    report.metrics.insert(
+        "switch_window_ms".into(),
+        window.elapsed().as_secs_f64() * 1000.0,
+    );
+    let entry = Entry::UplinkAttached(Box::new(pre));
+    if ledger.entries.contains(&entry) {
+        ledger.forget(ctx.host, &entry)?;
+        if ledger.is_empty() {
+            crate::undo::prune_state(ctx.host, &ledger.state_dirs)?;
+        }
+    }
+    report.changes = planned
+        .into_iter()
+        .map(|a| Change {
+            action: a,
+            why: why.clone(),
+            done: true,
+        })
+        .collect();
+    report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(report)
+}
+
+/// For `cleanup`: detach from a ledger entry alone.
+pub fn undo(pre: &UplinkPreState) -> Result<()> {
+    let mut nl = Netlink::open()?;
+    let ovs = Ovs::new(PathBuf::from(&pre.ovs_db_dir))?;
+    detach_recorded(&mut nl, &ovs, pre)
+}
