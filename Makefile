@@ -18,3 +18,7 @@ demo: setup build
 
 clean:
 	$(CARGO) clean
+
+# Every speed and size figure, measured in one run; the table goes to target/bench/report.md.
+bench: setup
+	$(CARGO) bench --bench report

@@ -448,11 +448,14 @@ pub fn plan_move(
     // IPv6 addresses go over without DAD; their own flags are put back once the old copies are
     // gone (a flag change does not start DAD).
     let mut reflag = Vec::new();
+    let on_to: std::collections::HashMap<_, &AddressMessage> = live_addrs
+        .iter()
+        .filter(|l| l.header.index == to.index)
+        .map(|l| (address_key(l), l))
+        .collect();
     for a in &what.addresses {
         let moved = address_on(a, to.index, from.name, to.name);
-        let live = live_addrs
-            .iter()
-            .find(|l| l.header.index == to.index && address_key(l) == address_key(a));
+        let live = on_to.get(&address_key(a)).copied();
         let v6 = a.header.family == AddressFamily::Inet6 && !has_nodad(a);
         match live {
             None if v6 => {
@@ -464,17 +467,18 @@ pub fn plan_move(
             Some(_) => {}
         }
     }
+    // Keys of the routes already where they should be: one pass, so that 10 000 routes plan
+    // in linear time.
+    let done: std::collections::HashSet<_> = live_routes
+        .iter()
+        .filter(|l| route_uses(l, to.index) && !route_uses(l, from.index))
+        .map(route_key)
+        .collect();
     let mut routes: Vec<RouteMessage> = what
         .routes
         .iter()
         .map(|r| route_on(r, from.index, to.index))
-        .filter(|r| {
-            !live_routes.iter().any(|l| {
-                route_key(l) == route_key(r)
-                    && route_uses(l, to.index)
-                    && !route_uses(l, from.index)
-            })
-        })
+        .filter(|r| !done.contains(&route_key(r)))
         .collect();
     // Stable: on-link routes first, then gateway routes, each in dump order.
     routes.sort_by_key(|r| route_gateway(r).is_some());

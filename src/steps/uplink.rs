@@ -368,7 +368,7 @@ pub fn attach(ctx: &Ctx) -> Result<StepReport> {
         }
     });
     if let Err(e) = result {
-        let rollback = detach_recorded(&mut nl, &ovs, &pre);
+        let rollback = detach_recorded(&mut nl, &ovs, &pre).map(|_| ());
         let msg = match rollback {
             Ok(()) => {
                 let _ = ledger.forget(ctx.host, &Entry::UplinkAttached(Box::new(pre.clone())));
@@ -417,23 +417,14 @@ fn do_attach(
     ovs.add_bridge(&names.bridge, &datapath(ctx), &pre.mac, pre.mtu)?;
     fault("after-bridge");
     let uplink = nl.link(&names.uplink)?.context("the uplink vanished")?;
-    let window = Instant::now();
-    ovs.add_port(&names.bridge, &names.uplink)?;
-    match ovs.ofport(&names.uplink)? {
-        Some(1) => {}
-        other => report.warnings.push(format!(
-            "{} got ofport {} instead of 1; set `ovs_uplink_port = {}` in ncp.ini section [nsx_kube_proxy]",
-            names.uplink,
-            other.map_or("(none)".into(), |o| o.to_string()),
-            names.uplink
-        )),
-    }
     let bridge = nl
         .link(&names.bridge)?
         .with_context(|| format!("OVS did not create the {} interface", names.bridge))?;
-    nl.set_link(uplink.index, Some(true), None, None)?;
-    nl.set_link(bridge.index, Some(true), None, None)?;
-    fault("after-port");
+    if !bridge.up {
+        nl.set_link(bridge.index, Some(true), None, None)?;
+    }
+    // Everything that can be prepared is prepared before the uplink enters the bridge: adding
+    // the port does not change addresses or routes, so the plan made now stays valid.
     let br_end = End {
         index: bridge.index,
         name: &names.bridge,
@@ -453,11 +444,30 @@ fn do_attach(
         &live.rules,
     );
     let half = ops.len() / 2;
+
+    ovs.add_port(&names.bridge, &names.uplink)?;
+    // The window opens when OVS has taken the port (ovs-vsctl returns after vswitchd applied
+    // it) and closes when the last address and route are in place.
+    let window = Instant::now();
+    if !uplink.up {
+        nl.set_link(uplink.index, Some(true), None, None)?;
+    }
+    fault("after-port");
     nl.apply(&ops[..half])?;
     fault("mid-move");
     nl.apply(&ops[half..])?;
     let window_ms = window.elapsed().as_secs_f64() * 1000.0;
-    // Verify: re-planning finds nothing left, and the uplink keeps no moved address.
+
+    match ovs.ofport(&names.uplink)? {
+        Some(1) => {}
+        other => report.warnings.push(format!(
+            "{} got ofport {} instead of 1; set `ovs_uplink_port = {}` in ncp.ini section [nsx_kube_proxy]",
+            names.uplink,
+            other.map_or("(none)".into(), |o| o.to_string()),
+            names.uplink
+        )),
+    }
+    // Verify: re-planning finds nothing left, which also means the uplink keeps no moved address.
     let live = dump(nl)?;
     let left = nm::plan_move(
         &carried,
@@ -473,19 +483,20 @@ fn do_attach(
             describe_ops(&left).join("; ")
         ));
     }
-    let _ = ctx;
     Ok(window_ms)
 }
 
 /// Puts everything the pre-state recorded back on the uplink, removes the port, and the bridge
 /// when this tool created it and nothing else uses it.
-pub fn detach_recorded(nl: &mut Netlink, ovs: &Ovs, pre: &UplinkPreState) -> Result<()> {
+/// Returns the switch window in ms: the netlink burst that puts addresses and routes back.
+pub fn detach_recorded(nl: &mut Netlink, ovs: &Ovs, pre: &UplinkPreState) -> Result<f64> {
     let uplink = nl
         .link(&pre.uplink)?
         .with_context(|| format!("the uplink `{}` does not exist", pre.uplink))?;
     if pre.uplink_was_up {
         nl.set_link(uplink.index, Some(true), None, None)?;
     }
+    let mut window = 0.0;
     if let Some(bridge) = nl.link(&pre.bridge)? {
         let br_end = End {
             index: bridge.index,
@@ -505,11 +516,13 @@ pub fn detach_recorded(nl: &mut Netlink, ovs: &Ovs, pre: &UplinkPreState) -> Res
             &live.routes,
             &live.rules,
         );
+        let t = Instant::now();
         nl.apply(&ops)?;
+        window = t.elapsed().as_secs_f64() * 1000.0;
     }
     ovs.del_port(&pre.bridge, &pre.uplink)?;
     if !ovs.bridge_exists(&pre.bridge)? {
-        return Ok(());
+        return Ok(window);
     }
     if pre.bridge_created {
         if ovs.ports(&pre.bridge)?.is_empty() {
@@ -522,7 +535,7 @@ pub fn detach_recorded(nl: &mut Netlink, ovs: &Ovs, pre: &UplinkPreState) -> Res
             pre.bridge_mtu_request_before.as_deref(),
         )?;
     }
-    Ok(())
+    Ok(window)
 }
 
 pub fn detach(ctx: &Ctx) -> Result<StepReport> {
@@ -603,7 +616,6 @@ pub fn detach(ctx: &Ctx) -> Result<StepReport> {
     }
     let (_lock, _) = super::lock(ctx.host)?;
     report.status = Status::Changed;
-    let window = Instant::now();
     let pre = match recorded {
         Some(p) => p,
         // No record (attached by something else): move what the bridge carries, keep the bridge.
@@ -646,16 +658,13 @@ pub fn detach(ctx: &Ctx) -> Result<StepReport> {
             }
         }
     };
-    detach_recorded(&mut nl, &ovs, &pre).map_err(|e| {
+    let window = detach_recorded(&mut nl, &ovs, &pre).map_err(|e| {
         Error::new(
             Kind::Apply,
             format!("uplink detach failed: {e:#}; re-run it to finish"),
         )
     })?;
-    report.metrics.insert(
-        "switch_window_ms".into(),
-        window.elapsed().as_secs_f64() * 1000.0,
-    );
+    report.metrics.insert("switch_window_ms".into(), window);
     let entry = Entry::UplinkAttached(Box::new(pre));
     if ledger.entries.contains(&entry) {
         ledger.forget(ctx.host, &entry)?;
@@ -679,5 +688,5 @@ pub fn detach(ctx: &Ctx) -> Result<StepReport> {
 pub fn undo(pre: &UplinkPreState) -> Result<()> {
     let mut nl = Netlink::open()?;
     let ovs = Ovs::new(PathBuf::from(&pre.ovs_db_dir))?;
-    detach_recorded(&mut nl, &ovs, pre)
+    detach_recorded(&mut nl, &ovs, pre).map(|_| ())
 }

@@ -1,0 +1,528 @@
+//! `make bench`: every speed and size figure of issue 10, measured in one run, each against a
+//! baseline from the same run, printed as one Markdown table and written to
+//! target/bench/report.md. Network figures are measured in namespaces this bench creates, with
+//! a userspace OVS; nothing touches the machine's own network.
+//!
+//! Run as root (namespaces, raw ICMP). `NCPB_PINGER=1` turns this same executable into the
+//! peer's 1 ms prober (started inside the peer namespace with `ip netns exec`).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::netlab::{sh, NetLab};
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ncp-bootstrap");
+
+struct Row {
+    what: String,
+    ours: String,
+    baseline: String,
+    ratio: String,
+    target: String,
+    command: String,
+}
+
+fn main() {
+    if std::env::var_os("NCPB_PINGER").is_some() {
+        return pinger();
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let mut rows = Vec::new();
+    rows.extend(size_row());
+    rows.extend(install_rows());
+    if common::is_root() && common::have("ovs-vsctl") {
+        rows.extend(move_rows());
+        rows.extend(routes_rows());
+    } else {
+        eprintln!("bench: not root or no OVS: network rows skipped");
+    }
+    rows.push(Row {
+        what: "`ovs run` start → uplink attached; peak RSS of `ovs run`".into(),
+        ours: "not measured".into(),
+        baseline: "-".into(),
+        ratio: "-".into(),
+        target: "-".into(),
+        command: "`ovs run` is not built yet (issue 5)".into(),
+    });
+    rows.push(Row {
+        what: "probes lost on the kernel datapath (VM)".into(),
+        ours: "not measured".into(),
+        baseline: "-".into(),
+        ratio: "-".into(),
+        target: "0 lost".into(),
+        command: "the VM harness is not built yet (issue 9)".into(),
+    });
+    let mut md = String::from(
+        "| figure | ours | baseline | ratio | target | how |\n|---|---|---|---|---|---|\n",
+    );
+    for r in &rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.what, r.ours, r.baseline, r.ratio, r.target, r.command
+        );
+    }
+    println!("{md}");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("report.md"), &md);
+}
+
+fn ratio(ours: f64, base: f64) -> String {
+    if ours > 0.0 {
+        format!("{:.1}×", base / ours)
+    } else {
+        "-".into()
+    }
+}
+
+// ---- size
+
+fn size_row() -> Option<Row> {
+    let size = std::fs::metadata(BIN).ok()?.len() as f64 / (1024.0 * 1024.0);
+    let ovs =
+        std::fs::metadata("/usr/sbin/ovs-vswitchd").map(|m| m.len() as f64 / (1024.0 * 1024.0));
+    Some(Row {
+        what: "release binary size".into(),
+        ours: format!("{size:.2} MiB"),
+        baseline: ovs.map_or("-".into(), |o| format!("{o:.2} MiB (ovs-vswitchd)")),
+        ratio: "-".into(),
+        target: "≤ 15 MiB".into(),
+        command: "`stat` of target/release/ncp-bootstrap (bench profile = release)".into(),
+    })
+}
+
+// ---- install: fresh vs converged, and peak RSS
+
+fn bundle(dir: &Path) -> std::path::PathBuf {
+    common::bundle(dir, "4.1.0.22016640")
+}
+
+/// Runs a command and returns (wall time, peak RSS in KiB) from wait4's rusage.
+fn timed(cmd: &mut Command) -> (Duration, i64) {
+    let t = Instant::now();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child, not yet waited for; status and usage are valid pointers.
+    unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    std::mem::forget(child);
+    (t.elapsed(), usage.ru_maxrss)
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+fn install_rows() -> Vec<Row> {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = bundle(tmp.path());
+    let n = 30;
+    let mut fresh = Vec::new();
+    let mut rss = 0;
+    for i in 0..n {
+        let host = tmp.path().join(format!("fresh{i}"));
+        std::fs::create_dir_all(host.join("etc")).unwrap();
+        let (d, r) = timed(
+            Command::new(BIN)
+                .arg("--host-root")
+                .arg(&host)
+                .args(["-q", "install", "--bundle"])
+                .arg(&b),
+        );
+        fresh.push(d.as_secs_f64() * 1000.0);
+        rss = rss.max(r);
+    }
+    let host = tmp.path().join("fresh0");
+    let mut conv = Vec::new();
+    for _ in 0..200 {
+        let (d, r) = timed(
+            Command::new(BIN)
+                .arg("--host-root")
+                .arg(&host)
+                .args(["-q", "install", "--bundle"])
+                .arg(&b),
+        );
+        conv.push(d.as_secs_f64() * 1000.0);
+        rss = rss.max(r);
+    }
+    let (fmin, fmed, fmax) = stats(fresh);
+    let (cmin, cmed, cmax) = stats(conv);
+    vec![
+        Row {
+            what: "`install`, converged re-run (min / median / max)".into(),
+            ours: format!("{cmin:.2} / {cmed:.2} / {cmax:.2} ms"),
+            baseline: format!("fresh host root: {fmin:.2} / {fmed:.2} / {fmax:.2} ms"),
+            ratio: ratio(cmed, fmed),
+            target: "converged ≤ 20 ms".into(),
+            command: format!(
+                "release binary, {n} fresh and 200 converged runs, wall time per process"
+            ),
+        },
+        Row {
+            what: "peak RSS of `install`".into(),
+            ours: format!("{:.2} MiB", rss as f64 / 1024.0),
+            baseline: "-".into(),
+            ratio: "-".into(),
+            target: "≤ 16 MiB".into(),
+            command: "max `ru_maxrss` (wait4) over the runs above".into(),
+        },
+    ]
+}
+
+// ---- the peer's prober
+
+#[derive(Debug, Default)]
+struct PingResult {
+    sent: u32,
+    received: u32,
+    longest_gap_ms: f64,
+}
+
+/// In the peer namespace: ICMP echo to $NCPB_TARGET every 1 ms for $NCPB_MS ms; prints
+/// `sent received longest_gap_ms`. The longest gap is between consecutive replies received.
+fn pinger() {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    use std::io::Read;
+    let target: std::net::Ipv4Addr = std::env::var("NCPB_TARGET").unwrap().parse().unwrap();
+    let ms: u64 = std::env::var("NCPB_MS").unwrap().parse().unwrap();
+    let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let rx = sock.try_clone().unwrap();
+    let id = (std::process::id() & 0xffff) as u16;
+    let end = Instant::now() + Duration::from_millis(ms);
+    let receiver = std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        let mut got = std::collections::BTreeSet::new();
+        let mut last: Option<Instant> = None;
+        let mut gap = Duration::ZERO;
+        while Instant::now() < end + Duration::from_millis(200) {
+            let Ok(n) = (&rx).read(&mut buf) else {
+                continue;
+            };
+            let ihl = usize::from(buf[0] & 0x0f) * 4;
+            let icmp = &buf[ihl..n];
+            if icmp.len() >= 8 && icmp[0] == 0 && icmp[4..6] == id.to_be_bytes() {
+                let seq = u16::from_be_bytes([icmp[6], icmp[7]]);
+                if got.insert(seq) {
+                    let now = Instant::now();
+                    if let Some(l) = last {
+                        gap = gap.max(now - l);
+                    }
+                    last = Some(now);
+                }
+            }
+        }
+        (got.len() as u32, gap)
+    });
+    let dst = SockAddr::from(std::net::SocketAddr::new(target.into(), 0));
+    let mut seq: u16 = 0;
+    let mut next = Instant::now();
+    while Instant::now() < end {
+        let mut pkt = vec![8u8, 0, 0, 0];
+        pkt.extend_from_slice(&id.to_be_bytes());
+        pkt.extend_from_slice(&seq.to_be_bytes());
+        let mut sum: u32 = pkt
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        pkt[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        let _ = sock.send_to(&pkt, &dst);
+        seq = seq.wrapping_add(1);
+        next += Duration::from_millis(1);
+        if let Some(d) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+    }
+    let (received, gap) = receiver.join().unwrap();
+    println!("{} {} {:.3}", seq, received, gap.as_secs_f64() * 1000.0);
+}
+
+fn start_pinger(lab: &NetLab, target: &str, ms: u64) -> std::process::Child {
+    Command::new("ip")
+        .args(["netns", "exec", &lab.peer])
+        .arg(std::env::current_exe().unwrap())
+        .env("NCPB_PINGER", "1")
+        .env("NCPB_TARGET", target)
+        .env("NCPB_MS", ms.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish_pinger(child: std::process::Child) -> PingResult {
+    let out = child.wait_with_output().unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<&str> = s.split_whitespace().collect();
+    PingResult {
+        sent: v.first().and_then(|x| x.parse().ok()).unwrap_or(0),
+        received: v.get(1).and_then(|x| x.parse().ok()).unwrap_or(0),
+        longest_gap_ms: v.get(2).and_then(|x| x.parse().ok()).unwrap_or(0.0),
+    }
+}
+
+/// Runs `action` while the peer pings 10.0.0.5 every 1 ms; returns what the peer saw and the
+/// action's own output.
+fn under_ping<T>(lab: &NetLab, action: impl FnOnce() -> T) -> (PingResult, T) {
+    let p = start_pinger(lab, "10.0.0.5", 2500);
+    std::thread::sleep(Duration::from_millis(800));
+    let t = action();
+    (finish_pinger(p), t)
+}
+
+fn lab() -> NetLab {
+    let mut lab = NetLab::new().expect("lab");
+    lab.standard();
+    lab.start_ovs();
+    // Userspace OVS and veth: TCP would need checksum offload off; ICMP does not, but keep the
+    // peer honest for any protocol.
+    let _ = Command::new("ip")
+        .args([
+            "netns", "exec", &lab.node, "ethtool", "-K", "eth1", "tx", "off",
+        ])
+        .output();
+    lab
+}
+
+fn tool_window(r: &common::Run) -> f64 {
+    serde_json::from_str::<serde_json::Value>(&r.stdout)
+        .ok()
+        .and_then(|j| j["steps"][0]["metrics"]["switch_window_ms"].as_f64())
+        .unwrap_or(f64::NAN)
+}
+
+/// The seed's manual procedure: add the port, then one `ip` command per address and route.
+fn manual_attach(lab: &NetLab) -> f64 {
+    let t = Instant::now();
+    lab.vsctl(&[
+        "add-port",
+        "br-int",
+        "eth1",
+        "--",
+        "set",
+        "Interface",
+        "eth1",
+        "ofport_request=1",
+    ]);
+    for c in [
+        "link set br-int up",
+        "addr del 10.0.0.6/24 dev eth1",
+        "addr del 10.0.0.5/24 dev eth1",
+        "addr add 10.0.0.5/24 dev br-int",
+        "addr add 10.0.0.6/24 dev br-int",
+        "-6 addr del fd00::5/64 dev eth1",
+        "-6 addr add fd00::5/64 dev br-int nodad",
+        "-6 addr del fd00::15/64 dev eth1",
+        "-6 addr add fd00::15/64 dev br-int",
+        "route replace default via 10.0.0.1 dev br-int",
+        "route replace 192.168.50.0/24 via 10.0.0.1 dev br-int metric 50",
+        "route replace 172.16.9.0/24 dev br-int scope link",
+        "route replace 192.168.60.0/24 via 10.0.0.1 dev br-int table 100",
+        "-6 route replace fd01::/64 via fd00::1 dev br-int",
+    ] {
+        lab.n(c);
+    }
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+fn manual_detach(lab: &NetLab) -> f64 {
+    let t = Instant::now();
+    for c in [
+        "addr del 10.0.0.6/24 dev br-int",
+        "addr del 10.0.0.5/24 dev br-int",
+        "addr add 10.0.0.5/24 dev eth1",
+        "addr add 10.0.0.6/24 dev eth1",
+        "-6 addr del fd00::5/64 dev br-int",
+        "-6 addr add fd00::5/64 dev eth1 nodad",
+        "-6 addr del fd00::15/64 dev br-int",
+        "-6 addr add fd00::15/64 dev eth1",
+        "route replace default via 10.0.0.1 dev eth1",
+        "route replace 192.168.50.0/24 via 10.0.0.1 dev eth1 metric 50",
+        "route replace 172.16.9.0/24 dev eth1 scope link",
+        "route replace 192.168.60.0/24 via 10.0.0.1 dev eth1 table 100",
+        "-6 route replace fd01::/64 via fd00::1 dev eth1",
+    ] {
+        lab.n(c);
+    }
+    lab.vsctl(&["del-port", "br-int", "eth1"]);
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+fn lost(p: &PingResult) -> String {
+    format!(
+        "{} of {} lost, longest gap {:.1} ms",
+        p.sent.saturating_sub(p.received),
+        p.sent,
+        p.longest_gap_ms
+    )
+}
+
+fn move_rows() -> Vec<Row> {
+    let ours = lab();
+    let (pa, ra) = under_ping(&ours, || {
+        ours.tool(&["--output", "json", "uplink", "attach"], &[])
+    });
+    let (pd, rd) = under_ping(&ours, || {
+        ours.tool(&["--output", "json", "uplink", "detach"], &[])
+    });
+    assert_eq!(ra.code, 0, "attach failed: {}", ra.stderr);
+    assert_eq!(rd.code, 0, "detach failed: {}", rd.stderr);
+    drop(ours);
+
+    let manual = lab();
+    manual.vsctl(&[
+        "add-br",
+        "br-int",
+        "--",
+        "set",
+        "Bridge",
+        "br-int",
+        "datapath_type=netdev",
+        "other-config:hwaddr=\"52:54:00:aa:bb:01\"",
+    ]);
+    let (ma, ta) = under_ping(&manual, || manual_attach(&manual));
+    let (md, td) = under_ping(&manual, || manual_detach(&manual));
+    let (wa, wd) = (tool_window(&ra), tool_window(&rd));
+    vec![
+        Row {
+            what: "`uplink attach`: peer pinging every 1 ms (userspace datapath)".into(),
+            ours: lost(&pa),
+            baseline: format!("manual: {}", lost(&ma)),
+            ratio: "-".into(),
+            target: "0 lost".into(),
+            command: "peer netns ICMP every 1 ms to 10.0.0.5 while the move runs".into(),
+        },
+        Row {
+            what: "`uplink attach`: switch window".into(),
+            ours: format!("{wa:.2} ms"),
+            baseline: format!("manual commands: {ta:.1} ms"),
+            ratio: ratio(wa, ta),
+            target: "≤ 5 ms".into(),
+            command: "ours: `switch_window_ms` of `--output json` (OVS has the port → last address/route in place); manual: wall time of add-port + 14 `ip` commands".into(),
+        },
+        Row {
+            what: "`uplink detach`: peer pinging every 1 ms (userspace datapath)".into(),
+            ours: lost(&pd),
+            baseline: format!("manual: {}", lost(&md)),
+            ratio: "-".into(),
+            target: "0 lost".into(),
+            command: "as above".into(),
+        },
+        Row {
+            what: "`uplink detach`: switch window".into(),
+            ours: format!("{wd:.2} ms"),
+            baseline: format!("manual commands: {td:.1} ms"),
+            ratio: ratio(wd, td),
+            target: "≤ 5 ms".into(),
+            command: "ours: `switch_window_ms` (the burst that puts addresses and routes back; the port is removed after it); manual: 13 `ip` commands + del-port".into(),
+        },
+    ]
+}
+
+// ---- 10 000 routes
+
+const ROUTES: usize = 10_000;
+
+fn route_lines(dev: &str, verb: &str) -> String {
+    let mut s = String::new();
+    for i in 0..ROUTES {
+        let _ = writeln!(
+            s,
+            "route {verb} 10.{}.{}.0/24 via 10.0.0.1 dev {dev}",
+            100 + i / 256 % 100,
+            i % 256
+        );
+    }
+    s
+}
+
+fn batch(lab: &NetLab, text: &str) -> f64 {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), text).unwrap();
+    let t = Instant::now();
+    sh(&["ip", "-n", &lab.node, "-batch", f.path().to_str().unwrap()]);
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+fn routes_lab() -> NetLab {
+    let lab = lab();
+    batch(&lab, &route_lines("eth1", "add"));
+    lab
+}
+
+/// A lab whose addresses are on br-int already, so that only the routes are left to move.
+fn bridge_ready(lab: &NetLab) {
+    lab.vsctl(&[
+        "add-br",
+        "br-int",
+        "--",
+        "set",
+        "Bridge",
+        "br-int",
+        "datapath_type=netdev",
+    ]);
+    lab.vsctl(&["add-port", "br-int", "eth1"]);
+    for c in ["link set br-int up", "addr add 10.0.0.5/24 dev br-int"] {
+        lab.n(c);
+    }
+}
+
+fn routes_rows() -> Vec<Row> {
+    let ours = routes_lab();
+    let t = Instant::now();
+    let r = ours.tool(
+        &["--output", "json", "uplink", "attach"],
+        &[("NCP_BOOTSTRAP_PROBE_TARGETS", "")],
+    );
+    let total = t.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let window = tool_window(&r);
+    drop(ours);
+
+    let b = routes_lab();
+    bridge_ready(&b);
+    let batch_ms = batch(&b, &route_lines("br-int", "replace"));
+    drop(b);
+
+    let one = routes_lab();
+    bridge_ready(&one);
+    let t = Instant::now();
+    for line in route_lines("br-int", "replace").lines() {
+        let mut a = vec!["ip", "-n", one.node.as_str()];
+        a.extend(line.split_whitespace());
+        sh(&a);
+    }
+    let per_route = t.elapsed().as_secs_f64() * 1000.0;
+    vec![Row {
+        what: format!("{ROUTES} routes moved eth1 → br-int"),
+        ours: format!(
+            "{:.0} ms (switch window; whole `uplink attach` {:.0} ms)",
+            window, total
+        ),
+        baseline: format!("`ip -batch`: {batch_ms:.0} ms; one `ip` per route: {per_route:.0} ms"),
+        ratio: format!(
+            "{} vs -batch, {} vs per-route",
+            ratio(window, batch_ms),
+            ratio(window, per_route)
+        ),
+        target: "≤ 300 ms".into(),
+        command: "routes 10.100-199.x.0/24 via 10.0.0.1 added with `ip -batch`, then moved".into(),
+    }]
+}
