@@ -202,10 +202,16 @@ fn probe_after(targets: &[(String, Target)], answered: &[String], timeout: Durat
     false
 }
 
-pub fn attach(ctx: &Ctx) -> Result<StepReport> {
-    let started = Instant::now();
+/// What both directions start from, with the preconditions every move shares checked.
+struct Session {
+    names: Names,
+    nl: Netlink,
+    uplink: crate::host::netlink::Link,
+    ovs: Ovs,
+}
+
+fn open(ctx: &Ctx) -> Result<Session> {
     let names = Names::from_ctx(ctx)?;
-    let mut report = StepReport::new(NAME);
     let mut nl = Netlink::open()?;
     let uplink = nl.link(&names.uplink)?.ok_or_else(|| {
         precondition(format!(
@@ -215,6 +221,55 @@ pub fn attach(ctx: &Ctx) -> Result<StepReport> {
     })?;
     let ovs = Ovs::new(ovs_dir(ctx)?)?;
     ovs.reachable()?;
+    Ok(Session {
+        names,
+        nl,
+        uplink,
+        ovs,
+    })
+}
+
+/// A bridge's state before we touched it.
+struct BridgeBefore {
+    created: bool,
+    hwaddr: Option<String>,
+    mtu_request: Option<String>,
+}
+
+fn pre_state(
+    names: &Names,
+    uplink: &crate::host::netlink::Link,
+    ovs_db_dir: String,
+    bridge: BridgeBefore,
+    c: &Carried,
+) -> UplinkPreState {
+    UplinkPreState {
+        step: NAME.into(),
+        uplink: names.uplink.clone(),
+        uplink_index: uplink.index,
+        bridge: names.bridge.clone(),
+        ovs_db_dir,
+        bridge_created: bridge.created,
+        bridge_hwaddr_before: bridge.hwaddr,
+        bridge_mtu_request_before: bridge.mtu_request,
+        uplink_was_up: uplink.up,
+        mac: mac_string(&uplink.mac),
+        mtu: uplink.mtu,
+        addresses: c.addresses.iter().map(nm::record_address).collect(),
+        routes: c.routes.iter().map(nm::record_route).collect(),
+        rules: c.rules.iter().map(nm::record_rule).collect(),
+    }
+}
+
+pub fn attach(ctx: &Ctx) -> Result<StepReport> {
+    let started = Instant::now();
+    let mut report = StepReport::new(NAME);
+    let Session {
+        names,
+        mut nl,
+        uplink,
+        ovs,
+    } = open(ctx)?;
     if let Some(other) = ovs.port_bridge(&names.uplink)? {
         if other != names.bridge {
             return Err(precondition(format!(
@@ -238,10 +293,15 @@ pub fn attach(ctx: &Ctx) -> Result<StepReport> {
         name: &names.bridge,
     };
 
-    let (hw_before, mtu_before) = if bridge_exists {
+    let (hwaddr, mtu_request) = if bridge_exists {
         ovs.bridge_settings(&names.bridge)?
     } else {
         (None, None)
+    };
+    let before = BridgeBefore {
+        created: !bridge_exists,
+        hwaddr,
+        mtu_request,
     };
     let (pre, carried_on_uplink) = match ledger.uplink(&names.uplink) {
         Some(p) => {
@@ -256,23 +316,8 @@ pub fn attach(ctx: &Ctx) -> Result<StepReport> {
                 &live.routes,
                 &live.rules,
             );
-            let pre = UplinkPreState {
-                step: NAME.into(),
-                uplink: names.uplink.clone(),
-                uplink_index: uplink.index,
-                bridge: names.bridge.clone(),
-                ovs_db_dir: ovs_dir(ctx)?.display().to_string(),
-                bridge_created: !bridge_exists,
-                bridge_hwaddr_before: hw_before,
-                bridge_mtu_request_before: mtu_before,
-                uplink_was_up: uplink.up,
-                mac: mac_string(&uplink.mac),
-                mtu: uplink.mtu,
-                addresses: c.addresses.iter().map(nm::record_address).collect(),
-                routes: c.routes.iter().map(nm::record_route).collect(),
-                rules: c.rules.iter().map(nm::record_rule).collect(),
-            };
-            (pre, c)
+            let db = ovs_dir(ctx)?.display().to_string();
+            (pre_state(&names, &uplink, db, before, &c), c)
         }
     };
     report.warnings.extend(dynamic_warnings(
@@ -322,14 +367,11 @@ pub fn attach(ctx: &Ctx) -> Result<StepReport> {
     }
     if ctx.dry_run {
         report.status = Status::Planned;
-        report.changes = planned
-            .into_iter()
-            .map(|a| Change {
-                action: a,
-                why: format!("move {} onto {}", names.uplink, names.bridge),
-                done: false,
-            })
-            .collect();
+        report.changes = changes(
+            planned,
+            &format!("move {} onto {}", names.uplink, names.bridge),
+            false,
+        );
         return Ok(report);
     }
 
@@ -385,16 +427,24 @@ pub fn attach(ctx: &Ctx) -> Result<StepReport> {
         };
         return Err(Error::new(Kind::Apply, msg).into());
     }
-    report.changes = planned
-        .into_iter()
-        .map(|a| Change {
-            action: a,
-            why: format!("move {} onto {}", names.uplink, names.bridge),
-            done: true,
-        })
-        .collect();
+    report.changes = changes(
+        planned,
+        &format!("move {} onto {}", names.uplink, names.bridge),
+        true,
+    );
     report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(report)
+}
+
+fn changes(planned: Vec<String>, why: &str, done: bool) -> Vec<Change> {
+    planned
+        .into_iter()
+        .map(|action| Change {
+            action,
+            why: why.to_string(),
+            done,
+        })
+        .collect()
 }
 
 fn datapath(ctx: &Ctx) -> String {
@@ -540,17 +590,13 @@ pub fn detach_recorded(nl: &mut Netlink, ovs: &Ovs, pre: &UplinkPreState) -> Res
 
 pub fn detach(ctx: &Ctx) -> Result<StepReport> {
     let started = Instant::now();
-    let names = Names::from_ctx(ctx)?;
     let mut report = StepReport::new(NAME);
-    let mut nl = Netlink::open()?;
-    let uplink = nl.link(&names.uplink)?.ok_or_else(|| {
-        precondition(format!(
-            "the uplink `{}` does not exist on this host",
-            names.uplink
-        ))
-    })?;
-    let ovs = Ovs::new(ovs_dir(ctx)?)?;
-    ovs.reachable()?;
+    let Session {
+        names,
+        mut nl,
+        uplink,
+        ovs,
+    } = open(ctx)?;
     let mut ledger = Ledger::load(ctx.host)?;
     let recorded = ledger.uplink(&names.uplink).cloned();
     let bridge = nl.link(&names.bridge)?;
@@ -604,14 +650,7 @@ pub fn detach(ctx: &Ctx) -> Result<StepReport> {
     let why = format!("move {} back off {}", names.uplink, names.bridge);
     if ctx.dry_run {
         report.status = Status::Planned;
-        report.changes = planned
-            .into_iter()
-            .map(|a| Change {
-                action: a,
-                why: why.clone(),
-                done: false,
-            })
-            .collect();
+        report.changes = changes(planned, &why, false);
         return Ok(report);
     }
     let (_lock, _) = super::lock(ctx.host)?;
@@ -640,22 +679,13 @@ pub fn detach(ctx: &Ctx) -> Result<StepReport> {
                     name: &names.uplink,
                 },
             );
-            UplinkPreState {
-                step: NAME.into(),
-                uplink: names.uplink.clone(),
-                uplink_index: uplink.index,
-                bridge: names.bridge.clone(),
-                ovs_db_dir: String::new(),
-                bridge_created: false,
-                bridge_hwaddr_before: None,
-                bridge_mtu_request_before: None,
-                uplink_was_up: true,
-                mac: mac_string(&uplink.mac),
-                mtu: uplink.mtu,
-                addresses: back.addresses.iter().map(nm::record_address).collect(),
-                routes: back.routes.iter().map(nm::record_route).collect(),
-                rules: back.rules.iter().map(nm::record_rule).collect(),
-            }
+            // No ovs_db_dir: the bridge is not ours, its settings are left alone.
+            let kept = BridgeBefore {
+                created: false,
+                hwaddr: None,
+                mtu_request: None,
+            };
+            pre_state(&names, &uplink, String::new(), kept, &back)
         }
     };
     let window = detach_recorded(&mut nl, &ovs, &pre).map_err(|e| {
@@ -672,14 +702,7 @@ pub fn detach(ctx: &Ctx) -> Result<StepReport> {
             crate::undo::prune_state(ctx.host, &ledger.state_dirs)?;
         }
     }
-    report.changes = planned
-        .into_iter()
-        .map(|a| Change {
-            action: a,
-            why: why.clone(),
-            done: true,
-        })
-        .collect();
+    report.changes = changes(planned, &why, true);
     report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(report)
 }
