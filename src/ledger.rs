@@ -78,6 +78,21 @@ pub enum Entry {
     },
     /// The uplink's state before `uplink attach` changed anything: what detach restores.
     UplinkAttached(Box<UplinkPreState>),
+    /// A host OVS that `install` stopped: how to start it again.
+    HostOvsStopped {
+        step: String,
+        daemons: Vec<StoppedDaemon>,
+        /// systemd units that were enabled and are now disabled.
+        units: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoppedDaemon {
+    pub name: String,
+    pub cmdline: Vec<String>,
+    /// Its `OVS_*` environment (run, db and log dirs).
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -110,6 +125,7 @@ impl Entry {
             | Entry::PackageRemoved { step, .. }
             | Entry::ProfileLoaded { step, .. } => step,
             Entry::UplinkAttached(p) => &p.step,
+            Entry::HostOvsStopped { step, .. } => step,
         }
     }
 }

@@ -16,6 +16,10 @@ pub enum UndoAction {
         name: String,
     },
     DetachUplink(Box<crate::ledger::UplinkPreState>),
+    StartHostOvs {
+        daemons: Vec<crate::ledger::StoppedDaemon>,
+        units: Vec<String>,
+    },
     ReloadProfile {
         name: String,
         from: String,
@@ -58,6 +62,17 @@ impl UndoAction {
             ),
             UndoAction::RemoveDir { path } => format!("remove directory {path} if empty"),
             UndoAction::DropBackups { note, .. } => note.clone(),
+            UndoAction::StartHostOvs { daemons, units } => match units.is_empty() {
+                true => format!(
+                    "start the host's OVS again as it ran: {}",
+                    daemons
+                        .iter()
+                        .map(|d| d.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                false => format!("enable and start {}", units.join(", ")),
+            },
             UndoAction::DetachUplink(p) => format!(
                 "move {}'s addresses and routes back from {} and remove the port{}",
                 p.uplink,
@@ -127,6 +142,10 @@ pub fn plan(host: &HostRoot, entry: &Entry) -> Result<UndoAction> {
             ),
         },
         Entry::UplinkAttached(p) => UndoAction::DetachUplink(p.clone()),
+        Entry::HostOvsStopped { daemons, units, .. } => UndoAction::StartHostOvs {
+            daemons: daemons.clone(),
+            units: units.clone(),
+        },
         Entry::ProfileLoaded {
             name,
             was_loaded,
@@ -172,6 +191,9 @@ pub fn apply(host: &HostRoot, action: &UndoAction) -> Result<()> {
         }
         UndoAction::UnloadProfile { name } => Parser::find(host)?.unload(name)?,
         UndoAction::DetachUplink(p) => crate::steps::uplink::undo(p)?,
+        UndoAction::StartHostOvs { daemons, units } => {
+            crate::steps::host_ovs::undo(daemons, units)?
+        }
         UndoAction::ReloadProfile { from, .. } => {
             Parser::find(host)?.load(&host.resolve(from)?)?;
         }

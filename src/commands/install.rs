@@ -39,21 +39,25 @@ pub fn install(env: &Env, force: bool, report: &mut Report) -> Result<Outcome> {
     }
     preflight(&ctx, &apparmor)?;
 
-    let mut results = Vec::new();
-    match &cni {
-        Some(cni) => results.push(execute(&ctx, cni)),
-        None => results.push(Ok(skipped("cni", "cni.enabled = false"))),
-    }
-    if results.iter().all(Result::is_ok) {
-        results.push(execute(&ctx, &apparmor));
-    }
+    // Steps run in order and stop at the first failure: the host's OVS first (so the node's
+    // address is back on node-if before anything else), then CNI, then AppArmor.
+    type StepRun<'a> = Box<dyn Fn() -> Result<StepReport> + 'a>;
+    let steps: Vec<StepRun> = vec![
+        Box::new(|| crate::steps::host_ovs::step(&ctx)),
+        Box::new(|| match &cni {
+            Some(cni) => execute(&ctx, cni),
+            None => Ok(skipped("cni", "cni.enabled = false")),
+        }),
+        Box::new(|| execute(&ctx, &apparmor)),
+    ];
     let mut changed = false;
-    for r in results {
-        match r {
-            Ok(step) => {
-                changed |= step.status == Status::Changed;
-                report.steps.push(step);
+    for step in steps {
+        match step() {
+            Ok(r) => {
+                changed |= r.status == Status::Changed;
+                report.steps.push(r);
             }
+            // A later failure no longer means "nothing was changed".
             Err(e) if changed => return Err(reclassify(e, Kind::Apply)),
             Err(e) => return Err(e),
         }
@@ -85,4 +89,31 @@ pub fn uplink(env: &Env, attach: bool, report: &mut Report) -> Result<Outcome> {
         .steps
         .push(step.map_err(|e| crate::error::classify(e, Kind::Apply))?);
     Ok(Outcome::ok())
+}
+
+pub fn ovs_run(env: &Env) -> Result<Outcome> {
+    let ctx = ctx(env, false);
+    let code = crate::steps::ovs_run::run(&ctx)?;
+    Ok(Outcome {
+        code,
+        text: String::new(),
+        details: None,
+    })
+}
+
+/// Liveness/readiness: exit 0, or exit 1 with a one-line reason.
+pub fn ovs_health(env: &Env) -> Result<Outcome> {
+    let ctx = ctx(env, false);
+    Ok(match crate::steps::ovs_run::health(&ctx) {
+        Ok(()) => Outcome {
+            code: 0,
+            text: "healthy\n".into(),
+            details: None,
+        },
+        Err(why) => Outcome {
+            code: 1,
+            text: format!("unhealthy: {why}\n"),
+            details: Some(serde_json::json!({ "unhealthy": why })),
+        },
+    })
 }

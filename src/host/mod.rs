@@ -5,6 +5,7 @@ pub mod netlink;
 pub mod ovs;
 pub mod paths;
 pub mod probe;
+pub mod proc;
 pub mod run;
 
 use crate::error::{input, precondition};

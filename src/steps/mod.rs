@@ -4,7 +4,9 @@
 
 pub mod apparmor;
 pub mod cni;
+pub mod host_ovs;
 pub mod legacy_pkg;
+pub mod ovs_run;
 pub mod uplink;
 
 use crate::config::Config;

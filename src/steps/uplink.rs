@@ -713,3 +713,22 @@ pub fn undo(pre: &UplinkPreState) -> Result<()> {
     let ovs = Ovs::new(PathBuf::from(&pre.ovs_db_dir))?;
     detach_recorded(&mut nl, &ovs, pre).map(|_| ())
 }
+
+/// For health checks: the uplink carries no movable address (they are on the bridge).
+pub fn holds_no_address(uplink: &str) -> Result<()> {
+    let mut nl = Netlink::open()?;
+    let link = nl
+        .link(uplink)?
+        .with_context(|| format!("{uplink} does not exist"))?;
+    let left: Vec<String> = nl
+        .addresses()?
+        .iter()
+        .filter(|a| a.header.index == link.index && nm::is_movable_address(a))
+        .map(nm::describe_address)
+        .collect();
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("{uplink} still holds {}", left.join(", ")))
+    }
+}

@@ -144,6 +144,16 @@ impl NetLab {
             .collect()
     }
 
+    /// Pids of the OVS daemons whose pid files are in the lab's run dir and that are alive.
+    pub fn ovs_pids(&self) -> Vec<u32> {
+        ["ovsdb-server", "ovs-vswitchd"]
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(self.ovs_dir.join(format!("{d}.pid"))).ok())
+            .filter_map(|p| p.trim().parse().ok())
+            .filter(|p: &u32| std::path::Path::new(&format!("/proc/{p}")).exists())
+            .collect()
+    }
+
     pub fn start_ovs(&mut self) {
         let mut c = Command::new("ip");
         c.args([
@@ -173,6 +183,16 @@ impl NetLab {
 
     /// Runs ncp-bootstrap inside the node namespace against the lab's host root and OVS.
     pub fn tool(&self, args: &[&str], env: &[(&str, &str)]) -> super::Run {
+        let out = self.tool_command(args, env).output().unwrap();
+        super::Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The command `tool` runs, for callers that keep it in the background.
+    pub fn tool_command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.node, super::BIN, "--host-root"]);
         c.arg(&self.host);
@@ -183,16 +203,13 @@ impl NetLab {
             }
         }
         c.env("OVS_RUNDIR", &self.ovs_dir);
+        c.env("OVS_DBDIR", &self.ovs_dir);
+        c.env("OVS_LOGDIR", &self.ovs_dir);
         c.env("NCP_BOOTSTRAP_OVS_DATAPATH_TYPE", "netdev");
         c.env("NCP_BOOTSTRAP_NODE_UPLINK", "eth1");
         c.env("NCP_BOOTSTRAP_PROBE_TIMEOUT_MS", "3000");
         c.envs(env.iter().copied());
-        let out = c.output().unwrap();
-        super::Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        c
     }
 
     fn json(&self, args: &str) -> serde_json::Value {

@@ -1,0 +1,63 @@
+//! Processes seen through the host's `/proc` (the DaemonSet runs with `hostPID`).
+
+use super::HostRoot;
+use anyhow::Result;
+
+/// The pid in a pid file, if the file exists and holds a number.
+pub fn read_pidfile(path: &std::path::Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// A file of a process in the host's `/proc`: `<host-root>/proc` when the host root has one
+/// (a host root at `/`, or a DaemonSet that mounts the host's /proc there), otherwise this
+/// process's own `/proc`, which with `hostPID` is the host's.
+fn proc_file(host: &HostRoot, pid: u32, file: &str) -> Result<Option<Vec<u8>>> {
+    if host.is_dir("/proc/self")? {
+        return host.read(&format!("/proc/{pid}/{file}"));
+    }
+    match std::fs::read(format!("/proc/{pid}/{file}")) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The command line of a live process, NUL-separated arguments split.
+pub fn cmdline(host: &HostRoot, pid: u32) -> Result<Option<Vec<String>>> {
+    let Some(bytes) = proc_file(host, pid, "cmdline")? else {
+        return Ok(None);
+    };
+    if bytes.is_empty() {
+        // A zombie or kernel thread: not a live daemon.
+        return Ok(None);
+    }
+    Ok(Some(
+        bytes
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    ))
+}
+
+/// Whether `pid` is alive and runs `program` (guards against a recycled pid).
+pub fn runs(host: &HostRoot, pid: u32, program: &str) -> Result<bool> {
+    Ok(cmdline(host, pid)?.is_some_and(|c| {
+        c.first()
+            .is_some_and(|a0| a0.rsplit('/').next() == Some(program) || a0.contains(program))
+    }))
+}
+
+/// The `OVS_*` variables of a process's environment (where its pid files and sockets live).
+pub fn ovs_environ(host: &HostRoot, pid: u32) -> Result<Vec<(String, String)>> {
+    let bytes = proc_file(host, pid, "environ")?.unwrap_or_default();
+    Ok(bytes
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            let (k, v) = kv.split_once('=')?;
+            k.starts_with("OVS_")
+                .then(|| (k.to_string(), v.to_string()))
+        })
+        .collect())
+}

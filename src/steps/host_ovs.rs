@@ -1,0 +1,180 @@
+//! The init container's OVS duties: if OVS runs on the host, bring the node's addresses back
+//! from the bridge to node-if, then stop that OVS so that it stays stopped, recording what was
+//! stopped so that `cleanup` can start it again the same way.
+
+use super::ovs_run::{live_daemons, terminate, OvsDirs};
+use super::{uplink, Ctx};
+use crate::error::{Error, Kind};
+use crate::host::{proc, run};
+use crate::ledger::{Entry, Ledger, StoppedDaemon};
+use crate::report::{Change, Status, StepReport};
+use anyhow::Result;
+use std::time::{Duration, Instant};
+
+pub const NAME: &str = "host-ovs";
+/// Units of the host's OVS packages (Debian/Ubuntu and RHEL names).
+const UNITS: [&str; 4] = [
+    "openvswitch-switch.service",
+    "openvswitch.service",
+    "ovs-vswitchd.service",
+    "ovsdb-server.service",
+];
+
+fn systemd_host(ctx: &Ctx) -> bool {
+    ctx.host.exists("/run/systemd/system").unwrap_or(false) && which::which("nsenter").is_ok()
+}
+
+/// `systemctl` in the host's namespaces (PID 1's), from a container with hostPID.
+fn host_systemctl(args: &[&str]) -> Result<String> {
+    let nsenter = run::find_tool("nsenter", "reach the host's service manager")?;
+    let mut a = vec!["-t", "1", "-m", "-u", "-i", "-n", "-p", "--", "systemctl"];
+    a.extend_from_slice(args);
+    Ok(run::run(&nsenter, a)?.stdout)
+}
+
+pub fn step(ctx: &Ctx) -> Result<StepReport> {
+    let started = Instant::now();
+    let mut report = StepReport::new(NAME);
+    let dirs = OvsDirs::from_ctx(ctx)?;
+    let live = live_daemons(ctx.host, &dirs)?;
+    if live.is_empty() {
+        report.notes.push(format!(
+            "no OVS runs on the host (no live pid in {})",
+            dirs.run.display()
+        ));
+        report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        return Ok(report);
+    }
+    let names: Vec<String> = live.iter().map(|(d, p)| format!("{d} (pid {p})")).collect();
+    let mut planned = Vec::new();
+    if ctx.config.str("node.uplink").is_some() {
+        planned.push(
+            "move the node's addresses and routes from the bridge back to node-if".to_string(),
+        );
+    }
+    planned.push(format!("stop the host's OVS: {}", names.join(", ")));
+    if systemd_host(ctx) {
+        planned.push("stop and disable the host's OVS units".into());
+    }
+    if ctx.dry_run {
+        report.status = Status::Planned;
+        report.changes = planned
+            .into_iter()
+            .map(|action| Change {
+                action,
+                why: "OVS runs in the nsx-ovs container, not on the host".into(),
+                done: false,
+            })
+            .collect();
+        return Ok(report);
+    }
+    report.status = Status::Changed;
+    if ctx.config.str("node.uplink").is_some() {
+        let d = uplink::detach(ctx)?;
+        report.changes.extend(d.changes);
+    }
+    let mut stopped = Vec::new();
+    for (name, pid) in &live {
+        let cmdline = proc::cmdline(ctx.host, *pid)?.unwrap_or_default();
+        let env = proc::ovs_environ(ctx.host, *pid)?;
+        stopped.push(StoppedDaemon {
+            name: name.to_string(),
+            cmdline,
+            env,
+        });
+    }
+    let units = if systemd_host(ctx) {
+        UNITS
+            .iter()
+            .filter(|u| host_systemctl(&["is-enabled", u]).is_ok_and(|s| s.trim() == "enabled"))
+            .map(|u| u.to_string())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let (_lock, made) = super::lock(ctx.host)?;
+    let mut ledger = Ledger::load(ctx.host)?;
+    ledger.state_dirs.extend(made);
+    ledger.record(
+        ctx.host,
+        Entry::HostOvsStopped {
+            step: NAME.into(),
+            daemons: stopped,
+            units: units.clone(),
+        },
+    )?;
+    if systemd_host(ctx) {
+        let mut args = vec!["stop"];
+        args.extend(UNITS.iter().copied());
+        let _ = host_systemctl(&args);
+        for u in &units {
+            host_systemctl(&["disable", u])
+                .map_err(|e| Error::new(Kind::Apply, format!("disabling {u}: {e:#}")))?;
+        }
+    }
+    // ovs-vswitchd first, so that the database outlives the switch that reads it.
+    for (_, pid) in live.iter().rev() {
+        terminate(*pid);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !live_daemons(ctx.host, &dirs)?.is_empty() {
+        if Instant::now() > deadline {
+            return Err(Error::new(
+                Kind::Apply,
+                format!(
+                    "the host's OVS did not stop within 10 s: {}",
+                    names.join(", ")
+                ),
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    report.changes.extend(
+        planned
+            .into_iter()
+            .skip(usize::from(ctx.config.str("node.uplink").is_some()))
+            .map(|action| Change {
+                action,
+                why: "OVS runs in the nsx-ovs container, not on the host".into(),
+                done: true,
+            }),
+    );
+    report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(report)
+}
+
+/// For `cleanup`: start again exactly what was stopped.
+pub fn undo(daemons: &[StoppedDaemon], units: &[String]) -> Result<()> {
+    if !units.is_empty() {
+        for u in units {
+            host_systemctl(&["enable", u])?;
+        }
+        let mut args = vec!["start"];
+        args.extend(units.iter().map(String::as_str));
+        host_systemctl(&args)?;
+        return Ok(());
+    }
+    for d in daemons {
+        let Some((prog, args)) = d.cmdline.split_first() else {
+            continue;
+        };
+        let mut c = std::process::Command::new(prog);
+        c.args(args).envs(d.env.iter().map(|(k, v)| (k, v)));
+        c.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if args.iter().any(|a| a == "--detach") {
+            let st = c.status()?;
+            if !st.success() {
+                anyhow::bail!("restarting {} failed ({st})", d.name);
+            }
+        } else {
+            c.spawn()?;
+        }
+        if d.name == "ovsdb-server" {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    Ok(())
+}

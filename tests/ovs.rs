@@ -1,0 +1,207 @@
+//! `install`'s host-OVS duties, `ovs run` and `ovs health`, in network namespaces with
+//! private OVS dirs (userspace datapath).
+
+mod common;
+use common::netlab::NetLab;
+use common::*;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn healthy(lab: &NetLab) -> bool {
+    lab.tool(&["ovs", "health"], &[]).code == 0
+}
+
+/// An `ovs run` in the background, killed if the test fails before it stops it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+fn start_run(lab: &NetLab, env: &[(&str, &str)]) -> Running {
+    Running(lab.tool_command(&["ovs", "run"], env).spawn().unwrap())
+}
+
+fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn sigterm(child: &Child) {
+    // `ip netns exec` execs the tool, so the child's pid is the tool's.
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
+#[test]
+fn host_ovs_is_stopped_then_ovs_run_takes_over_and_recovers() {
+    let Some(mut lab) = NetLab::new() else { return };
+    lab.standard();
+    lab.start_ovs();
+    // A host OVS that already carries the node: br-int with eth1, the address moved by hand.
+    assert_eq!(lab.tool(&["uplink", "attach"], &[]).code, 0);
+    // Forget our own record of it: this is what an earlier NCP left behind, not our attach.
+    std::fs::remove_dir_all(lab.host.join("var/lib/ncp-bootstrap")).unwrap();
+    let host_pids = lab.ovs_pids();
+    assert_eq!(host_pids.len(), 2);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let b = bundle(tmp.path(), "4.1.0");
+    let r = lab.tool(&["install", "--bundle", b.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        lab.state().contains("addr eth1 10.0.0.5/24"),
+        "the address must be back on eth1"
+    );
+    assert!(
+        host_pids
+            .iter()
+            .all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()),
+        "host OVS still runs"
+    );
+    assert!(lab.ping_from_peer("10.0.0.5"));
+    let ledger =
+        std::fs::read_to_string(lab.host.join("var/lib/ncp-bootstrap/ledger.json")).unwrap();
+    assert!(
+        ledger.contains("host_ovs_stopped") && ledger.contains("ovsdb-server"),
+        "{ledger}"
+    );
+
+    // ovs run on the same database: the bridge is kept, the uplink attached.
+    let mut run = start_run(&lab, &[]);
+    wait_for("ovs health", Duration::from_secs(20), || healthy(&lab));
+    assert_eq!(lab.vsctl(&["get", "Interface", "eth1", "ofport"]), "1");
+    assert!(lab.state().contains("addr br-int 10.0.0.5/24"));
+    assert!(lab.ping_from_peer("10.0.0.5"));
+
+    // Kill its ovs-vswitchd: ovs run must exit non-zero within 10 s.
+    let vswitchd: u32 = std::fs::read_to_string(lab.ovs_dir.join("ovs-vswitchd.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    Command::new("kill")
+        .args(["-9", &vswitchd.to_string()])
+        .status()
+        .unwrap();
+    let status = exit_within(&mut run, Duration::from_secs(10))
+        .expect("ovs run did not exit after its switch died");
+    assert!(!status.success());
+    assert!(!healthy(&lab));
+
+    // A second run cleans the stale files and recovers.
+    let mut run = start_run(&lab, &[("NCP_BOOTSTRAP_OVS_ON_EXIT", "restore")]);
+    wait_for("ovs health after restart", Duration::from_secs(20), || {
+        healthy(&lab)
+    });
+    // The node was unreachable while its switch was dead; the peer's neighbour entry may need
+    // one more ARP round before the first reply.
+    wait_for(
+        "the peer reaching the node again",
+        Duration::from_secs(5),
+        || lab.ping_from_peer("10.0.0.5"),
+    );
+
+    // SIGTERM with on_exit = restore: the address goes back to the uplink, daemons stop.
+    sigterm(&run);
+    let status =
+        exit_within(&mut run, Duration::from_secs(20)).expect("ovs run did not stop on SIGTERM");
+    assert!(status.success(), "{status}");
+    assert!(lab.state().contains("addr eth1 10.0.0.5/24"));
+    assert!(lab.ovs_pids().is_empty(), "daemons left running");
+    assert!(lab.ping_from_peer("10.0.0.5"));
+
+    // cleanup starts the host's OVS again, as it ran.
+    let c = lab.tool(&["cleanup"], &[]);
+    assert_eq!(c.code, 0, "{}\n{}", c.stdout, c.stderr);
+    wait_for("host OVS restarted", Duration::from_secs(10), || {
+        lab.ovs_pids().len() == 2
+    });
+    assert!(lab.vsctl(&["list-br"]).contains("br-int"));
+}
+
+#[test]
+fn ovs_run_creates_a_missing_database_and_follows_a_symlinked_one() {
+    let Some(lab) = NetLab::new() else { return };
+    lab.standard();
+    // Missing: created from the schema.
+    let mut run = start_run(&lab, &[]);
+    wait_for("ovs health", Duration::from_secs(20), || healthy(&lab));
+    assert!(lab.ovs_dir.join("conf.db").is_file());
+    assert!(lab.state().contains("addr br-int 10.0.0.5/24"));
+    sigterm(&run);
+    assert!(exit_within(&mut run, Duration::from_secs(20)).is_some());
+
+    // Symlinked: conf.db -> real/conf.db (relative, as host packages do it).
+    std::fs::create_dir_all(lab.ovs_dir.join("real")).unwrap();
+    std::fs::rename(
+        lab.ovs_dir.join("conf.db"),
+        lab.ovs_dir.join("real/conf.db"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("real/conf.db", lab.ovs_dir.join("conf.db")).unwrap();
+    let mut run = start_run(&lab, &[]);
+    wait_for(
+        "ovs health on a symlinked db",
+        Duration::from_secs(20),
+        || healthy(&lab),
+    );
+    assert!(
+        std::fs::symlink_metadata(lab.ovs_dir.join("conf.db"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link must stay a link"
+    );
+    assert!(lab.vsctl(&["list-ports", "br-int"]).contains("eth1"));
+    sigterm(&run);
+    assert!(exit_within(&mut run, Duration::from_secs(20)).is_some());
+}
+
+#[test]
+fn ovs_run_refuses_a_live_host_ovs() {
+    let Some(mut lab) = NetLab::new() else { return };
+    lab.standard();
+    lab.start_ovs();
+    let r = lab.tool(&["ovs", "run"], &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("live ovsdb-server (pid"), "{}", r.stderr);
+    assert_eq!(lab.ovs_pids().len(), 2, "the host OVS must be left alone");
+}
