@@ -14,6 +14,8 @@ declare -A NEED=(
   [ovs-vsctl]=openvswitch-switch
   [hyperfine]=hyperfine
   [ping]=iputils-ping
+  [ifquery]=ifupdown
+  [netplan]=netplan.io
 )
 missing=()
 for tool in "${!NEED[@]}"; do
@@ -27,7 +29,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${pkgs[*]}"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  # Packages such as ifupdown and openvswitch-switch ship services; this machine's own network
+  # must not be touched by them, so no service may start during the install.
+  added_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    added_policy=1
+  fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  [ -z "$added_policy" ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 echo "setup: system packages present"

@@ -8,6 +8,7 @@ pub mod error;
 pub mod host;
 pub mod ledger;
 pub mod netmodel;
+pub mod render;
 pub mod report;
 pub mod steps;
 pub mod undo;

@@ -23,13 +23,6 @@ pub fn cni(env: &Env, force: bool, report: &mut Report) -> Result<Outcome> {
 }
 
 pub fn install(env: &Env, force: bool, report: &mut Report) -> Result<Outcome> {
-    // Refuse before any step runs, so that exit 2 still means nothing was changed.
-    if env.config.bool("persist.enabled") {
-        return Err(crate::error::unsupported(
-            "persist.enabled = true, but the persist step is not implemented in this build yet \
-             (issue 6); set persist.enabled = false",
-        ));
-    }
     let ctx = ctx(env, force);
     let cni = env.config.bool("cni.enabled").then(|| Cni::from_ctx(&ctx));
     let apparmor = AppArmor::from_ctx(&ctx);
@@ -49,6 +42,13 @@ pub fn install(env: &Env, force: bool, report: &mut Report) -> Result<Outcome> {
             None => Ok(skipped("cni", "cni.enabled = false")),
         }),
         Box::new(|| execute(&ctx, &apparmor)),
+        Box::new(|| {
+            if env.config.bool("persist.enabled") {
+                crate::steps::persist::step(&ctx, None, false)
+            } else {
+                Ok(skipped("persist", "persist.enabled = false"))
+            }
+        }),
     ];
     let mut changed = false;
     for step in steps {
@@ -116,4 +116,17 @@ pub fn ovs_health(env: &Env) -> Result<Outcome> {
             details: Some(serde_json::json!({ "unhealthy": why })),
         },
     })
+}
+
+pub fn persist(
+    env: &Env,
+    format: Option<&str>,
+    apply: bool,
+    report: &mut Report,
+) -> Result<Outcome> {
+    let ctx = ctx(env, false);
+    report
+        .steps
+        .push(crate::steps::persist::step(&ctx, format, apply)?);
+    Ok(Outcome::ok())
 }

@@ -147,7 +147,9 @@ fn dispatch(env: &Env, report: &mut Report) -> Result<Outcome> {
         Command::Ovs(OvsCommand::Health) => install::ovs_health(env),
         Command::Uplink(UplinkCommand::Attach(_)) => install::uplink(env, true, report),
         Command::Uplink(UplinkCommand::Detach(_)) => install::uplink(env, false, report),
-        Command::Persist { .. } => Err(not_yet("persist", 6)),
+        Command::Persist { format, apply, .. } => {
+            install::persist(env, format.as_deref(), *apply, report)
+        }
         Command::Demo => Err(not_yet("demo", 7)),
     }
 }

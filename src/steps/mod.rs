@@ -7,6 +7,7 @@ pub mod cni;
 pub mod host_ovs;
 pub mod legacy_pkg;
 pub mod ovs_run;
+pub mod persist;
 pub mod uplink;
 
 use crate::config::Config;

@@ -193,9 +193,33 @@ impl NetLab {
 
     /// The command `tool` runs, for callers that keep it in the background.
     pub fn tool_command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        self.tool_command_at(&self.host, args, env)
+    }
+
+    /// `tool` against another host root.
+    pub fn tool_at(
+        &self,
+        root: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> super::Run {
+        let out = self.tool_command_at(root, args, env).output().unwrap();
+        super::Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn tool_command_at(
+        &self,
+        root: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.node, super::BIN, "--host-root"]);
-        c.arg(&self.host);
+        c.arg(root);
         c.args(args);
         for (k, _) in std::env::vars() {
             if k.starts_with("NCP_") {
@@ -256,10 +280,10 @@ impl NetLab {
                 if r.get("type").and_then(|t| t.as_str()) == Some("multicast") {
                     continue;
                 }
-                lines.push(format!("route {}", serde_json::Value::Object(r)));
+                lines.push(format!("route {}", sorted(&serde_json::Value::Object(r))));
             }
             for r in self.json(&format!("{fam} rule show")).as_array().unwrap() {
-                lines.push(format!("rule {r}"));
+                lines.push(format!("rule {}", sorted(r)));
             }
         }
         lines.sort();
@@ -289,6 +313,17 @@ impl NetLab {
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)
+    }
+}
+
+/// A JSON object with its keys in sorted order, whatever serde_json's map preserves.
+fn sorted(v: &serde_json::Value) -> String {
+    match v.as_object() {
+        Some(m) => {
+            let b: std::collections::BTreeMap<&String, &serde_json::Value> = m.iter().collect();
+            serde_json::to_string(&b).unwrap()
+        }
+        None => v.to_string(),
     }
 }
 

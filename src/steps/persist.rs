@@ -1,0 +1,361 @@
+//! `persist`: write the uplink's addresses and routes into the host's own network config, in
+//! the format the host uses, so that the node reaches its cluster after a reboot before the
+//! nsx-ovs container runs.
+
+use super::cni::install_file;
+use super::Ctx;
+use crate::error::{input, precondition};
+use crate::host::netlink::Netlink;
+use crate::host::ovs::mac_string;
+use crate::host::{sha256_hex, HostRoot};
+use crate::ledger::Ledger;
+use crate::netmodel::{self as nm, Carried};
+use crate::render::{self, ifcfg, ifupdown, netplan, nm_keyfile, NetConfig};
+use crate::report::{Change, Status, StepReport};
+use anyhow::{anyhow, Context, Result};
+use std::time::Instant;
+
+pub const NAME: &str = "persist";
+const INTERFACES: &str = "/etc/network/interfaces";
+const INTERFACES_D: &str = "/etc/network/interfaces.d";
+const NETWORK_SCRIPTS: &str = "/etc/sysconfig/network-scripts";
+const NETPLAN_DIRS: [&str; 3] = ["/etc/netplan", "/run/netplan", "/lib/netplan"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Ifupdown,
+    Netplan,
+    Ifcfg,
+    NmKeyfile,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Format> {
+        match s {
+            "ifupdown" => Some(Format::Ifupdown),
+            "netplan" => Some(Format::Netplan),
+            "ifcfg" => Some(Format::Ifcfg),
+            "nm-keyfile" => Some(Format::NmKeyfile),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Ifupdown => "ifupdown",
+            Format::Netplan => "netplan",
+            Format::Ifcfg => "ifcfg",
+            Format::NmKeyfile => "nm-keyfile",
+        }
+    }
+}
+
+/// Files of a host directory (host paths), sorted; empty when it does not exist.
+fn list(host: &HostRoot, dir: &str, suffix: &str) -> Result<Vec<String>> {
+    let real = host.resolve(dir)?;
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(&real) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(suffix) && e.path().is_file() {
+                out.push(format!("{dir}/{name}"));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn text(host: &HostRoot, path: &str) -> Result<String> {
+    Ok(String::from_utf8_lossy(&host.read(path)?.unwrap_or_default()).into_owned())
+}
+
+/// The ifupdown file that defines the uplink, if any.
+fn ifupdown_file(host: &HostRoot, iface: &str) -> Result<Option<String>> {
+    let mut files = vec![INTERFACES.to_string()];
+    files.extend(list(host, INTERFACES_D, "")?);
+    for f in files {
+        if ifupdown::defines(&text(host, &f)?, iface) {
+            return Ok(Some(f));
+        }
+    }
+    Ok(None)
+}
+
+fn has_any(host: &HostRoot, paths: &[&str]) -> Result<bool> {
+    for p in paths {
+        if host.exists(p)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Picks the format from what the host root holds, and says why.
+pub fn detect(host: &HostRoot, iface: &str) -> Result<(Format, String)> {
+    let yamls = list(host, "/etc/netplan", ".yaml")?;
+    if !yamls.is_empty() {
+        return Ok((
+            Format::Netplan,
+            format!("netplan configuration found ({})", yamls.join(", ")),
+        ));
+    }
+    if let Some(f) = ifupdown_file(host, iface)? {
+        return Ok((Format::Ifupdown, format!("{f} defines {iface}")));
+    }
+    let ifcfg_file = format!("{NETWORK_SCRIPTS}/ifcfg-{iface}");
+    if host.exists(&ifcfg_file)? {
+        return Ok((Format::Ifcfg, format!("{ifcfg_file} exists")));
+    }
+    for f in list(host, nm_keyfile::CONN_DIR, ".nmconnection")? {
+        if text(host, &f)?
+            .lines()
+            .any(|l| l.trim() == format!("interface-name={iface}"))
+        {
+            return Ok((
+                Format::NmKeyfile,
+                format!("{f} is NetworkManager's connection for {iface}"),
+            ));
+        }
+    }
+    let mut found = Vec::new();
+    if host.exists(INTERFACES)? && has_any(host, &["/sbin/ifup", "/usr/sbin/ifup"])? {
+        found.push((
+            Format::Ifupdown,
+            format!("{INTERFACES} with ifupdown installed"),
+        ));
+    }
+    let ifcfgs: Vec<String> = list(host, NETWORK_SCRIPTS, "")?
+        .into_iter()
+        .filter(|f| {
+            f.rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("ifcfg-") && n != "ifcfg-lo")
+        })
+        .collect();
+    if !ifcfgs.is_empty() {
+        found.push((
+            Format::Ifcfg,
+            format!("network-scripts in use ({})", ifcfgs.join(", ")),
+        ));
+    }
+    if host.is_dir(nm_keyfile::CONN_DIR)?
+        && has_any(host, &["/usr/sbin/NetworkManager", "/run/NetworkManager"])?
+    {
+        found.push((
+            Format::NmKeyfile,
+            format!("NetworkManager with {}", nm_keyfile::CONN_DIR),
+        ));
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(input(format!(
+            "cannot tell how this host configures its network: no netplan YAML, no ifupdown \
+             {INTERFACES} with ifup, no ifcfg files in {NETWORK_SCRIPTS}, no NetworkManager \
+             keyfile directory; pass --format ifupdown|netplan|ifcfg|nm-keyfile"
+        ))),
+        _ => Err(input(format!(
+            "more than one network configuration system is in use: {}; pass --format to choose",
+            found
+                .iter()
+                .map(|(f, why)| format!("{} ({why})", f.name()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))),
+    }
+}
+
+/// The model: from the ledger's pre-state when the uplink is attached, otherwise live.
+pub fn model(ctx: &Ctx, iface: &str) -> Result<(NetConfig, &'static str)> {
+    let ledger = Ledger::load(ctx.host)?;
+    if let Some(pre) = ledger.uplink(iface) {
+        let bad = |s: &str| anyhow!("the ledger's record `{s}` cannot be decoded");
+        let mut c = Carried::default();
+        for r in &pre.addresses {
+            c.addresses
+                .push(nm::restore_address(r).ok_or_else(|| bad(&r.summary))?);
+        }
+        for r in &pre.routes {
+            c.routes
+                .push(nm::restore_route(r).ok_or_else(|| bad(&r.summary))?);
+        }
+        let cfg = render::from_carried(iface, Some(pre.mac.clone()), Some(pre.mtu), &c);
+        return Ok((cfg, "the pre-state recorded when the uplink was attached"));
+    }
+    let mut nl = Netlink::open()?;
+    let link = nl
+        .link(iface)?
+        .ok_or_else(|| precondition(format!("the uplink `{iface}` does not exist on this host")))?;
+    let c = nm::carried_by(link.index, iface, &nl.addresses()?, &nl.routes()?, &[]);
+    let cfg = render::from_carried(iface, Some(mac_string(&link.mac)), Some(link.mtu), &c);
+    Ok((cfg, "the uplink's live addresses and routes"))
+}
+
+/// (host path, contents, mode) of every file the format needs.
+fn files(
+    ctx: &Ctx,
+    format: Format,
+    cfg: &NetConfig,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<(String, String, u32)>> {
+    let iface = cfg.iface.as_str();
+    Ok(match format {
+        Format::Ifupdown => {
+            let target = ifupdown_file(ctx.host, iface)?.unwrap_or_else(|| INTERFACES.to_string());
+            let mode = ctx.host.file_state(&target)?.map_or(0o644, |s| s.mode);
+            vec![(
+                target.clone(),
+                ifupdown::merge(&text(ctx.host, &target)?, cfg),
+                mode,
+            )]
+        }
+        Format::Netplan => {
+            for dir in NETPLAN_DIRS {
+                for f in list(ctx.host, dir, ".yaml")? {
+                    if f != netplan::FILE && netplan::defines(&text(ctx.host, &f)?, iface) {
+                        return Err(input(format!(
+                            "{f} also defines {iface}; netplan merges such definitions and would \
+                             keep its addresses and DHCP settings beside ours. Remove {iface} from \
+                             {f} (ncp-bootstrap then owns it in {}) or pass another --format",
+                            netplan::FILE
+                        )));
+                    }
+                }
+            }
+            if ctx.host.exists("/etc/cloud/cloud.cfg")? && !cloud_init_network_disabled(ctx.host)? {
+                warnings.push(
+                    "cloud-init is installed and may regenerate netplan on boot; to keep it off \
+                     the network config, write `network: {config: disabled}` to \
+                     /etc/cloud/cloud.cfg.d/99-disable-network-config.cfg"
+                        .into(),
+                );
+            }
+            vec![(netplan::FILE.to_string(), netplan::render(cfg), 0o600)]
+        }
+        Format::Ifcfg => ifcfg::render(cfg)
+            .into_iter()
+            .map(|(name, text)| (format!("{NETWORK_SCRIPTS}/{name}"), text, 0o644))
+            .collect(),
+        Format::NmKeyfile => {
+            let bridge = ctx.config.str("node.bridge").unwrap_or("br-int");
+            nm_keyfile::render(cfg, bridge)?
+                .into_iter()
+                .map(|(p, t)| {
+                    let mode = if p.starts_with(nm_keyfile::CONN_DIR) {
+                        0o600
+                    } else {
+                        0o644
+                    };
+                    (p, t, mode)
+                })
+                .collect()
+        }
+    })
+}
+
+fn cloud_init_network_disabled(host: &HostRoot) -> Result<bool> {
+    for f in list(host, "/etc/cloud/cloud.cfg.d", ".cfg")? {
+        let t = text(host, &f)?;
+        if t.contains("config: disabled") || t.contains("config: \"disabled\"") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+pub fn step(ctx: &Ctx, format_flag: Option<&str>, apply: bool) -> Result<StepReport> {
+    let started = Instant::now();
+    let mut report = StepReport::new(NAME);
+    let iface = ctx
+        .config
+        .str("node.uplink")
+        .ok_or_else(|| precondition("no uplink configured: pass --uplink IF or set node.uplink"))?
+        .to_string();
+    let wanted = format_flag
+        .or(ctx.config.str("persist.format"))
+        .unwrap_or("auto");
+    let (format, why) = match wanted {
+        "auto" => detect(ctx.host, &iface)?,
+        f => (
+            Format::parse(f).ok_or_else(|| {
+                input(format!(
+                    "--format {f}: use auto, ifupdown, netplan, ifcfg or nm-keyfile"
+                ))
+            })?,
+            format!("--format {f}"),
+        ),
+    };
+    report
+        .notes
+        .push(format!("format {}: {why}", format.name()));
+    let (cfg, source) = model(ctx, &iface)?;
+    report.notes.push(format!("source: {source}"));
+    let mut warnings = Vec::new();
+    let wanted_files = files(ctx, format, &cfg, &mut warnings)?;
+    report.warnings.extend(warnings);
+    let mut todo = Vec::new();
+    for (path, content, mode) in wanted_files {
+        let same = ctx
+            .host
+            .file_state(&path)?
+            .is_some_and(|s| s.sha256 == sha256_hex(content.as_bytes()) && s.mode == mode);
+        if !same {
+            todo.push((path, content, mode));
+        }
+    }
+    let changes = |done: bool, todo: &[(String, String, u32)]| -> Vec<Change> {
+        todo.iter()
+            .map(|(p, _, m)| Change {
+                action: format!("write {p} (mode {m:04o})"),
+                why: format!("{} config for {iface}", format.name()),
+                done,
+            })
+            .collect()
+    };
+    if todo.is_empty() {
+        report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        return Ok(report);
+    }
+    if ctx.dry_run {
+        report.status = Status::Planned;
+        report.changes = changes(false, &todo);
+        return Ok(report);
+    }
+    let (_lock, made) = super::lock(ctx.host)?;
+    let mut ledger = Ledger::load(ctx.host)?;
+    ledger.state_dirs.extend(made);
+    for (path, content, mode) in &todo {
+        install_file(ctx.host, NAME, path, content.as_bytes(), *mode, &mut ledger)
+            .with_context(|| format!("writing {path}"))?;
+    }
+    report.status = Status::Changed;
+    report.changes = changes(true, &todo);
+    if apply {
+        report.notes.push(apply_note(&ledger, &iface, format));
+    }
+    report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(report)
+}
+
+/// `--apply`: what is reloaded, and what is deliberately not.
+fn apply_note(ledger: &Ledger, iface: &str, format: Format) -> String {
+    if ledger.uplink(iface).is_some() {
+        return format!(
+            "--apply: {iface} is attached to the OVS bridge; re-activating it now would take the \
+             node's address off the bridge, so nothing is reloaded (the files take effect at the \
+             next boot, or after `uplink detach`)"
+        );
+    }
+    let cmd = match format {
+        Format::Netplan => ("netplan", vec!["generate"]),
+        Format::NmKeyfile | Format::Ifcfg => ("nmcli", vec!["connection", "reload"]),
+        Format::Ifupdown => ("ifquery", vec![iface]),
+    };
+    match which::which(cmd.0) {
+        Ok(tool) => match crate::host::run::run(&tool, cmd.1.clone()) {
+            Ok(_) => format!("--apply: ran `{} {}`; {iface} itself is not re-activated (that would interrupt it)", cmd.0, cmd.1.join(" ")),
+            Err(e) => format!("--apply: `{} {}` failed: {e:#}", cmd.0, cmd.1.join(" ")),
+        },
+        Err(_) => format!("--apply: `{}` is not available here; nothing reloaded", cmd.0),
+    }
+}
