@@ -16,6 +16,7 @@ declare -A NEED=(
   [ping]=iputils-ping
   [ifquery]=ifupdown
   [netplan]=netplan.io
+  [systemd-analyze]=systemd
 )
 missing=()
 for tool in "${!NEED[@]}"; do
@@ -41,4 +42,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
   [ -z "$added_policy" ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
+# The Kubernetes schema validator (PyPI), pinned to a Kubernetes release's schemas.
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "setup: installing kubernetes-validate (pip)"
+  python3 -m pip install -q --disable-pip-version-check kubernetes-validate==1.31.0 2>&1 | grep -v "Running pip as the 'root' user" || true
+fi
+command -v kubernetes-validate >/dev/null 2>&1 || hash -r
 echo "setup: system packages present"

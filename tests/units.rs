@@ -1,0 +1,233 @@
+//! units/: the Kubernetes manifests validate against the Kubernetes 1.31 schemas and carry the
+//! security-relevant fields the README documents; the systemd units pass `systemd-analyze
+//! verify`; the Containerfile installs exactly the programs the code runs.
+
+mod common;
+use common::*;
+use serde_yaml::Value;
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+fn manifest(name: &str) -> Value {
+    let text = fs::read_to_string(Path::new(REPO).join("units/kubernetes").join(name)).unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+fn container<'a>(spec: &'a Value, list: &str, name: &str) -> &'a Value {
+    spec[list]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {list} {name}"))
+}
+
+#[test]
+fn manifests_validate_against_kubernetes_schemas() {
+    if !have("kubernetes-validate") {
+        skip("kubernetes-validate (PyPI) not installed");
+        return;
+    }
+    let dir = Path::new(REPO).join("units/kubernetes");
+    let files: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    assert!(files.len() >= 4);
+    let out = Command::new("kubernetes-validate")
+        .args(["-k", "1.31.0", "--strict"])
+        .args(&files)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.matches(" passed for resource ").count(),
+        files.len(),
+        "{text}"
+    );
+}
+
+#[test]
+fn manifests_carry_the_documented_security_fields() {
+    let readme = fs::read_to_string(Path::new(REPO).join("README.md")).unwrap();
+    let boot = manifest("nsx-ncp-bootstrap.yaml");
+    let spec = &boot["spec"]["template"]["spec"];
+    assert_eq!(spec["hostNetwork"], true);
+    assert_eq!(spec["hostPID"], true);
+    assert_eq!(spec["automountServiceAccountToken"], false);
+    let init = container(spec, "initContainers", "nsx-ncp-bootstrap");
+    assert_eq!(
+        init["command"],
+        serde_yaml::from_str::<Value>("[ncp-bootstrap, install, --host-root, /host]").unwrap()
+    );
+    assert_eq!(init["securityContext"]["privileged"], true);
+    assert!(init["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|m| m["mountPath"] == "/host"));
+    assert_eq!(
+        container(spec, "containers", "idle")["securityContext"]["capabilities"]["drop"][0],
+        "ALL"
+    );
+
+    let agent = manifest("nsx-node-agent.yaml");
+    let tmpl = &agent["spec"]["template"];
+    assert_eq!(
+        tmpl["metadata"]["annotations"]
+            ["container.apparmor.security.beta.kubernetes.io/nsx-node-agent"],
+        "localhost/node-agent-apparmor"
+    );
+    let spec = &tmpl["spec"];
+    assert_eq!(spec["hostNetwork"], true);
+    assert_eq!(spec["hostPID"], true);
+    assert!(spec["terminationGracePeriodSeconds"].as_u64().unwrap() >= 30);
+    let ovs = container(spec, "containers", "nsx-ovs");
+    assert_eq!(ovs["command"][1], "ovs");
+    assert_eq!(ovs["command"][2], "run");
+    assert!(
+        ovs["securityContext"].get("privileged").is_none(),
+        "nsx-ovs must not be privileged"
+    );
+    let caps: BTreeSet<&str> = ovs["securityContext"]["capabilities"]["add"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        caps,
+        [
+            "IPC_LOCK",
+            "NET_ADMIN",
+            "NET_RAW",
+            "SYS_ADMIN",
+            "SYS_MODULE",
+            "SYS_NICE"
+        ]
+        .into_iter()
+        .collect()
+    );
+    for c in &caps {
+        assert!(
+            readme.contains(&format!("`{c}`")),
+            "README does not explain {c}"
+        );
+    }
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let cmd: Vec<&str> = ovs[probe]["exec"]["command"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert!(
+            cmd.windows(2).any(|w| w == ["ovs", "health"]),
+            "{probe}: {cmd:?}"
+        );
+    }
+    let db = spec["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "host-original-ovs-db")
+        .unwrap();
+    assert_eq!(db["hostPath"]["path"], "/etc/openvswitch");
+    assert!(ovs["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"] == "host-original-ovs-db" && m["mountPath"] == "/etc/openvswitch"));
+
+    let cleanup = manifest("ncp-bootstrap-cleanup.yaml");
+    let init = container(
+        &cleanup["spec"]["template"]["spec"],
+        "initContainers",
+        "cleanup",
+    );
+    assert_eq!(init["command"][1], "cleanup");
+    // Nothing here needs the API server: no RBAC objects are shipped.
+    for f in fs::read_dir(Path::new(REPO).join("units/kubernetes")).unwrap() {
+        let t = fs::read_to_string(f.unwrap().path()).unwrap();
+        assert!(!t.contains("kind: ClusterRole") && !t.contains("kind: Role"));
+    }
+}
+
+#[test]
+fn systemd_units_verify() {
+    if !have("systemd-analyze") {
+        skip("systemd-analyze (systemd) not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut units = Vec::new();
+    for e in fs::read_dir(Path::new(REPO).join("units/systemd")).unwrap() {
+        let p = e.unwrap().path();
+        // The units name the installed path; point them at the binary this test built.
+        let text = fs::read_to_string(&p)
+            .unwrap()
+            .replace("/usr/bin/ncp-bootstrap", BIN);
+        let dst = tmp.path().join(p.file_name().unwrap());
+        fs::write(&dst, text).unwrap();
+        units.push(dst);
+    }
+    assert_eq!(units.len(), 3);
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&units)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.trim().is_empty(), "systemd-analyze warned:\n{text}");
+}
+
+#[test]
+fn containerfile_installs_exactly_what_the_code_runs() {
+    let cf = fs::read_to_string(Path::new(REPO).join("units/container/Containerfile")).unwrap();
+    let line = cf
+        .lines()
+        .find(|l| l.starts_with("ARG RUNTIME_TOOLS="))
+        .expect("RUNTIME_TOOLS");
+    let listed: BTreeSet<String> = line
+        .split('"')
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let mut called: BTreeSet<String> = ncp_bootstrap::steps::ovs_run::DAEMONS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut stack = vec![Path::new(REPO).join("src")];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let src = fs::read_to_string(&p).unwrap();
+            for pat in ["find_tool(\"", "which::which(\""] {
+                for part in src.split(pat).skip(1) {
+                    called.insert(part.split('"').next().unwrap().to_string());
+                }
+            }
+        }
+    }
+    assert_eq!(
+        listed, called,
+        "Containerfile RUNTIME_TOOLS vs programs the code runs"
+    );
+    assert!(
+        cf.contains("crt-static"),
+        "the binary must be self-contained"
+    );
+}
