@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DESTDIR ?=
 
-.PHONY: setup build test demo bench clean install-host
+.PHONY: setup setup-vm build test vm-test demo bench clean install-host
 
 setup:
 	bash scripts/setup.sh
@@ -15,7 +15,14 @@ test: setup
 	timeout 1800 $(CARGO) test --lib --bins --tests --features fault-injection
 
 demo: setup build
-	bash scripts/demo.sh target/release/ncp-bootstrap
+	target/release/ncp-bootstrap demo
+
+setup-vm: setup
+	bash scripts/setup-vm.sh
+
+# The whole lifecycle in a Debian VM (qemu, TCG): kernel OVS, enforcing AppArmor, a reboot.
+vm-test: setup-vm build
+	timeout 1500 bash vagrant/harness/vm-test.sh lifecycle.sh
 
 clean:
 	$(CARGO) clean

@@ -112,6 +112,9 @@ pub struct UplinkPreState {
     pub uplink_was_up: bool,
     pub mac: String,
     pub mtu: u32,
+    /// The OVS database file, so that cleanup can edit it when no OVS runs any more.
+    #[serde(default)]
+    pub conf_db: Option<String>,
     pub addresses: Vec<crate::netmodel::Recorded>,
     pub routes: Vec<crate::netmodel::Recorded>,
     pub rules: Vec<crate::netmodel::Recorded>,

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod fault;
 pub mod host;
 pub mod ledger;
 pub mod netmodel;

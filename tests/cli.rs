@@ -37,20 +37,63 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn commands_not_built_yet_say_so_and_exit_2() {
+fn uplink_commands_need_an_uplink() {
     let tmp = tempfile::tempdir().unwrap();
     let h = tmp.path().to_str().unwrap();
-    let r = run(&["--host-root", h, "demo"]);
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("not implemented in this build yet"),
-        "{}",
-        r.stderr
-    );
-    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
     let r = run(&["--host-root", h, "uplink", "attach"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("no uplink configured"), "{}", r.stderr);
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn the_demo_runs_the_whole_story_and_leaves_nothing() {
+    if !is_root() || !have("ovs-vsctl") || !have("ping") {
+        skip("the demo needs root, openvswitch-switch and ping");
+        return;
+    }
+    let before = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap()
+        .stdout;
+    let r = run(&["demo"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for want in [
+        "== install",
+        "ovs run",
+        "peer's view during the move",
+        "persist",
+        "cleanup",
+        "identical: files, modes, bytes, addresses and routes are as they were",
+    ] {
+        assert!(
+            r.stdout.contains(want),
+            "demo output lacks {want:?}:\n{}",
+            r.stdout
+        );
+    }
+    let after = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap()
+        .stdout;
+    let demo_ns = |o: &[u8]| {
+        String::from_utf8_lossy(o)
+            .lines()
+            .filter(|l| l.contains("ncpb-demo"))
+            .count()
+    };
+    assert_eq!(
+        demo_ns(&after),
+        demo_ns(&before),
+        "the demo left a namespace behind"
+    );
+    assert!(!std::fs::read_dir(std::env::temp_dir()).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("ncp-bootstrap-demo-")));
 }
 
 #[test]

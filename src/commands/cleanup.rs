@@ -3,7 +3,7 @@
 //! not stop the others, and all failures are reported together.
 
 use super::{Env, Outcome};
-use crate::error::{unsupported, Error, Kind};
+use crate::error::{precondition, Error, Kind};
 use crate::ledger::Ledger;
 use crate::report::{Change, Report, Status, StepReport};
 use crate::steps::lock;
@@ -13,9 +13,7 @@ use std::time::Instant;
 
 pub fn run(env: &Env, legacy: bool, report: &mut Report) -> Result<Outcome> {
     if legacy {
-        return Err(unsupported(
-            "`cleanup --legacy` is not implemented in this build yet (issue 7); nothing was changed",
-        ));
+        return legacy_cleanup(env, report);
     }
     let started = Instant::now();
     let mut step = StepReport::new("cleanup");
@@ -32,7 +30,8 @@ pub fn run(env: &Env, legacy: bool, report: &mut Report) -> Result<Outcome> {
     let dry = env.cli.dry_run;
     let _lock = if dry { None } else { Some(lock(&env.host)?.0) };
     let mut errors = Vec::new();
-    for entry in ledger.entries.clone().iter().rev() {
+    for (n, entry) in ledger.entries.clone().iter().rev().enumerate() {
+        crate::fault::fault(&format!("cleanup-{n}"));
         let outcome = undo::plan(&env.host, entry).and_then(|action| {
             env.progress
                 .info(&format!("cleanup: {}", action.describe()));
@@ -82,6 +81,112 @@ pub fn run(env: &Env, legacy: bool, report: &mut Report) -> Result<Outcome> {
         )
         .into());
     }
+    report.steps.push(step);
+    Ok(Outcome::ok())
+}
+
+/// NCP's documented node cleanup, for a node prepared without our ledger: the CNI files, the
+/// AppArmor profile, and the node's addresses back from the bridge to node-if. It lists every
+/// path first and touches nothing else.
+fn legacy_cleanup(env: &Env, report: &mut Report) -> Result<Outcome> {
+    use crate::host::paths;
+    let started = Instant::now();
+    let host = &env.host;
+    if !Ledger::load(host)?.is_empty() {
+        return Err(precondition(format!(
+            "{} records what ncp-bootstrap did here: run `cleanup` without --legacy",
+            paths::LEDGER
+        )));
+    }
+    let rhel = host
+        .read(paths::OS_RELEASE)?
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .is_some_and(|t| {
+            t.lines().any(|l| {
+                (l.starts_with("ID=") || l.starts_with("ID_LIKE="))
+                    && ["rhel", "fedora", "centos"].iter().any(|d| l.contains(d))
+            })
+        });
+    let mut files = vec![
+        "/etc/cni/net.d/10-nsx.conflist",
+        "/etc/cni/net.d/10-nsx.conf",
+        paths::LOOPBACK_CONF,
+        paths::NSX_PLUGIN,
+    ];
+    // NCP removes the loopback plugin only on RHEL, where its own package put it.
+    if rhel {
+        files.push(paths::LOOPBACK_PLUGIN);
+    }
+    let mut step = StepReport::new("cleanup --legacy");
+    let mut present = Vec::new();
+    for f in files {
+        if host.exists(f)? {
+            present.push(f);
+        }
+    }
+    let profile_file = host.exists(paths::APPARMOR_PROFILE_FILE)?;
+    let profile = env
+        .config
+        .str("apparmor.profile")
+        .unwrap_or("node-agent-apparmor");
+    let loaded = crate::steps::apparmor::loaded_mode(host, profile)?.is_some();
+    let why = "NCP's documented node cleanup (no ledger)".to_string();
+    let mut planned: Vec<String> = present.iter().map(|f| format!("remove {f}")).collect();
+    if loaded {
+        planned.push(format!("unload AppArmor profile {profile}"));
+    }
+    if profile_file {
+        planned.push(format!("remove {}", paths::APPARMOR_PROFILE_FILE));
+    }
+    let bridge = env.config.str("node.bridge").unwrap_or("br-int");
+    let uplink = env.config.str("node.uplink").is_some()
+        && crate::host::netlink::Netlink::open()?
+            .link(bridge)?
+            .is_some();
+    if uplink {
+        planned.push("move the node's addresses and routes from the bridge back to node-if".into());
+    }
+    for p in &planned {
+        env.progress.info(&format!("cleanup --legacy: {p}"));
+    }
+    let dry = env.cli.dry_run;
+    if !dry {
+        let ctx = crate::steps::Ctx {
+            host,
+            config: &env.config,
+            dry_run: false,
+            force: false,
+            progress: env.progress,
+        };
+        if uplink {
+            crate::steps::uplink::detach(&ctx)?;
+        }
+        if loaded {
+            crate::steps::apparmor::Parser::find(host)?.unload(profile)?;
+        }
+        if profile_file {
+            host.remove_file(paths::APPARMOR_PROFILE_FILE)?;
+        }
+        for f in &present {
+            host.remove_file(f)?;
+        }
+    }
+    step.status = if planned.is_empty() {
+        Status::Converged
+    } else if dry {
+        Status::Planned
+    } else {
+        Status::Changed
+    };
+    step.changes = planned
+        .into_iter()
+        .map(|action| Change {
+            action,
+            why: why.clone(),
+            done: !dry,
+        })
+        .collect();
+    step.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     report.steps.push(step);
     Ok(Outcome::ok())
 }

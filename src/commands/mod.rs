@@ -2,12 +2,13 @@
 
 mod cleanup;
 mod config;
+mod demo;
 mod install;
 mod status;
 
 use crate::cli::{Cli, Command, ConfigCommand, Output, OvsCommand, UplinkCommand};
 use crate::config::{Config, Inputs};
-use crate::error::{kind_of, unsupported};
+use crate::error::kind_of;
 use crate::host::HostRoot;
 use crate::report::{Progress, Report};
 use crate::steps::StepFailed;
@@ -150,14 +151,8 @@ fn dispatch(env: &Env, report: &mut Report) -> Result<Outcome> {
         Command::Persist { format, apply, .. } => {
             install::persist(env, format.as_deref(), *apply, report)
         }
-        Command::Demo => Err(not_yet("demo", 7)),
+        Command::Demo => demo::run(env),
     }
-}
-
-fn not_yet(cmd: &str, issue: u32) -> anyhow::Error {
-    unsupported(format!(
-        "`{cmd}` is not implemented in this build yet (tracked in issue {issue}); nothing was changed"
-    ))
 }
 
 fn command_name(c: &Command) -> &'static str {

@@ -129,6 +129,16 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
             .iter()
             .map(|p| format!("apparmor not converged: {p}")),
     );
+    let others = component_lines(env, &ctx, &ledger);
+    for c in &others {
+        text.push_str(&format!(
+            "{:<10} {:<8} {}\n",
+            c.component, c.state, c.reason
+        ));
+        if c.state == "drift" {
+            drift.push(format!("{}: {}", c.component, c.reason));
+        }
+    }
     text.push_str(&render_drift(&drift));
     Ok(Outcome {
         code: if drift.is_empty() { 0 } else { 1 },
@@ -136,10 +146,107 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
         details: Some(serde_json::json!({
             "cni": status,
             "apparmor": aa,
+            "components": others,
             "drift": drift,
             "ledger_entries": ledger.entries.len(),
         })),
     })
+}
+
+#[derive(Debug, Serialize)]
+struct Component {
+    component: &'static str,
+    /// ok, drift, missing, or n/a.
+    state: &'static str,
+    reason: String,
+}
+
+fn line(component: &'static str, state: &'static str, reason: impl Into<String>) -> Component {
+    Component {
+        component,
+        state,
+        reason: reason.into(),
+    }
+}
+
+/// Host OVS, containerized OVS, uplink, persisted config, and every other file the ledger
+/// records, each checked against what the ledger says we did.
+fn component_lines(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Vec<Component> {
+    let mut out = Vec::new();
+    let stopped = ledger.entries.iter().find_map(|e| match e {
+        Entry::HostOvsStopped { daemons, units, .. } => Some((daemons.len(), units.clone())),
+        _ => None,
+    });
+    out.push(match stopped {
+        Some((n, units)) if units.is_empty() => line(
+            "host-ovs",
+            "ok",
+            format!("{n} host OVS daemon(s) stopped by install"),
+        ),
+        Some((_, units)) => line(
+            "host-ovs",
+            "ok",
+            format!("stopped and disabled by install: {}", units.join(", ")),
+        ),
+        None => line("host-ovs", "n/a", "install stopped no host OVS"),
+    });
+    let health = crate::steps::ovs_run::health(ctx);
+    let attached = env.config.str("node.uplink").and_then(|u| ledger.uplink(u));
+    out.push(match (&health, attached) {
+        (Ok(()), _) => line(
+            "ovs",
+            "ok",
+            "ovsdb-server and ovs-vswitchd answer, the uplink is attached",
+        ),
+        (Err(why), Some(_)) => line(
+            "ovs",
+            "drift",
+            format!("the uplink was attached but OVS is not healthy: {why}"),
+        ),
+        (Err(why), None) => line("ovs", "missing", why.clone()),
+    });
+    out.push(match attached {
+        Some(pre) => match crate::steps::uplink::holds_no_address(&pre.uplink) {
+            Ok(()) => line(
+                "uplink",
+                "ok",
+                format!(
+                    "{} is attached to {}; its addresses are on the bridge",
+                    pre.uplink, pre.bridge
+                ),
+            ),
+            Err(e) => line(
+                "uplink",
+                "drift",
+                format!("recorded as attached, but {e:#}"),
+            ),
+        },
+        None => line("uplink", "n/a", "not attached by ncp-bootstrap"),
+    });
+    for e in &ledger.entries {
+        let Entry::File {
+            step, path, sha256, ..
+        } = e
+        else {
+            continue;
+        };
+        if step == "cni" || step == "apparmor" {
+            continue; // reported above, file by file
+        }
+        let now = env.host.file_state(path).ok().flatten();
+        out.push(match now {
+            Some(s) if &s.sha256 == sha256 => {
+                line("persist", "ok", format!("{path} is as written"))
+            }
+            Some(_) => line(
+                "persist",
+                "drift",
+                format!("{path} changed since ncp-bootstrap wrote it"),
+            ),
+            None => line("persist", "drift", format!("{path} is gone")),
+        });
+    }
+    out
 }
 
 fn apparmor_status(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Result<AppArmorStatus> {

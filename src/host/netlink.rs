@@ -242,6 +242,18 @@ impl Netlink {
             .with_context(|| format!("setting link {index}"))
     }
 
+    /// Deletes a link (a bridge device OVS left behind when it stopped).
+    pub fn del_link(&mut self, index: u32) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        let mut buf = Vec::new();
+        let seq = self.encode(RouteNetlinkMessage::DelLink(m), NLM_F_ACK, &mut buf);
+        self.sock.send(&buf, 0).context("sending a link deletion")?;
+        self.collect_acks(&[seq])
+            .remove(0)
+            .with_context(|| format!("deleting link {index}"))
+    }
+
     /// Sends every op, in order, in as few buffers as possible, and waits for every ack. The
     /// kernel handles the messages of one buffer in order. Returns the first failure, naming the
     /// op; the ops before it took effect.

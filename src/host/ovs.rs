@@ -9,6 +9,8 @@ use std::path::PathBuf;
 pub struct Ovs {
     tool: PathBuf,
     db: String,
+    /// No ovs-vswitchd to wait for (a private ovsdb-server): every change with `--no-wait`.
+    no_wait: bool,
 }
 
 impl Ovs {
@@ -19,11 +21,15 @@ impl Ovs {
         Ok(Ovs {
             tool: run::find_tool("ovs-vsctl", "talk to Open vSwitch")?,
             db: format!("unix:{}", dir.join("db.sock").display()),
+            no_wait: false,
         })
     }
 
     fn vsctl(&self, args: &[&str]) -> Result<String> {
         let mut a = vec![format!("--db={}", self.db), "--timeout=10".to_string()];
+        if self.no_wait {
+            a.push("--no-wait".into());
+        }
         a.extend(args.iter().map(|s| s.to_string()));
         Ok(run::run(&self.tool, a)?.stdout.trim().to_string())
     }
@@ -189,6 +195,83 @@ impl Ovs {
 
     pub fn del_bridge(&self, bridge: &str) -> Result<()> {
         self.vsctl(&["--if-exists", "del-br", bridge]).map(|_| ())
+    }
+}
+
+/// A private ovsdb-server on a database nobody serves: for cleanup after OVS is gone. Stopped
+/// (and its temporary directory removed) when dropped.
+pub struct Offline {
+    pub ovs: Ovs,
+    child: std::process::Child,
+    _dir: TempDir,
+}
+
+/// A temporary directory removed on drop (no extra crate for one use).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Offline {
+    pub fn start(conf_db: &std::path::Path) -> Result<Offline> {
+        let server = run::find_tool("ovsdb-server", "edit the OVS database while OVS is stopped")?;
+        let dir = std::env::temp_dir().join(format!("ncp-bootstrap-ovsdb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = TempDir(dir);
+        let sock = dir.0.join("db.sock");
+        let child = std::process::Command::new(&server)
+            .arg(conf_db)
+            .arg(format!("--remote=punix:{}", sock.display()))
+            .arg(format!(
+                "--pidfile={}",
+                dir.0.join("ovsdb-server.pid").display()
+            ))
+            .arg(format!(
+                "--unixctl={}",
+                dir.0.join("ovsdb-server.ctl").display()
+            ))
+            .arg("-vconsole:off")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting a private ovsdb-server on {}", conf_db.display()))?;
+        let ovs = Ovs {
+            tool: run::find_tool("ovs-vsctl", "edit the OVS database")?,
+            db: format!("unix:{}", sock.display()),
+            no_wait: true,
+        };
+        let mut me = Offline {
+            ovs,
+            child,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            if me.ovs.vsctl(&["--timeout=1", "show"]).is_ok() {
+                return Ok(me);
+            }
+            if let Ok(Some(st)) = me.child.try_wait() {
+                anyhow::bail!(
+                    "the private ovsdb-server on {} exited ({st}); is another OVS holding it?",
+                    conf_db.display()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        anyhow::bail!(
+            "the private ovsdb-server on {} did not answer",
+            conf_db.display()
+        )
+    }
+}
+
+impl Drop for Offline {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

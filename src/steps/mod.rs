@@ -193,6 +193,8 @@ fn change<A: Action>(a: &A, done: bool) -> Change {
     }
 }
 
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Serialises mutating runs. Taken only when there is something to change, so a converged
 /// re-run creates nothing on the host. Also returns the directories it had to create.
 pub fn lock(host: &HostRoot) -> Result<(std::fs::File, Vec<String>)> {
@@ -204,14 +206,25 @@ pub fn lock(host: &HostRoot) -> Result<(std::fs::File, Vec<String>)> {
         .write(true)
         .open(&p)
         .with_context(|| format!("opening lock file {}", p.display()))?;
-    match f.try_lock() {
-        Ok(()) => Ok((f, made)),
-        Err(std::fs::TryLockError::WouldBlock) => Err(crate::error::precondition(format!(
-            "another ncp-bootstrap run holds the lock {}; wait for it to finish",
-            p.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(e).with_context(|| format!("locking {}", p.display()))
+    // Another run (an `ovs run` still probing after its attach, say) usually finishes within
+    // seconds: wait for it rather than fail.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok((f, made)),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(crate::error::precondition(format!(
+                    "another ncp-bootstrap run has held the lock {} for {} s; wait for it to finish",
+                    p.display(),
+                    LOCK_WAIT.as_secs()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", p.display()))
+            }
         }
     }
 }

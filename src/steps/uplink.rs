@@ -7,6 +7,7 @@
 
 use super::Ctx;
 use crate::error::{precondition, Error, Kind};
+use crate::fault::fault;
 use crate::host::netlink::{Netlink, Op};
 use crate::host::ovs::{mac_string, Ovs};
 use crate::host::probe::{self, Target};
@@ -18,17 +19,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub const NAME: &str = "uplink";
-
-/// Aborts the process at a named point, to prove crash safety. Compiled only into builds with
-/// the `fault-injection` feature (the test build); release binaries ignore `NCP_FAULT`.
-fn fault(point: &str) {
-    #[cfg(feature = "fault-injection")]
-    if std::env::var("NCP_FAULT").as_deref() == Ok(point) {
-        eprintln!("fault injection: aborting at {point}");
-        std::process::abort();
-    }
-    let _ = point;
-}
 
 pub struct Names {
     pub uplink: String,
@@ -255,6 +245,7 @@ fn pre_state(
         uplink_was_up: uplink.up,
         mac: mac_string(&uplink.mac),
         mtu: uplink.mtu,
+        conf_db: None,
         addresses: c.addresses.iter().map(nm::record_address).collect(),
         routes: c.routes.iter().map(nm::record_route).collect(),
         rules: c.rules.iter().map(nm::record_rule).collect(),
@@ -317,7 +308,12 @@ pub fn attach(ctx: &Ctx) -> Result<StepReport> {
                 &live.rules,
             );
             let db = ovs_dir(ctx)?.display().to_string();
-            (pre_state(&names, &uplink, db, before, &c), c)
+            let mut pre = pre_state(&names, &uplink, db, before, &c);
+            pre.conf_db = super::ovs_run::OvsDirs::from_ctx(ctx)
+                .and_then(|d| d.conf_db())
+                .ok()
+                .map(|p| p.display().to_string());
+            (pre, c)
         }
     };
     report.warnings.extend(dynamic_warnings(
@@ -546,30 +542,31 @@ pub fn detach_recorded(nl: &mut Netlink, ovs: &Ovs, pre: &UplinkPreState) -> Res
     if pre.uplink_was_up {
         nl.set_link(uplink.index, Some(true), None, None)?;
     }
-    let mut window = 0.0;
-    if let Some(bridge) = nl.link(&pre.bridge)? {
-        let br_end = End {
-            index: bridge.index,
-            name: &pre.bridge,
-        };
-        let up_end = End {
-            index: uplink.index,
-            name: &pre.uplink,
-        };
-        let carried = restore_carried(pre, br_end)?;
-        let live = dump(nl)?;
-        let ops = nm::plan_move(
-            &carried,
-            br_end,
-            up_end,
-            &live.addrs,
-            &live.routes,
-            &live.rules,
-        );
-        let t = Instant::now();
-        nl.apply(&ops)?;
-        window = t.elapsed().as_secs_f64() * 1000.0;
-    }
+    // Without its bridge link (a userspace bridge vanishes with ovs-vswitchd; after a reboot a
+    // kernel one is not there until OVS runs) the addresses are nowhere: put them straight on
+    // the uplink, with an index no link has standing in for the bridge.
+    let br_index = nl.link(&pre.bridge)?.map_or(u32::MAX, |b| b.index);
+    let br_end = End {
+        index: br_index,
+        name: &pre.bridge,
+    };
+    let up_end = End {
+        index: uplink.index,
+        name: &pre.uplink,
+    };
+    let carried = restore_carried(pre, br_end)?;
+    let live = dump(nl)?;
+    let ops = nm::plan_move(
+        &carried,
+        br_end,
+        up_end,
+        &live.addrs,
+        &live.routes,
+        &live.rules,
+    );
+    let t = Instant::now();
+    nl.apply(&ops)?;
+    let window = t.elapsed().as_secs_f64() * 1000.0;
     ovs.del_port(&pre.bridge, &pre.uplink)?;
     if !ovs.bridge_exists(&pre.bridge)? {
         return Ok(window);
@@ -707,11 +704,37 @@ pub fn detach(ctx: &Ctx) -> Result<StepReport> {
     Ok(report)
 }
 
-/// For `cleanup`: detach from a ledger entry alone.
+/// For `cleanup`: detach from a ledger entry alone. When no OVS runs any more (the nsx-ovs
+/// container is gone, as on decommission), a private ovsdb-server is started on the recorded
+/// database just long enough to remove the port and the bridge.
 pub fn undo(pre: &UplinkPreState) -> Result<()> {
     let mut nl = Netlink::open()?;
     let ovs = Ovs::new(PathBuf::from(&pre.ovs_db_dir))?;
-    detach_recorded(&mut nl, &ovs, pre).map(|_| ())
+    if ovs.reachable().is_ok() {
+        return detach_recorded(&mut nl, &ovs, pre).map(|_| ());
+    }
+    let db = pre.conf_db.as_deref().ok_or_else(|| {
+        anyhow!(
+            "OVS is not running at {} and the ledger does not name its database; start OVS \
+             (`ovs run`) and run cleanup again",
+            pre.ovs_db_dir
+        )
+    })?;
+    let offline = crate::host::ovs::Offline::start(std::path::Path::new(db))?;
+    detach_recorded(&mut nl, &offline.ovs, pre)?;
+    // The bridge's own device outlives a stopped ovs-vswitchd; with no switch to remove it,
+    // remove it here when the bridge was ours.
+    if pre.bridge_created {
+        if let Some(br) = nl.link(&pre.bridge)? {
+            nl.del_link(br.index).with_context(|| {
+                format!(
+                    "{} was removed from OVS but its device stays until OVS runs again",
+                    pre.bridge
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// For health checks: the uplink carries no movable address (they are on the bridge).

@@ -1,0 +1,102 @@
+#!/bin/sh
+# The whole story on a real kernel (OVS kernel datapath, AppArmor enforcing, a reboot).
+# Phase 1: a node as NCP finds it (host OVS running, node-if's address set by hand) ->
+#   install (host OVS stopped and disabled, CNI installed, AppArmor profile loaded in enforce
+#   mode) -> ovs run (kernel datapath, uplink attached, gateway pinged every 10 ms) -> persist
+#   -> stop ovs run (keep) -> reboot.
+# Phase 2: after the reboot node-if has its address and routes from the persisted config ->
+#   ovs run again (attach) -> stop it with on_exit=restore -> cleanup -> the node is as before.
+set -u
+PHASE=$1
+S=/mnt/host
+B=$S/ncp-bootstrap
+export NCP_BOOTSTRAP_NODE_UPLINK=eth0 NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000
+GW=192.168.76.2
+fail() { echo "FAIL: $*"; exit 1; }
+ok() { echo "ok: $*"; }
+wait_for() { # seconds, description, command...
+  t=$1; d=$2; shift 2
+  i=0
+  while [ "$i" -lt $((t * 10)) ]; do "$@" >/dev/null 2>&1 && { ok "$d"; return 0; }; sleep 0.1; i=$((i + 1)); done
+  fail "timed out: $d"
+}
+snapshot() { # what cleanup must give back
+  {
+    find /etc /opt /usr/share/ncp-bootstrap /var/lib/ncp-bootstrap -xdev \
+      \( -path /etc/openvswitch -o -path /etc/apparmor.d/cache -o -path /etc/ld.so.cache -o -path /etc/machine-id \) -prune -o \
+      -printf '%p %M %s\n' 2>/dev/null | sort
+    find /etc /opt -xdev -type f \( -path '/etc/openvswitch/*' -o -path '/etc/apparmor.d/cache/*' -o -path /etc/ld.so.cache \) -prune -o -type f -print0 2>/dev/null | sort -z | xargs -0 sha256sum
+    grep -c node-agent-apparmor /sys/kernel/security/apparmor/profiles
+    echo "openvswitch-switch: $(systemctl is-enabled openvswitch-switch) $(systemctl is-active openvswitch-switch)"
+    echo "bridges: $(ovs-vsctl --timeout=5 list-br | tr '\n' ' ')"
+    ip -4 -o addr show dev eth0 | awk '{print $4}'
+    # Routes from router advertisements carry a countdown; their presence is what counts.
+    ip route show table all | grep -v -e '^local' -e '^broadcast' -e '^multicast' -e 'fe80' -e '^ff00' | sed -E 's/ expires [0-9]+sec//' | sort
+    ip rule show
+  }
+}
+
+wait_for 60 "eth0 is up" ip link show eth0 up
+if [ "$PHASE" = 1 ]; then
+  # The node before ncp-bootstrap: address and routes set by hand, the host's OVS running.
+  ip link set eth0 up
+  ip addr add 192.168.76.10/24 dev eth0
+  ip route add default via $GW dev eth0
+  ip route add 10.99.0.0/16 via $GW dev eth0 metric 50
+  wait_for 90 "host OVS answers" ovs-vsctl --timeout=2 show
+  # The boot's start jobs run in the background (systemd.run); let the OVS unit settle so the
+  # snapshot records its steady state.
+  wait_for 90 "openvswitch-switch.service active" systemctl is-active -q openvswitch-switch
+  wait_for 30 "gateway answers" ping -c1 -W1 $GW
+  grep -q '^openvswitch ' /proc/modules && ok "kernel OVS module loaded" || fail "no openvswitch module"
+  [ "$(cat /sys/module/apparmor/parameters/enabled)" = Y ] && ok "AppArmor enabled" || fail "AppArmor not enabled"
+  snapshot > $S/before.txt
+
+  $B install --bundle $S/bundle || fail "install"
+  [ "$(systemctl is-enabled openvswitch-switch)" = disabled ] && ok "host OVS disabled" || fail "host OVS still enabled"
+  systemctl is-active -q openvswitch-switch && fail "host OVS still active"
+  pgrep -x ovs-vswitchd && fail "ovs-vswitchd still runs"
+  grep -q '^node-agent-apparmor (enforce)' /sys/kernel/security/apparmor/profiles && ok "profile loaded in enforce mode" || fail "profile not loaded"
+  [ -x /opt/cni/bin/nsx ] && [ -f /etc/cni/net.d/10-nsx.conflist ] && ok "CNI installed" || fail "CNI files"
+  $B status --bundle $S/bundle || fail "status after install"
+
+  # -O reports each missing reply, -D timestamps it: the log shows when a probe was lost.
+  ping -D -O -i 0.01 -c 1500 -W1 $GW > $S/ping-attach.txt 2>&1 &
+  PING=$!
+  sleep 2
+  $B ovs run > $S/ovs-run-1.log 2>&1 &
+  RUN=$!
+  wait_for 120 "ovs health (kernel datapath, uplink attached)" $B -q ovs health
+  wait $PING
+  ovs-dpctl show | grep -q 'port [0-9]*: eth0$' && ok "eth0 is a port of the kernel datapath" || { ovs-dpctl show; fail "kernel datapath"; }
+  [ "$(ovs-vsctl get Interface eth0 ofport)" = 1 ] && ok "eth0 has ofport 1" || fail "ofport of eth0"
+  grep -o '"switch_window_ms":[^,}]*' $S/ovs-run-1.log || true
+  ip -4 -o addr show dev br-int | grep -q 192.168.76.10/24 && ok "address on br-int" || fail "address not on br-int"
+  ping -c3 -W1 $GW >/dev/null && ok "gateway answers through br-int" || fail "gateway after attach"
+  $B persist || fail "persist"
+  ifquery eth0 | grep -q 'address: 192.168.76.10' && ok "ifupdown stanza persisted" || fail "persisted stanza"
+  kill -TERM $RUN; wait $RUN; echo "ovs run exited $?"
+  exit 0
+fi
+
+# Phase 2: after the reboot.
+wait_for 90 "eth0 has its persisted address" sh -c "ip -4 -o addr show dev eth0 | grep -q 192.168.76.10/24"
+wait_for 30 "persisted default route" sh -c "ip route show default | grep -q 'via $GW dev eth0'"
+ip route show 10.99.0.0/16 | grep -q "via $GW dev eth0 metric 50" && ok "persisted extra route" || fail "extra route lost"
+wait_for 30 "gateway answers after reboot" ping -c1 -W1 $GW
+systemctl is-active -q openvswitch-switch && fail "host OVS came back after reboot"
+grep -q '^node-agent-apparmor (enforce)' /sys/kernel/security/apparmor/profiles && ok "profile loaded at boot" || fail "profile not loaded at boot"
+
+NCP_BOOTSTRAP_OVS_ON_EXIT=restore $B ovs run > $S/ovs-run-2.log 2>&1 &
+RUN=$!
+wait_for 120 "ovs health after reboot" $B -q ovs health
+ping -c3 -W1 $GW >/dev/null && ok "gateway answers through br-int" || fail "gateway after re-attach"
+kill -TERM $RUN; wait $RUN; echo "ovs run exited $?"
+ip -4 -o addr show dev eth0 | grep -q 192.168.76.10/24 && ok "on_exit=restore put the address back on eth0" || fail "address not restored"
+
+$B cleanup || { echo "first cleanup failed; running it again"; $B cleanup || fail "cleanup"; }
+wait_for 60 "host OVS answers again" ovs-vsctl --timeout=2 show
+wait_for 90 "openvswitch-switch.service active again" systemctl is-active -q openvswitch-switch
+snapshot > $S/after.txt
+if diff -u $S/before.txt $S/after.txt; then ok "node identical to its snapshot before install"; else fail "cleanup left differences"; fi
+exit 0
