@@ -209,31 +209,15 @@ impl Ledger {
 
     /// Adds an entry (a file entry replaces the one for the same path, keeping its `before`)
     /// and makes it durable.
-    pub fn record(&mut self, host: &HostRoot, entry: Entry) -> Result<()> {
-        let entry = match entry {
-            Entry::File {
-                step,
-                path,
-                sha256,
-                mode,
-                before,
-            } => {
-                let before = match self.file(&path) {
-                    Some(Entry::File { before: first, .. }) => first.clone(),
-                    _ => before,
-                };
-                self.entries
-                    .retain(|e| !matches!(e, Entry::File { path: p, .. } if *p == path));
-                Entry::File {
-                    step,
-                    path,
-                    sha256,
-                    mode,
-                    before,
-                }
+    pub fn record(&mut self, host: &HostRoot, mut entry: Entry) -> Result<()> {
+        if let Entry::File { path, before, .. } = &mut entry {
+            if let Some(Entry::File { before: first, .. }) = self.file(path) {
+                *before = first.clone();
             }
-            other => other,
-        };
+            let path = path.clone();
+            self.entries
+                .retain(|e| !matches!(e, Entry::File { path: p, .. } if *p == path));
+        }
         self.entries.push(entry);
         self.save(host)
     }
@@ -250,4 +234,62 @@ impl Ledger {
 /// Where the backup of a host path lives.
 pub fn backup_path(host_path: &str) -> String {
     format!("{}{}", paths::BACKUP_DIR, host_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, sha: &str, before: Before) -> Entry {
+        Entry::File {
+            step: "cni".into(),
+            path: path.into(),
+            sha256: sha.into(),
+            mode: 0o644,
+            before,
+        }
+    }
+
+    #[test]
+    fn a_file_written_twice_keeps_its_first_before_and_survives_a_reload() {
+        let t = tempfile::tempdir().unwrap();
+        let host = HostRoot::new(t.path()).unwrap();
+        let mut l = Ledger::load(&host).unwrap();
+        let original = Before::Replaced {
+            backup: backup_path("/etc/x"),
+            sha256: "old".into(),
+            mode: 0o600,
+        };
+        l.record(&host, file("/etc/x", "v1", original.clone()))
+            .unwrap();
+        l.record(
+            &host,
+            Entry::DirCreated {
+                step: "cni".into(),
+                path: "/opt".into(),
+            },
+        )
+        .unwrap();
+        // The second write saw our own v1 as "before"; the host's original must win.
+        let v1_backup = Before::Replaced {
+            backup: backup_path("/etc/x"),
+            sha256: "v1".into(),
+            mode: 0o644,
+        };
+        l.record(&host, file("/etc/x", "v2", v1_backup)).unwrap();
+        let again = Ledger::load(&host).unwrap();
+        assert_eq!(again, l);
+        assert_eq!(again.entries.len(), 2);
+        assert_eq!(again.file("/etc/x"), Some(&file("/etc/x", "v2", original)));
+    }
+
+    #[test]
+    fn a_corrupt_ledger_is_an_error_not_a_guess() {
+        let t = tempfile::tempdir().unwrap();
+        let host = HostRoot::new(t.path()).unwrap();
+        host.create_dirs(paths::STATE_DIR).unwrap();
+        host.write_atomic(paths::LEDGER, b"{ nope", 0o600).unwrap();
+        let e = Ledger::load(&host).unwrap_err().to_string();
+        assert!(e.contains("ledger.json") && e.contains("not valid"), "{e}");
+    }
 }

@@ -92,21 +92,6 @@ impl Ovs {
         .map(|_| ())
     }
 
-    pub fn set_bridge_mac_mtu(&self, bridge: &str, mac: &str, mtu: u32) -> Result<()> {
-        self.vsctl(&[
-            "set",
-            "Bridge",
-            bridge,
-            &format!("other-config:hwaddr=\"{mac}\""),
-            "--",
-            "set",
-            "Interface",
-            bridge,
-            &format!("mtu_request={mtu}"),
-        ])
-        .map(|_| ())
-    }
-
     /// The bridge's `other-config:hwaddr` and its interface's `mtu_request`, as set now.
     pub fn bridge_settings(&self, bridge: &str) -> Result<(Option<String>, Option<String>)> {
         let hw = self
