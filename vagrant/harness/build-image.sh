@@ -8,12 +8,14 @@ set -euo pipefail
 OUT=${1:?usage: build-image.sh OUT_DIR}
 mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
-if [ -f "$OUT/rootfs.img" ] && [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initrd.img" ]; then
+# The image is rebuilt when this script changes (its hash names the build).
+STAMP=$(sha256sum "$0" | cut -c1-16)
+if [ -f "$OUT/rootfs.img" ] && [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initrd.img" ] && [ "$(cat "$OUT/stamp" 2>/dev/null)" = "$STAMP" ]; then
   echo "image: reusing $OUT"; exit 0
 fi
 ROOTFS=$(mktemp -d /tmp/ncpb-rootfs.XXXXXX)
 trap 'rm -rf "$ROOTFS"' EXIT
-PKGS=linux-image-amd64,initramfs-tools,systemd-sysv,udev,kmod,dbus,openvswitch-switch,apparmor,ifupdown,iproute2,iputils-ping,procps,e2fsprogs,netbase,util-linux
+PKGS=linux-image-amd64,initramfs-tools,systemd-sysv,udev,kmod,dbus,openvswitch-switch,apparmor,ifupdown,iproute2,iputils-ping,procps,e2fsprogs,netbase,util-linux,network-manager
 mmdebstrap --variant=minbase --include="$PKGS" \
   --customize-hook='echo ncpb-vm > "$1/etc/hostname"' \
   --customize-hook='chroot "$1" passwd -d root' \
@@ -22,9 +24,11 @@ mmdebstrap --variant=minbase --include="$PKGS" \
   --customize-hook='printf "auto lo\niface lo inet loopback\n\n# node-if: the NIC on the NSX logical switch (here qemu user-mode network, restricted).\n# Its address is set by hand (as on an NCP node before ncp-bootstrap): only persist keeps it.\nauto eth0\niface eth0 inet manual\n" > "$1/etc/network/interfaces"' \
   --customize-hook='chroot "$1" systemctl mask apt-daily.timer apt-daily-upgrade.timer man-db.timer e2scrub_all.timer fstrim.timer >/dev/null 2>&1 || true' \
   --customize-hook='echo openvswitch >> "$1/etc/modules"' \
+  --customize-hook='chroot "$1" systemctl disable NetworkManager NetworkManager-wait-online >/dev/null 2>&1 || true' \
   bookworm "$ROOTFS"
 cp "$ROOTFS"/boot/vmlinuz-* "$OUT/vmlinuz"
 cp "$ROOTFS"/boot/initrd.img-* "$OUT/initrd.img"
 mkfs.ext4 -q -F -L root -d "$ROOTFS" "$OUT/rootfs.img.tmp" 3G
 mv "$OUT/rootfs.img.tmp" "$OUT/rootfs.img"
+echo "$STAMP" > "$OUT/stamp"
 echo "image: built in $OUT"

@@ -23,6 +23,7 @@ cp /usr/lib/cni/loopback "$SHARE/bundle/opt/cni/bin/loopback"
 printf '#!/bin/sh\n# placeholder for the NSX CNI plugin (ships with NCP releases)\nexit 0\n' > "$SHARE/bundle/opt/cni/bin/nsx"
 chmod 755 "$SHARE/bundle/opt/cni/bin/"*
 cp "$REPO/vagrant/scenarios/run.sh" "$REPO/vagrant/scenarios/$SCENARIO" "$SHARE/"
+mkdir -p "$SHARE/units" && cp "$REPO"/units/systemd/*.service "$SHARE/units/"
 echo "$SCENARIO" > "$SHARE/scenario"
 status=0
 for phase in 1 2; do

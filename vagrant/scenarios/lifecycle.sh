@@ -20,6 +20,19 @@ wait_for() { # seconds, description, command...
   while [ "$i" -lt $((t * 10)) ]; do "$@" >/dev/null 2>&1 && { ok "$d"; return 0; }; sleep 0.1; i=$((i + 1)); done
   fail "timed out: $d"
 }
+# The systemd units of units/systemd, as `make install-host` installs them, but under /run (gone
+# at reboot, outside the snapshot) with the settings in drop-ins.
+install_units() {
+  install -m 0755 $B /usr/bin/ncp-bootstrap
+  mkdir -p /run/systemd/system
+  cp $S/units/*.service /run/systemd/system/
+  for u in ncp-bootstrap ncp-ovs ncp-bootstrap-cleanup; do
+    mkdir -p /run/systemd/system/$u.service.d
+    printf '[Service]\nEnvironment=NCP_BOOTSTRAP_NODE_UPLINK=eth0 NCP_BOOTSTRAP_CNI_BUNDLE=%s/bundle NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000 %s\n' \
+      "$S" "$1" > /run/systemd/system/$u.service.d/test.conf
+  done
+  systemctl daemon-reload
+}
 snapshot() { # what cleanup must give back
   {
     find /etc /opt /usr/share/ncp-bootstrap /var/lib/ncp-bootstrap -xdev \
@@ -52,7 +65,9 @@ if [ "$PHASE" = 1 ]; then
   [ "$(cat /sys/module/apparmor/parameters/enabled)" = Y ] && ok "AppArmor enabled" || fail "AppArmor not enabled"
   snapshot > $S/before.txt
 
-  $B install --bundle $S/bundle || fail "install"
+  install_units ""
+  systemctl start ncp-bootstrap.service || { journalctl -u ncp-bootstrap --no-pager | tail -30; fail "ncp-bootstrap.service (install)"; }
+  ok "ncp-bootstrap.service ran install"
   [ "$(systemctl is-enabled openvswitch-switch)" = disabled ] && ok "host OVS disabled" || fail "host OVS still enabled"
   systemctl is-active -q openvswitch-switch && fail "host OVS still active"
   pgrep -x ovs-vswitchd && fail "ovs-vswitchd still runs"
@@ -64,8 +79,7 @@ if [ "$PHASE" = 1 ]; then
   ping -D -O -i 0.01 -c 1500 -W1 $GW > $S/ping-attach.txt 2>&1 &
   PING=$!
   sleep 2
-  $B ovs run > $S/ovs-run-1.log 2>&1 &
-  RUN=$!
+  systemctl start ncp-ovs.service || fail "ncp-ovs.service"
   wait_for 120 "ovs health (kernel datapath, uplink attached)" $B -q ovs health
   wait $PING
   ovs-dpctl show | grep -q 'port [0-9]*: eth0$' && ok "eth0 is a port of the kernel datapath" || { ovs-dpctl show; fail "kernel datapath"; }
@@ -75,7 +89,9 @@ if [ "$PHASE" = 1 ]; then
   ping -c3 -W1 $GW >/dev/null && ok "gateway answers through br-int" || fail "gateway after attach"
   $B persist || fail "persist"
   ifquery eth0 | grep -q 'address: 192.168.76.10' && ok "ifupdown stanza persisted" || fail "persisted stanza"
-  kill -TERM $RUN; wait $RUN; echo "ovs run exited $?"
+  journalctl -u ncp-ovs --no-pager -o cat > $S/ovs-run-1.log
+  systemctl stop ncp-ovs.service
+  [ "$(systemctl show -p Result --value ncp-ovs.service)" = success ] && ok "ncp-ovs.service stopped cleanly" || fail "ncp-ovs.service result"
   exit 0
 fi
 
@@ -87,16 +103,36 @@ wait_for 30 "gateway answers after reboot" ping -c1 -W1 $GW
 systemctl is-active -q openvswitch-switch && fail "host OVS came back after reboot"
 grep -q '^node-agent-apparmor (enforce)' /sys/kernel/security/apparmor/profiles && ok "profile loaded at boot" || fail "profile not loaded at boot"
 
-NCP_BOOTSTRAP_OVS_ON_EXIT=restore $B ovs run > $S/ovs-run-2.log 2>&1 &
-RUN=$!
+install_units NCP_BOOTSTRAP_OVS_ON_EXIT=restore
+# ncp-ovs requires ncp-bootstrap: install runs again and must find everything converged.
+systemctl start ncp-ovs.service || fail "ncp-ovs.service after reboot"
+journalctl -u ncp-bootstrap --no-pager -o cat | grep -q "host-ovs: converged" && ok "install converged after reboot" || { journalctl -u ncp-bootstrap --no-pager -o cat | tail; fail "install not converged"; }
 wait_for 120 "ovs health after reboot" $B -q ovs health
 ping -c3 -W1 $GW >/dev/null && ok "gateway answers through br-int" || fail "gateway after re-attach"
-kill -TERM $RUN; wait $RUN; echo "ovs run exited $?"
+systemctl stop ncp-ovs.service
+journalctl -u ncp-ovs --no-pager -o cat > $S/ovs-run-2.log
 ip -4 -o addr show dev eth0 | grep -q 192.168.76.10/24 && ok "on_exit=restore put the address back on eth0" || fail "address not restored"
 
-$B cleanup || { echo "first cleanup failed; running it again"; $B cleanup || fail "cleanup"; }
+systemctl start ncp-bootstrap-cleanup.service || { journalctl -u ncp-bootstrap-cleanup --no-pager | tail -30; fail "ncp-bootstrap-cleanup.service"; }
+ok "ncp-bootstrap-cleanup.service ran cleanup"
 wait_for 60 "host OVS answers again" ovs-vsctl --timeout=2 show
 wait_for 90 "openvswitch-switch.service active again" systemctl is-active -q openvswitch-switch
 snapshot > $S/after.txt
 if diff -u $S/before.txt $S/after.txt; then ok "node identical to its snapshot before install"; else fail "cleanup left differences"; fi
+
+# NetworkManager's own parser on our keyfile (Debian 12's NM has no offline parser on the build
+# machine). NM is installed but disabled in the image; eth0 is listed in ifupdown's file, so NM
+# leaves the device alone and only reads the connection profile.
+systemctl start NetworkManager || fail "NetworkManager"
+wait_for 60 "NetworkManager answers" nmcli -t general status
+$B persist --format nm-keyfile || fail "persist --format nm-keyfile"
+nmcli connection reload
+nmcli -g connection.interface-name,ipv4.method,ipv4.addresses,ipv4.gateway,ipv4.routes connection show eth0 | tee $S/nm.txt
+# nmstate writes the default route as a route to 0.0.0.0/0 in the main table, not as
+# ipv4.gateway: the same meaning.
+grep -qx eth0 $S/nm.txt && grep -qx manual $S/nm.txt && grep -q '192.168.76.10/24' $S/nm.txt \
+  && grep -q '0.0.0.0/0 192.168.76.2 0 table=254' $S/nm.txt && grep -q '10.99.0.0/16 192.168.76.2 50' $S/nm.txt \
+  && ok "NetworkManager reads our keyfile as written" || fail "NetworkManager's reading of the keyfile"
+$B cleanup || fail "cleanup of the keyfile"
+[ ! -e /etc/NetworkManager/system-connections/eth0.nmconnection ] && ok "keyfile removed by cleanup" || fail "keyfile left"
 exit 0
