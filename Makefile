@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DESTDIR ?=
 
-.PHONY: setup setup-vm build test vm-test demo bench clean install-host
+.PHONY: setup setup-vm build test vm-test vagrant-test demo bench clean install-host
 
 setup:
 	bash scripts/setup.sh
@@ -19,6 +19,11 @@ demo: setup build
 
 setup-vm: setup
 	bash scripts/setup-vm.sh
+
+# The same scenario through Vagrant (vagrant-libvirt, local box, offline); slower, not in CI.
+vagrant-test: setup-vm build
+	bash scripts/setup.sh vagrant vagrant-libvirt libvirt-daemon-system dnsmasq-base rsync openssh-client
+	timeout 2400 bash vagrant/harness/vagrant-test.sh
 
 # The whole lifecycle in a Debian VM (qemu, TCG): kernel OVS, enforcing AppArmor, a reboot.
 vm-test: setup-vm build

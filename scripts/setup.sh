@@ -24,6 +24,10 @@ for tool in "${!NEED[@]}"; do
 done
 # The real CNI loopback plugin (no command on PATH to probe).
 [ -x /usr/lib/cni/loopback ] || missing+=(containernetworking-plugins)
+# Extra Debian packages named on the command line (make vagrant-test), when not installed.
+for pkg in "$@"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
 
 if [ "${#missing[@]}" -gt 0 ]; then
   mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)

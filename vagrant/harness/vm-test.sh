@@ -15,15 +15,7 @@ bash "$HERE/build-image.sh" "$IMG"
 t1=$(date +%s)
 RUN=$(mktemp -d "$WORK/run.XXXXXX")
 SHARE=$RUN/share
-mkdir -p "$SHARE/bundle/opt/cni/bin" "$SHARE/bundle/etc/cni/net.d" "$SHARE/bundle/etc/apparmor.d"
-cp "$REPO/target/release/ncp-bootstrap" "$SHARE/"
-cp "$REPO/distro/cni/10-nsx.conflist" "$REPO/distro/cni/99-loopback.conf" "$SHARE/bundle/etc/cni/net.d/"
-cp "$REPO/distro/ubuntu/apparmor/ncp-apparmor" "$SHARE/bundle/etc/apparmor.d/"
-cp /usr/lib/cni/loopback "$SHARE/bundle/opt/cni/bin/loopback"
-printf '#!/bin/sh\n# placeholder for the NSX CNI plugin (ships with NCP releases)\nexit 0\n' > "$SHARE/bundle/opt/cni/bin/nsx"
-chmod 755 "$SHARE/bundle/opt/cni/bin/"*
-cp "$REPO/vagrant/scenarios/run.sh" "$REPO/vagrant/scenarios/$SCENARIO" "$SHARE/"
-mkdir -p "$SHARE/units" && cp "$REPO"/units/systemd/*.service "$SHARE/units/"
+bash "$HERE/make-share.sh" "$SHARE"
 echo "$SCENARIO" > "$SHARE/scenario"
 status=0
 for phase in 1 2; do

@@ -8,10 +8,13 @@
 #   ovs run again (attach) -> stop it with on_exit=restore -> cleanup -> the node is as before.
 set -u
 PHASE=$1
-S=/mnt/host
+# The qemu harness shares /mnt/host and uses eth0 on qemu's user-mode network; the Vagrant run
+# uploads to another directory and uses eth1 on a libvirt network (eth0 is Vagrant's).
+S=${NCPB_SHARE:-/mnt/host}
 B=$S/ncp-bootstrap
-export NCP_BOOTSTRAP_NODE_UPLINK=eth0 NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000
-GW=192.168.76.2
+UP=${NCPB_UPLINK:-eth0}
+GW=${NCPB_GATEWAY:-192.168.76.2}
+export NCP_BOOTSTRAP_NODE_UPLINK=$UP NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000
 fail() { echo "FAIL: $*"; exit 1; }
 ok() { echo "ok: $*"; }
 wait_for() { # seconds, description, command...
@@ -28,8 +31,8 @@ install_units() {
   cp $S/units/*.service /run/systemd/system/
   for u in ncp-bootstrap ncp-ovs ncp-bootstrap-cleanup; do
     mkdir -p /run/systemd/system/$u.service.d
-    printf '[Service]\nEnvironment=NCP_BOOTSTRAP_NODE_UPLINK=eth0 NCP_BOOTSTRAP_CNI_BUNDLE=%s/bundle NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000 %s\n' \
-      "$S" "$1" > /run/systemd/system/$u.service.d/test.conf
+    printf '[Service]\nEnvironment=NCP_BOOTSTRAP_NODE_UPLINK=%s NCP_BOOTSTRAP_CNI_BUNDLE=%s/bundle NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000 %s\n' \
+      "$UP" "$S" "$1" > /run/systemd/system/$u.service.d/test.conf
   done
   systemctl daemon-reload
 }
@@ -42,20 +45,21 @@ snapshot() { # what cleanup must give back
     grep -c node-agent-apparmor /sys/kernel/security/apparmor/profiles
     echo "openvswitch-switch: $(systemctl is-enabled openvswitch-switch) $(systemctl is-active openvswitch-switch)"
     echo "bridges: $(ovs-vsctl --timeout=5 list-br | tr '\n' ' ')"
-    ip -4 -o addr show dev eth0 | awk '{print $4}'
+    ip -4 -o addr show dev $UP | awk '{print $4}'
     # Routes from router advertisements carry a countdown; their presence is what counts.
     ip route show table all | grep -v -e '^local' -e '^broadcast' -e '^multicast' -e 'fe80' -e '^ff00' | sed -E 's/ expires [0-9]+sec//' | sort
     ip rule show
   }
 }
 
-wait_for 60 "eth0 is up" ip link show eth0 up
+wait_for 60 "$UP is up" ip link show $UP up
 if [ "$PHASE" = 1 ]; then
   # The node before ncp-bootstrap: address and routes set by hand, the host's OVS running.
-  ip link set eth0 up
-  ip addr add 192.168.76.10/24 dev eth0
-  ip route add default via $GW dev eth0
-  ip route add 10.99.0.0/16 via $GW dev eth0 metric 50
+  ip link set $UP up
+  ip addr add 192.168.76.10/24 dev $UP
+  # With a management NIC (Vagrant) the default route of node-if gets a metric of its own.
+  ip route add default via $GW dev $UP ${NCPB_DEFAULT_METRIC:+metric $NCPB_DEFAULT_METRIC}
+  ip route add 10.99.0.0/16 via $GW dev $UP metric 50
   wait_for 90 "host OVS answers" ovs-vsctl --timeout=2 show
   # The boot's start jobs run in the background (systemd.run); let the OVS unit settle so the
   # snapshot records its steady state.
@@ -82,13 +86,13 @@ if [ "$PHASE" = 1 ]; then
   systemctl start ncp-ovs.service || fail "ncp-ovs.service"
   wait_for 120 "ovs health (kernel datapath, uplink attached)" $B -q ovs health
   wait $PING
-  ovs-dpctl show | grep -q 'port [0-9]*: eth0$' && ok "eth0 is a port of the kernel datapath" || { ovs-dpctl show; fail "kernel datapath"; }
-  [ "$(ovs-vsctl get Interface eth0 ofport)" = 1 ] && ok "eth0 has ofport 1" || fail "ofport of eth0"
+  ovs-dpctl show | grep -q "port [0-9]*: $UP\$" && ok "$UP is a port of the kernel datapath" || { ovs-dpctl show; fail "kernel datapath"; }
+  [ "$(ovs-vsctl get Interface $UP ofport)" = 1 ] && ok "$UP has ofport 1" || fail "ofport of $UP"
   grep -o '"switch_window_ms":[^,}]*' $S/ovs-run-1.log || true
   ip -4 -o addr show dev br-int | grep -q 192.168.76.10/24 && ok "address on br-int" || fail "address not on br-int"
   ping -c3 -W1 $GW >/dev/null && ok "gateway answers through br-int" || fail "gateway after attach"
   $B persist || fail "persist"
-  ifquery eth0 | grep -q 'address: 192.168.76.10' && ok "ifupdown stanza persisted" || fail "persisted stanza"
+  ifquery $UP | grep -q 'address: 192.168.76.10' && ok "ifupdown stanza persisted" || fail "persisted stanza"
   journalctl -u ncp-ovs --no-pager -o cat > $S/ovs-run-1.log
   systemctl stop ncp-ovs.service
   [ "$(systemctl show -p Result --value ncp-ovs.service)" = success ] && ok "ncp-ovs.service stopped cleanly" || fail "ncp-ovs.service result"
@@ -96,9 +100,9 @@ if [ "$PHASE" = 1 ]; then
 fi
 
 # Phase 2: after the reboot.
-wait_for 90 "eth0 has its persisted address" sh -c "ip -4 -o addr show dev eth0 | grep -q 192.168.76.10/24"
-wait_for 30 "persisted default route" sh -c "ip route show default | grep -q 'via $GW dev eth0'"
-ip route show 10.99.0.0/16 | grep -q "via $GW dev eth0 metric 50" && ok "persisted extra route" || fail "extra route lost"
+wait_for 90 "$UP has its persisted address" sh -c "ip -4 -o addr show dev $UP | grep -q 192.168.76.10/24"
+wait_for 30 "persisted default route" sh -c "ip route show default | grep -q 'via $GW dev $UP'"
+ip route show 10.99.0.0/16 | grep -q "via $GW dev $UP metric 50" && ok "persisted extra route" || fail "extra route lost"
 wait_for 30 "gateway answers after reboot" ping -c1 -W1 $GW
 systemctl is-active -q openvswitch-switch && fail "host OVS came back after reboot"
 grep -q '^node-agent-apparmor (enforce)' /sys/kernel/security/apparmor/profiles && ok "profile loaded at boot" || fail "profile not loaded at boot"
@@ -111,7 +115,7 @@ wait_for 120 "ovs health after reboot" $B -q ovs health
 ping -c3 -W1 $GW >/dev/null && ok "gateway answers through br-int" || fail "gateway after re-attach"
 systemctl stop ncp-ovs.service
 journalctl -u ncp-ovs --no-pager -o cat > $S/ovs-run-2.log
-ip -4 -o addr show dev eth0 | grep -q 192.168.76.10/24 && ok "on_exit=restore put the address back on eth0" || fail "address not restored"
+ip -4 -o addr show dev $UP | grep -q 192.168.76.10/24 && ok "on_exit=restore put the address back on $UP" || fail "address not restored"
 
 systemctl start ncp-bootstrap-cleanup.service || { journalctl -u ncp-bootstrap-cleanup --no-pager | tail -30; fail "ncp-bootstrap-cleanup.service"; }
 ok "ncp-bootstrap-cleanup.service ran cleanup"
@@ -127,12 +131,12 @@ systemctl start NetworkManager || fail "NetworkManager"
 wait_for 60 "NetworkManager answers" nmcli -t general status
 $B persist --format nm-keyfile || fail "persist --format nm-keyfile"
 nmcli connection reload
-nmcli -g connection.interface-name,ipv4.method,ipv4.addresses,ipv4.gateway,ipv4.routes connection show eth0 | tee $S/nm.txt
+nmcli -g connection.interface-name,ipv4.method,ipv4.addresses,ipv4.gateway,ipv4.routes connection show $UP | tee $S/nm.txt
 # nmstate writes the default route as a route to 0.0.0.0/0 in the main table, not as
 # ipv4.gateway: the same meaning.
-grep -qx eth0 $S/nm.txt && grep -qx manual $S/nm.txt && grep -q '192.168.76.10/24' $S/nm.txt \
-  && grep -q '0.0.0.0/0 192.168.76.2 0 table=254' $S/nm.txt && grep -q '10.99.0.0/16 192.168.76.2 50' $S/nm.txt \
+grep -qx $UP $S/nm.txt && grep -qx manual $S/nm.txt && grep -q '192.168.76.10/24' $S/nm.txt \
+  && grep -q "0.0.0.0/0 $GW ${NCPB_DEFAULT_METRIC:-0} table=254" $S/nm.txt && grep -q "10.99.0.0/16 $GW 50" $S/nm.txt \
   && ok "NetworkManager reads our keyfile as written" || fail "NetworkManager's reading of the keyfile"
 $B cleanup || fail "cleanup of the keyfile"
-[ ! -e /etc/NetworkManager/system-connections/eth0.nmconnection ] && ok "keyfile removed by cleanup" || fail "keyfile left"
+[ ! -e /etc/NetworkManager/system-connections/$UP.nmconnection ] && ok "keyfile removed by cleanup" || fail "keyfile left"
 exit 0
