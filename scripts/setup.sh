@@ -51,5 +51,8 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "setup: installing kubernetes-validate (pip)"
   python3 -m pip install -q --disable-pip-version-check kubernetes-validate==1.31.0 2>&1 | grep -v "Running pip as the 'root' user" || true
 fi
-command -v kubernetes-validate >/dev/null 2>&1 || hash -r
+# A pyenv Python needs its shims refreshed before a new console script is on PATH.
+command -v pyenv >/dev/null 2>&1 && pyenv rehash 2>/dev/null || true
+hash -r
+command -v kubernetes-validate >/dev/null 2>&1 || echo "setup: warning: kubernetes-validate is not on PATH after pip install" >&2
 echo "setup: system packages present"
