@@ -33,7 +33,7 @@ clean:
 	$(CARGO) clean
 
 # Every speed and size figure, measured in one run; the table goes to target/bench/report.md.
-bench: setup
+bench: setup-vm
 	$(CARGO) bench --bench report
 
 # Installs the binary, the bundle's shipped files and the systemd units on a host (DESTDIR for
