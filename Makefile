@@ -28,6 +28,7 @@ vagrant-test: setup-vm build
 # The whole lifecycle in a Debian VM (qemu, TCG): kernel OVS, enforcing AppArmor, a reboot.
 vm-test: setup-vm build
 	timeout 1500 bash vagrant/harness/vm-test.sh lifecycle.sh
+	timeout 900 bash vagrant/harness/vm-test.sh crash.sh
 
 clean:
 	$(CARGO) clean

@@ -3,6 +3,7 @@
 # separate boots of one disk (so phase 2 runs after a real reboot). Prints each phase's log and
 # exits non-zero when any phase fails.
 # Usage: vm-test.sh [SCENARIO] [WORK_DIR]    (root; qemu-system-x86, mmdebstrap)
+# A scenario names its phases in a `# phases:` line (default: 1 2).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -18,7 +19,8 @@ SHARE=$RUN/share
 bash "$HERE/make-share.sh" "$SHARE"
 echo "$SCENARIO" > "$SHARE/scenario"
 status=0
-for phase in 1 2; do
+PHASES=$(sed -n 's/^# phases: *//p' "$REPO/vagrant/scenarios/$SCENARIO")
+for phase in ${PHASES:-1 2}; do
   echo "$phase" > "$SHARE/phase"
   p0=$(date +%s)
   bash "$HERE/run-vm.sh" "$IMG" "$RUN/disk.qcow2" "$SHARE" "$RUN/serial.$phase.log" 900 || true
