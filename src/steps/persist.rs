@@ -346,16 +346,30 @@ fn apply_note(ledger: &Ledger, iface: &str, format: Format) -> String {
              next boot, or after `uplink detach`)"
         );
     }
-    let cmd = match format {
-        Format::Netplan => ("netplan", vec!["generate"]),
-        Format::NmKeyfile | Format::Ifcfg => ("nmcli", vec!["connection", "reload"]),
-        Format::Ifupdown => ("ifquery", vec![iface]),
+    // Reloads that only re-read files; none of them re-activates a device.
+    let cmds: Vec<(&str, Vec<&str>)> = match format {
+        Format::Netplan => vec![("netplan", vec!["generate"])],
+        // conf.d (the unmanaged bridge) needs a config reload, the keyfile a connection reload.
+        Format::NmKeyfile => vec![
+            ("nmcli", vec!["general", "reload", "conf"]),
+            ("nmcli", vec!["connection", "reload"]),
+        ],
+        Format::Ifcfg => vec![("nmcli", vec!["connection", "reload"])],
+        Format::Ifupdown => vec![("ifquery", vec![iface])],
     };
-    match which::which(cmd.0) {
-        Ok(tool) => match crate::host::run::run(&tool, cmd.1.clone()) {
-            Ok(_) => format!("--apply: ran `{} {}`; {iface} itself is not re-activated (that would interrupt it)", cmd.0, cmd.1.join(" ")),
-            Err(e) => format!("--apply: `{} {}` failed: {e:#}", cmd.0, cmd.1.join(" ")),
-        },
-        Err(_) => format!("--apply: `{}` is not available here; nothing reloaded", cmd.0),
+    let mut done = Vec::new();
+    for (tool, args) in &cmds {
+        let shown = format!("{tool} {}", args.join(" "));
+        match which::which(tool) {
+            Ok(t) => match crate::host::run::run(&t, args.clone()) {
+                Ok(_) => done.push(format!("ran `{shown}`")),
+                Err(e) => return format!("--apply: `{shown}` failed: {e:#}"),
+            },
+            Err(_) => return format!("--apply: `{tool}` is not available here; nothing reloaded"),
+        }
     }
+    format!(
+        "--apply: {}; {iface} itself is not re-activated (that would interrupt it)",
+        done.join(", ")
+    )
 }
