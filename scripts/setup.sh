@@ -47,12 +47,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ -z "$added_policy" ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 # The Kubernetes schema validator (PyPI), pinned to a Kubernetes release's schemas.
-if ! command -v kubernetes-validate >/dev/null 2>&1; then
+if ! python3 -c "import kubernetes_validate" >/dev/null 2>&1; then
   echo "setup: installing kubernetes-validate (pip)"
   python3 -m pip install -q --disable-pip-version-check kubernetes-validate==1.31.0 2>&1 | grep -v "Running pip as the 'root' user" || true
 fi
-# A pyenv Python needs its shims refreshed before a new console script is on PATH.
-command -v pyenv >/dev/null 2>&1 && pyenv rehash 2>/dev/null || true
-hash -r
-command -v kubernetes-validate >/dev/null 2>&1 || echo "setup: warning: kubernetes-validate is not on PATH after pip install" >&2
+python3 -c "import kubernetes_validate" 2>/dev/null || echo "setup: warning: kubernetes-validate did not install" >&2
 echo "setup: system packages present"
