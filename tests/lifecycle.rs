@@ -37,18 +37,6 @@ fn netplan_host(lab: &NetLab) {
     );
 }
 
-/// A background `ovs run` that dies with the test if the test panics first.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 fn snap(lab: &NetLab) -> String {
     let files: Vec<String> = snapshot(&lab.host, false)
         .into_iter()
@@ -65,7 +53,7 @@ fn prepare(lab: &NetLab, layout: fn(&NetLab)) -> String {
     let before = snap(lab);
     let r = lab.tool(&["install", "--bundle", b.to_str().unwrap()], &[]);
     assert_eq!(r.code, 0, "install: {}\n{}", r.stdout, r.stderr);
-    let mut run = KillOnDrop(lab.tool_command(&["ovs", "run"], &[]).spawn().unwrap());
+    let mut run = lab.start_ovs_run(&[]);
     let end = Instant::now() + Duration::from_secs(30);
     while lab.tool(&["ovs", "health"], &[]).code != 0 {
         assert!(Instant::now() < end, "ovs run never became healthy");
@@ -74,10 +62,10 @@ fn prepare(lab: &NetLab, layout: fn(&NetLab)) -> String {
     let r = lab.tool(&["persist"], &[]);
     assert_eq!(r.code, 0, "persist: {}\n{}", r.stdout, r.stderr);
     Command::new("kill")
-        .args(["-TERM", &run.0.id().to_string()])
+        .args(["-TERM", &run.id().to_string()])
         .status()
         .unwrap();
-    assert!(run.0.wait().unwrap().success());
+    assert!(run.wait().unwrap().success());
     assert!(
         lab.state().contains("addr br-int") || !lab.state().contains("addr eth1 10.0.0.5"),
         "the uplink should still be attached (on_exit = keep)"

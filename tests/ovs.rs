@@ -2,7 +2,7 @@
 //! private OVS dirs (userspace datapath).
 
 mod common;
-use common::netlab::NetLab;
+use common::netlab::{Background, NetLab};
 use common::*;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -22,33 +22,8 @@ fn healthy(lab: &NetLab) -> bool {
     lab.tool(&["ovs", "health"], &[]).code == 0
 }
 
-/// An `ovs run` in the background, killed if the test fails before it stops it.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-impl std::ops::Deref for Running {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Running {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-fn start_run(lab: &NetLab, env: &[(&str, &str)]) -> Running {
-    Running(lab.tool_command(&["ovs", "run"], env).spawn().unwrap())
+fn start_run(lab: &NetLab, env: &[(&str, &str)]) -> Background {
+    lab.start_ovs_run(env)
 }
 
 fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {

@@ -196,6 +196,11 @@ impl NetLab {
         self.tool_command_at(&self.host, args, env)
     }
 
+    /// `ncp-bootstrap ovs run` in the background, killed if the test fails before stopping it.
+    pub fn start_ovs_run(&self, env: &[(&str, &str)]) -> Background {
+        Background(self.tool_command(&["ovs", "run"], env).spawn().unwrap())
+    }
+
     /// `tool` against another host root.
     pub fn tool_at(
         &self,
@@ -313,6 +318,31 @@ impl NetLab {
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)
+    }
+}
+
+/// A child that dies with the test when the test panics before it ends the child itself.
+pub struct Background(pub std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl std::ops::Deref for Background {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Background {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
     }
 }
 

@@ -4,19 +4,7 @@
 # host's own OVS: each re-run converges and the gateway answers at the end. The kill lands at a
 # different moment in each round (0.1 s to 1.5 s into a run that takes about 2 s under TCG).
 set -u
-S=${NCPB_SHARE:-/mnt/host}
-B=$S/ncp-bootstrap
-UP=${NCPB_UPLINK:-eth0}
-GW=${NCPB_GATEWAY:-192.168.76.2}
-export NCP_BOOTSTRAP_NODE_UPLINK=$UP NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000
-fail() { echo "FAIL: $*"; exit 1; }
-ok() { echo "ok: $*"; }
-wait_for() {
-  t=$1; d=$2; shift 2
-  i=0
-  while [ "$i" -lt $((t * 10)) ]; do "$@" >/dev/null 2>&1 && { ok "$d"; return 0; }; sleep 0.1; i=$((i + 1)); done
-  fail "timed out: $d"
-}
+. "$(dirname "$0")/common.sh"
 wait_for 60 "$UP is up" ip link show $UP up
 ip link set $UP up
 ip addr add 192.168.76.10/24 dev $UP
