@@ -25,9 +25,11 @@ vagrant-test: setup-vm build
 	bash scripts/setup.sh vagrant vagrant-libvirt libvirt-daemon-system dnsmasq-base rsync openssh-client
 	timeout 2400 bash vagrant/harness/vagrant-test.sh
 
-# The whole lifecycle in a Debian VM (qemu, TCG): kernel OVS, enforcing AppArmor, a reboot.
+# Every VM scenario in a Debian VM (qemu, TCG): kernel OVS, enforcing AppArmor, reboots,
+# NetworkManager, kill -9. The image is built once and reused by each scenario.
 vm-test: setup-vm build
 	timeout 1500 bash vagrant/harness/vm-test.sh lifecycle.sh
+	timeout 1200 bash vagrant/harness/vm-test.sh networkmanager.sh
 	timeout 900 bash vagrant/harness/vm-test.sh crash.sh
 
 clean:

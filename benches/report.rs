@@ -43,7 +43,7 @@ fn main() {
     } else {
         eprintln!("bench: not root or no OVS: network rows skipped");
     }
-    rows.push(vm_row());
+    rows.extend(vm_rows());
     let mut md = String::from(
         "| figure | ours | baseline | ratio | target | how |\n|---|---|---|---|---|---|\n",
     );
@@ -577,51 +577,62 @@ fn ovs_run_rows() -> Vec<Row> {
 
 // ---- the kernel datapath, in the VM
 
-/// Runs the VM harness (about two minutes) and reads what the node saw while `ovs run`
-/// attached its uplink on the kernel datapath. Inside the VM only the node's own view exists:
-/// it pings qemu's gateway every 10 ms (a peer pinging the node would need a tap device in a
-/// host namespace, not built).
-fn vm_row() -> Row {
-    let mut row = Row {
-        what: "`ovs run` attach on the kernel datapath (VM, TCG): node pinging its gateway every 10 ms".into(),
+/// Runs the VM harness (about two minutes) and reads what both ends saw while `ovs run`
+/// attached the uplink on the kernel datapath: the node pinging the host-side peer, and the peer
+/// (in a namespace on the host, through a tap) pinging the node, each every 10 ms.
+fn vm_rows() -> Vec<Row> {
+    let row = |what: &str| Row {
+        what: format!("`ovs run` attach on the kernel datapath (VM, TCG): {what} every 10 ms"),
         ours: "not measured".into(),
         baseline: "-".into(),
         ratio: "-".into(),
         target: "0 lost".into(),
         command: String::new(),
     };
+    let mut rows = vec![row("node pinging the peer"), row("peer pinging the node")];
     if !common::have("qemu-system-x86_64") || !common::have("mmdebstrap") {
-        row.command = "qemu or mmdebstrap missing: run `make setup-vm` first".into();
-        return row;
+        for r in &mut rows {
+            r.command = "qemu or mmdebstrap missing: run `make setup-vm` first".into();
+        }
+        return rows;
     }
     let repo = env!("CARGO_MANIFEST_DIR");
-    let out = Command::new("bash")
+    let text = Command::new("bash")
         .arg(format!("{repo}/vagrant/harness/vm-test.sh"))
         .arg("lifecycle.sh")
-        .output();
-    let text = out
+        .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    let summary = text.lines().find(|l| l.contains("packets transmitted"));
     let attached: Vec<&str> = text
         .lines()
-        .filter(|l| l.contains("uplink attached"))
+        .filter_map(|l| l.split("uplink attached ").nth(1))
+        .map(|t| t.split(" after").next().unwrap_or(""))
         .collect();
-    match summary {
-        Some(s) => {
-            row.ours = s
-                .split(',')
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(",")
-                .trim()
-                .to_string();
-            row.command = format!(
-                "`vagrant/harness/vm-test.sh` in this run; `ovs run` start → attached in the VM: {}",
-                attached.iter().filter_map(|l| l.split("attached ").nth(1)).map(|t| t.split(" after").next().unwrap_or("")).collect::<Vec<_>>().join(", ")
-            );
+    // vm-test.sh prints a heading per direction, then ping's summary line.
+    for (row, heading) in rows
+        .iter_mut()
+        .zip(["node pinging the peer", "peer pinging the node"])
+    {
+        let summary = text
+            .lines()
+            .skip_while(|l| !l.contains(heading))
+            .find(|l| l.contains("packets transmitted"));
+        match summary {
+            Some(s) => {
+                row.ours = s
+                    .split(',')
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    .trim()
+                    .to_string();
+                row.command = format!(
+                    "`vagrant/harness/vm-test.sh lifecycle.sh` in this run; `ovs run` start → attached in the VM: {}",
+                    attached.join(", ")
+                );
+            }
+            None => row.command = "the VM run did not report (see `make vm-test`)".into(),
         }
-        None => row.command = "the VM run did not report (see `make vm-test`)".into(),
     }
-    row
+    rows
 }

@@ -255,10 +255,64 @@ pub fn route_uses(r: &RouteMessage, index: u32) -> bool {
     })
 }
 
-/// Routes the kernel makes by itself when an address is added (prefix routes, the local table)
-/// are not copied: adding the address to the new link creates them there.
-pub fn is_kernel_route(r: &RouteMessage) -> bool {
-    r.header.protocol == RouteProtocol::Kernel || route_table(r) == RT_TABLE_LOCAL
+fn has_noprefixroute(a: &AddressMessage) -> bool {
+    a.attributes
+        .iter()
+        .any(|x| matches!(x, AddressAttribute::Flags(f) if f.contains(AddressFlags::Noprefixroute)))
+}
+
+fn route_dst(r: &RouteMessage) -> Option<IpAddr> {
+    r.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(v4)) => Some(IpAddr::V4(*v4)),
+        RouteAttribute::Destination(RouteAddress::Inet6(v6)) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    })
+}
+
+fn network(ip: IpAddr, len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    }
+}
+
+/// Whether the kernel remakes this route on its own once the link's addresses are in place (then
+/// it is not copied: adding the address to the new link creates it there):
+/// the local table, IPv6 link-local prefixes (made per link), and the prefix route of an address
+/// added without `noprefixroute`. NetworkManager adds its addresses with `noprefixroute` and the
+/// prefix routes itself (protocol kernel, metric 100): those the kernel never remakes, so they
+/// move like any other route, or the bridge would carry an address whose subnet it cannot reach.
+fn kernel_remakes(r: &RouteMessage, link_addrs: &[&AddressMessage]) -> bool {
+    if route_table(r) == RT_TABLE_LOCAL {
+        return true;
+    }
+    if r.header.protocol != RouteProtocol::Kernel {
+        return false;
+    }
+    let len = r.header.destination_prefix_length;
+    let Some(dst) = route_dst(r) else {
+        return false;
+    };
+    if let IpAddr::V6(v6) = dst {
+        if len == 64 && v6.segments()[0] == 0xfe80 {
+            return true;
+        }
+    }
+    link_addrs.iter().any(|a| {
+        a.header.prefix_len == len
+            && !has_noprefixroute(a)
+            && address_ip(a).is_some_and(|ip| network(ip, len) == dst)
+    })
 }
 
 /// Identity of a route in the kernel's eyes: what `NLM_F_REPLACE` matches on.
@@ -409,11 +463,15 @@ pub fn carried_by(
             .filter(|a| a.header.index == index && is_movable_address(a))
             .cloned()
             .collect(),
-        routes: routes
-            .iter()
-            .filter(|r| route_uses(r, index) && !is_kernel_route(r))
-            .cloned()
-            .collect(),
+        routes: {
+            let link_addrs: Vec<&AddressMessage> =
+                addrs.iter().filter(|a| a.header.index == index).collect();
+            routes
+                .iter()
+                .filter(|r| route_uses(r, index) && !kernel_remakes(r, &link_addrs))
+                .cloned()
+                .collect()
+        },
         rules: rules
             .iter()
             .filter(|r| rule_names(r, name))
@@ -668,8 +726,42 @@ mod tests {
         let mut prefix = route(2, Some(("10.0.0.0", 24)), None, 254, 0);
         prefix.header.protocol = RouteProtocol::Kernel;
         let local = route(2, Some(("10.0.0.5", 32)), None, RT_TABLE_LOCAL, 0);
-        let what = carried_by(2, "eth1", &[ll], &[prefix, local], &[]);
-        assert!(what.addresses.is_empty() && what.routes.is_empty());
+        let what = carried_by(
+            2,
+            "eth1",
+            &[ll.clone()],
+            &[prefix.clone(), local.clone()],
+            &[],
+        );
+        // No address makes the prefix route here, yet it is the kernel's: it still moves only
+        // when an address it belongs to is `noprefixroute` (below).
+        assert!(what.addresses.is_empty() && what.routes.len() == 1);
+        let v4 = addr(2, "10.0.0.5", 24, false);
+        let what = carried_by(2, "eth1", &[ll, v4], &[prefix, local], &[]);
+        assert!(what.routes.is_empty());
+        let mut ll6 = route(2, None, None, 254, 256);
+        ll6.header.address_family = AddressFamily::Inet6;
+        ll6.header.protocol = RouteProtocol::Kernel;
+        ll6.header.destination_prefix_length = 64;
+        ll6.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet6(
+                "fe80::".parse().unwrap(),
+            )));
+        assert!(carried_by(2, "eth1", &[], &[ll6], &[]).routes.is_empty());
+    }
+
+    #[test]
+    fn prefix_routes_of_noprefixroute_addresses_move() {
+        // NetworkManager's way: the address without a kernel prefix route, the route its own.
+        let mut a = addr(2, "192.168.76.10", 24, false);
+        a.attributes.push(AddressAttribute::Flags(
+            AddressFlags::Permanent | AddressFlags::Noprefixroute,
+        ));
+        let mut prefix = route(2, Some(("192.168.76.0", 24)), None, 254, 100);
+        prefix.header.protocol = RouteProtocol::Kernel;
+        let what = carried_by(2, "eth1", &[a], &[prefix], &[]);
+        assert_eq!(what.routes.len(), 1);
+        assert_eq!(route_priority(&what.routes[0]), 100);
     }
 
     #[test]

@@ -190,7 +190,7 @@ pub fn apply(host: &HostRoot, action: &UndoAction) -> Result<()> {
             }
         }
         UndoAction::UnloadProfile { name } => Parser::find(host)?.unload(name)?,
-        UndoAction::DetachUplink(p) => crate::steps::uplink::undo(p)?,
+        UndoAction::DetachUplink(p) => crate::steps::uplink::undo(host, p)?,
         UndoAction::StartHostOvs { daemons, units } => {
             crate::steps::host_ovs::undo(daemons, units)?
         }

@@ -394,6 +394,78 @@ fn nm_keyfile_is_written_0600_with_the_unmanaged_bridge_drop_in() {
 }
 
 #[test]
+fn nm_keyfile_updates_the_operators_connection_in_place_and_cleanup_restores_it() {
+    let Some(lab) = lab() else { return };
+    let dir = "etc/NetworkManager/system-connections";
+    fs::create_dir_all(lab.host.join(dir)).unwrap();
+    write(&lab.host.join("usr/sbin/NetworkManager"), b"", 0o755);
+    let theirs =
+        "[connection]\nid=uplink\nuuid=6d1c1d4e-0000-4000-8000-000000000001\ntype=ethernet\n\
+interface-name=eth1\n\n[ipv4]\naddress1=10.0.0.5/24,10.0.0.1\nmethod=manual\n\n\
+[ipv6]\naddr-gen-mode=stable-privacy\nmethod=auto\n";
+    write(
+        &lab.host.join(format!("{dir}/uplink.nmconnection")),
+        theirs.as_bytes(),
+        0o600,
+    );
+
+    let r = lab.tool(&["persist"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("uplink.nmconnection is NetworkManager's connection for eth1"),
+        "{}",
+        r.stdout
+    );
+    // One connection for eth1, the operator's, now carrying every address and route.
+    assert!(!lab.host.join(format!("{dir}/eth1.nmconnection")).exists());
+    let k = read(&lab, &format!("{dir}/uplink.nmconnection"));
+    for want in [
+        "id=uplink\n",
+        "uuid=6d1c1d4e-0000-4000-8000-000000000001",
+        "address0=10.0.0.5/24",
+        "address1=10.0.0.6/24",
+        "route3=192.168.60.0/24,10.0.0.1,0\nroute3_options=table=100",
+        "addr-gen-mode=stable-privacy",
+        "=fd00::5/64",
+    ] {
+        assert!(k.contains(want), "keyfile lacks {want:?}:\n{k}");
+    }
+    assert!(!k.contains("method=auto"), "{k}");
+    // Converged: a second run changes nothing.
+    let again = lab.tool(&["persist"], &[]);
+    assert!(again.stdout.contains("converged"), "{}", again.stdout);
+
+    assert_eq!(lab.tool(&["cleanup"], &[]).code, 0);
+    assert_eq!(read(&lab, &format!("{dir}/uplink.nmconnection")), theirs);
+    assert!(!lab
+        .host
+        .join("etc/NetworkManager/conf.d/90-ncp-bootstrap.conf")
+        .exists());
+
+    // Two connections for the same device: refused, nothing written.
+    write(
+        &lab.host.join(format!("{dir}/second.nmconnection")),
+        theirs.replace("id=uplink", "id=second").as_bytes(),
+        0o600,
+    );
+    let r = lab.tool(&["persist"], &[]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("more than one NetworkManager connection binds eth1"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("second.nmconnection") && r.stderr.contains("uplink.nmconnection"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(read(&lab, &format!("{dir}/uplink.nmconnection")), theirs);
+}
+
+#[test]
 fn an_attached_uplink_is_persisted_from_its_recorded_pre_state() {
     let Some(mut lab) = lab() else { return };
     lab.start_ovs();

@@ -231,3 +231,181 @@ fn cleanup_detaches_an_attached_uplink() {
     assert_eq!(lab.vsctl(&["list-br"]), "");
     assert!(!lab.host.join("var/lib/ncp-bootstrap").exists());
 }
+
+/// NetworkManager adds its addresses with `noprefixroute` and the prefix routes itself (protocol
+/// kernel, metric 100). The kernel never remakes those routes, so they must move with the
+/// addresses: otherwise br-int carries 10.0.0.5/24 with no route to 10.0.0.0/24 and the
+/// gateway is unreachable.
+#[test]
+fn networkmanager_style_prefix_routes_move_with_noprefixroute_addresses() {
+    let Some(mut lab) = NetLab::new() else { return };
+    for a in [
+        "link set lo up",
+        "link set peer0 up",
+        "addr add 10.0.0.1/24 dev peer0",
+        "-6 addr add fd00::1/64 dev peer0 nodad",
+    ] {
+        lab.p(a);
+    }
+    for a in [
+        "link set lo up",
+        "link set eth1 up",
+        "addr add 10.0.0.5/24 dev eth1 noprefixroute",
+        "route add 10.0.0.0/24 dev eth1 proto kernel scope link src 10.0.0.5 metric 100",
+        "route add default via 10.0.0.1 dev eth1 proto static metric 100",
+        "-6 addr add fd00::5/64 dev eth1 nodad noprefixroute",
+        "-6 route add fd00::/64 dev eth1 proto kernel metric 100",
+        "-6 route add default via fd00::1 dev eth1 proto static metric 100",
+    ] {
+        lab.n(a);
+    }
+    lab.wait_no_tentative();
+    lab.start_ovs();
+    let before = lab.state();
+    assert!(lab.ping_from_peer("10.0.0.5") && lab.ping_from_peer("fd00::5"));
+
+    let r = lab.tool(&["uplink", "attach"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let attached = lab.state() + "\n";
+    for want in [
+        "addr br-int 10.0.0.5/24 label=br-int noprefixroute\n",
+        r#""dev":"br-int","dst":"10.0.0.0/24","metric":100,"prefsrc":"10.0.0.5","protocol":"kernel""#,
+        r#""dev":"br-int","dst":"fd00::/64","metric":100,"protocol":"kernel""#,
+        r#"{"dev":"br-int","dst":"default","gateway":"10.0.0.1","metric":100,"protocol":"static"}"#,
+    ] {
+        assert!(attached.contains(want), "missing {want} in\n{attached}");
+    }
+    assert!(
+        !attached.contains(r#""dev":"eth1","dst":"10.0.0.0/24""#),
+        "{attached}"
+    );
+    assert!(lab.ping_from_peer("10.0.0.5") && lab.ping_from_peer("fd00::5"));
+
+    let d = lab.tool(&["uplink", "detach"], &[]);
+    assert_eq!(d.code, 0, "{}\n{}", d.stdout, d.stderr);
+    common::assert_same(&lab.state(), &before, "detach did not restore NM's layout");
+    assert!(lab.ping_from_peer("10.0.0.5") && lab.ping_from_peer("fd00::5"));
+}
+
+/// A stand-in for NetworkManager (no real one runs in a namespace without systemd and a system
+/// bus; the VM scenario `networkmanager.sh` runs the real one): a copy of `sleep` named
+/// NetworkManager, announced through a /proc inside the test's host root (so the tool never
+/// looks at this machine's own processes), and an `nmcli` first on PATH that answers the state
+/// query with "100 (connected)" and logs every call.
+struct FakeNm {
+    child: std::process::Child,
+    path: String,
+    log: std::path::PathBuf,
+}
+
+impl FakeNm {
+    fn start(lab: &NetLab) -> FakeNm {
+        use std::fs;
+        let bin = lab.host.join("usr/sbin/NetworkManager");
+        fs::create_dir_all(bin.parent().unwrap()).unwrap();
+        fs::copy("/bin/sleep", &bin).unwrap();
+        let child = std::process::Command::new(&bin).arg("60").spawn().unwrap();
+        let proc_dir = lab.host.join(format!("proc/{}", child.id()));
+        fs::create_dir_all(lab.host.join("proc/self")).unwrap();
+        fs::create_dir_all(&proc_dir).unwrap();
+        fs::write(proc_dir.join("comm"), "NetworkManager\n").unwrap();
+        fs::write(
+            proc_dir.join("cmdline"),
+            "/usr/sbin/NetworkManager\0--no-daemon\0",
+        )
+        .unwrap();
+        fs::create_dir_all(lab.host.join("run/NetworkManager")).unwrap();
+        let fakes = lab.host.join("fake-bin");
+        fs::create_dir_all(&fakes).unwrap();
+        let log = lab.host.join("nmcli.log");
+        common::write(
+            &fakes.join("nmcli"),
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {}\ncase \"$*\" in *GENERAL.STATE*) echo '100 (connected)';; esac\n",
+                log.display()
+            )
+            .as_bytes(),
+            0o755,
+        );
+        let path = format!("{}:{}", fakes.display(), std::env::var("PATH").unwrap());
+        FakeNm { child, path, log }
+    }
+
+    fn calls(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for FakeNm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn networkmanager_leaves_the_attached_uplink_alone_until_detach() {
+    let Some(lab) = lab() else { return };
+    let mark = lab.host.join("run/ncp-bootstrap/nm-unmanaged-eth1");
+    let nm = FakeNm::start(&lab);
+    let env = [("PATH", nm.path.as_str())];
+
+    let dry = lab.tool(&["uplink", "attach", "--dry-run"], &env);
+    assert!(
+        dry.stdout
+            .contains("tell NetworkManager to leave eth1 unmanaged"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(nm.calls(), "", "a dry run must not talk to NetworkManager");
+
+    let r = lab.tool(&["uplink", "attach"], &env);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        nm.calls(),
+        "-t -g GENERAL.STATE device show eth1\ndevice set eth1 managed no\n"
+    );
+    assert!(
+        r.stdout
+            .contains("NetworkManager leaves eth1 unmanaged while it is attached"),
+        "{}",
+        r.stdout
+    );
+    assert!(mark.exists());
+    assert!(lab.ping_from_peer("10.0.0.5"));
+    let st = lab.tool(&["status"], &env);
+    assert!(
+        st.stdout
+            .contains("NetworkManager leaves it unmanaged until detach"),
+        "{}",
+        st.stdout
+    );
+    // Handed back by hand (as a restarted node would be): status calls it drift.
+    std::fs::remove_file(&mark).unwrap();
+    let st = lab.tool(&["status"], &env);
+    assert!(
+        st.stdout
+            .contains("NetworkManager runs and still manages it"),
+        "{}",
+        st.stdout
+    );
+    assert_eq!(lab.tool(&["uplink", "attach"], &env).code, 0);
+    assert!(mark.exists());
+
+    // Converged: nothing is asked again.
+    let calls = nm.calls().lines().count();
+    let again = lab.tool(&["uplink", "attach"], &env);
+    assert!(again.stdout.contains("converged"), "{}", again.stdout);
+    assert_eq!(nm.calls().lines().count(), calls);
+
+    // Detach gives it back after the addresses are home, and forgets the mark.
+    let d = lab.tool(&["uplink", "detach"], &env);
+    assert_eq!(d.code, 0, "{}\n{}", d.stdout, d.stderr);
+    assert!(
+        nm.calls().ends_with("device set eth1 managed yes\n"),
+        "{}",
+        nm.calls()
+    );
+    assert!(!mark.exists() && !mark.parent().unwrap().exists());
+    assert!(lab.ping_from_peer("10.0.0.5"));
+}

@@ -207,14 +207,32 @@ fn component_lines(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Vec<Component> {
     });
     out.push(match attached {
         Some(pre) => match crate::steps::uplink::holds_no_address(&pre.uplink) {
-            Ok(()) => line(
-                "uplink",
-                "ok",
-                format!(
-                    "{} is attached to {}; its addresses are on the bridge",
-                    pre.uplink, pre.bridge
+            Ok(()) => match crate::host::nm::needs_hand_off(&env.host, &pre.uplink) {
+                Ok(true) => line(
+                    "uplink",
+                    "drift",
+                    format!(
+                        "{} is attached to {}, but NetworkManager runs and still manages it: \
+                         a restart of NetworkManager would put the addresses back on it; run \
+                         `ncp-bootstrap uplink attach` to hand it off",
+                        pre.uplink, pre.bridge
+                    ),
                 ),
-            ),
+                _ => line(
+                    "uplink",
+                    "ok",
+                    format!(
+                        "{} is attached to {}; its addresses are on the bridge{}",
+                        pre.uplink,
+                        pre.bridge,
+                        if crate::host::nm::handed_off(&env.host, &pre.uplink).unwrap_or(false) {
+                            "; NetworkManager leaves it unmanaged until detach"
+                        } else {
+                            ""
+                        }
+                    ),
+                ),
+            },
             Err(e) => line(
                 "uplink",
                 "drift",

@@ -2,6 +2,7 @@
 //! refuses to escape it), atomic writes with an explicit mode, and removal.
 
 pub mod netlink;
+pub mod nm;
 pub mod ovs;
 pub mod paths;
 pub mod probe;

@@ -22,6 +22,30 @@ fn proc_file(host: &HostRoot, pid: u32, file: &str) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// The lowest pid whose process runs `program` (by `comm`, which the kernel cuts at 15 bytes).
+pub fn find(host: &HostRoot, program: &str) -> Result<Option<u32>> {
+    let dir = if host.is_dir("/proc/self")? {
+        host.resolve("/proc")?
+    } else {
+        std::path::PathBuf::from("/proc")
+    };
+    let comm: String = program.chars().take(15).collect();
+    let mut pids: Vec<u32> = std::fs::read_dir(&dir)?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    for pid in pids {
+        let Some(c) = proc_file(host, pid, "comm")? else {
+            continue;
+        };
+        if String::from_utf8_lossy(&c).trim_end() == comm {
+            return Ok(Some(pid));
+        }
+    }
+    Ok(None)
+}
+
 /// The command line of a live process, NUL-separated arguments split.
 pub fn cmdline(host: &HostRoot, pid: u32) -> Result<Option<Vec<String>>> {
     let Some(bytes) = proc_file(host, pid, "cmdline")? else {

@@ -112,6 +112,11 @@ pub fn from_carried(iface: &str, mac: Option<String>, mtu: Option<u32>, c: &Carr
             if dynamic && is_dynamic_route(r.header.protocol) {
                 continue;
             }
+            // Prefix routes (the kernel's, or NetworkManager's for its `noprefixroute`
+            // addresses) follow from the addresses in every format.
+            if r.header.protocol == RouteProtocol::Kernel {
+                continue;
+            }
             let via: Option<IpAddr> = nm::route_gateway(r).and_then(|g| g.parse().ok());
             let table = nm::route_table(r);
             let dst = r.attributes.iter().find_map(|a| match a {

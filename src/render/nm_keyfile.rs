@@ -104,6 +104,135 @@ pub fn render(cfg: &NetConfig, bridge: &str) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// A keyfile split into its sections; lines before the first section (comments) come first,
+/// under the name "".
+fn sections(text: &str) -> Vec<(String, Vec<&str>)> {
+    let mut out: Vec<(String, Vec<&str>)> = vec![(String::new(), Vec::new())];
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') && t.ends_with(']') {
+            out.push((t[1..t.len() - 1].to_string(), vec![line]));
+        } else if let Some(last) = out.last_mut() {
+            last.1.push(line);
+        }
+    }
+    out
+}
+
+/// The IP sections NetworkManager reads addresses, gateway and routes from.
+const IP_SECTIONS: [&str; 2] = ["ipv4", "ipv6"];
+
+/// The operator's existing connection for the uplink with its `[ipv4]` and `[ipv6]` sections
+/// replaced by ours; every other section and key (id, uuid, autoconnect, 802-1x, DNS search,
+/// comments) stays as it was, so NetworkManager keeps one connection for the device instead of
+/// two competing ones.
+pub fn merge(existing: &str, ours: &str) -> String {
+    let ours_s = sections(ours);
+    let ip_of = |name: &str| {
+        ours_s
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, lines)| trim_blank(lines))
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut placed = Vec::new();
+    for (name, lines) in sections(existing) {
+        if IP_SECTIONS.contains(&name.as_str()) {
+            if let Some(l) = ip_of(&name) {
+                out.extend(merge_ip_section(&lines, &l));
+                out.push(String::new());
+            }
+            placed.push(name);
+        } else if !(name.is_empty() && lines.is_empty()) {
+            let l = trim_blank(&lines);
+            out.extend(l.iter().map(|s| s.to_string()));
+            if !l.is_empty() {
+                out.push(String::new());
+            }
+        }
+    }
+    for name in IP_SECTIONS {
+        if !placed.iter().any(|p| p == name) {
+            if let Some(l) = ip_of(name) {
+                out.extend(l.iter().map(|s| s.to_string()));
+                out.push(String::new());
+            }
+        }
+    }
+    while out.last().is_some_and(|l| l.is_empty()) {
+        out.pop();
+    }
+    out.join("\n") + "\n"
+}
+
+/// Keys that say which addresses and routes the device gets: ours replace the operator's.
+fn owned_key(key: &str) -> bool {
+    let numbered = |prefix: &str| {
+        key.strip_prefix(prefix).is_some_and(|rest| {
+            let digits = rest.strip_suffix("_options").unwrap_or(rest);
+            digits.chars().all(|c| c.is_ascii_digit())
+        })
+    };
+    matches!(key, "method" | "gateway" | "addresses" | "routes")
+        || numbered("address")
+        || numbered("route")
+}
+
+fn key_of(line: &str) -> Option<&str> {
+    let t = line.trim();
+    if t.starts_with('#') || t.starts_with('[') {
+        return None;
+    }
+    t.split_once('=').map(|(k, _)| k.trim())
+}
+
+/// One IP section: the operator's policy keys (addr-gen-mode, dhcp-timeout, may-fail, dns, ...)
+/// stay, since changing them would change more than the addresses (addr-gen-mode, for one,
+/// changes the link-local address); addresses, gateway, routes and method are ours; our other
+/// keys are added only where the operator has none.
+fn merge_ip_section(existing: &[&str], ours: &[&str]) -> Vec<String> {
+    let kept: Vec<&str> = trim_blank(existing)
+        .into_iter()
+        .filter(|l| !key_of(l).is_some_and(owned_key))
+        .collect();
+    let has = |k: &str| kept.iter().any(|l| key_of(l) == Some(k));
+    let mut out: Vec<String> = kept.iter().map(|s| s.to_string()).collect();
+    // Policy keys first, then the addresses and routes: a second merge gives the same text.
+    let body = || {
+        ours.iter()
+            .skip(1)
+            .filter_map(|l| key_of(l).map(|k| (k, *l)))
+    };
+    out.extend(
+        body()
+            .filter(|(k, _)| !owned_key(k) && !has(k))
+            .map(|(_, l)| l.to_string()),
+    );
+    out.extend(
+        body()
+            .filter(|(k, _)| owned_key(k))
+            .map(|(_, l)| l.to_string()),
+    );
+    out
+}
+
+fn trim_blank<'a>(lines: &[&'a str]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = lines.to_vec();
+    while v.last().is_some_and(|l| l.trim().is_empty()) {
+        v.pop();
+    }
+    v
+}
+
+/// Whether a keyfile binds the interface by name.
+pub fn binds(text: &str, iface: &str) -> bool {
+    sections(text)
+        .iter()
+        .filter(|(n, _)| n == "connection")
+        .flat_map(|(_, l)| l.iter())
+        .any(|l| l.trim() == format!("interface-name={iface}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::*;
@@ -119,6 +248,36 @@ mod tests {
             let name = path.rsplit('/').next().unwrap().replace('.', "_");
             insta::assert_snapshot!(format!("nm_dynamic_{name}"), text);
         }
+    }
+
+    const OPERATORS: &str = "# made by the operator\n[connection]\nid=node-if\nuuid=6d1c1d4e-0000-4000-8000-000000000001\ntype=ethernet\ninterface-name=eth1\nautoconnect-priority=10\n\n[ethernet]\n\n[ipv4]\naddress1=10.0.0.9/24,10.0.0.254\ndns=10.0.0.53;\nmethod=manual\n\n[ipv6]\naddr-gen-mode=stable-privacy\nmethod=auto\n\n[proxy]\n";
+
+    #[test]
+    fn merge_keeps_the_operators_connection_and_replaces_only_ip() {
+        let ours = render(&static_dual(), "br-int").unwrap().remove(0).1;
+        let merged = merge(OPERATORS, &ours);
+        insta::assert_snapshot!("nm_merge_operator_connection", merged);
+        // One connection: the operator's identity, our addresses.
+        assert!(merged.contains("id=node-if\n") && !merged.contains("id=eth1"));
+        assert!(merged.contains("uuid=6d1c1d4e-0000-4000-8000-000000000001"));
+        assert!(merged.contains("address0=10.0.0.5/24") && !merged.contains("10.0.0.9"));
+        assert!(merged.contains("[proxy]") && merged.starts_with("# made by the operator"));
+        // The operator's IPv6 policy stays (changing it would change the link-local address).
+        assert!(
+            merged.contains("addr-gen-mode=stable-privacy") && !merged.contains("addr-gen-mode=0")
+        );
+        assert!(merged.contains("dns=10.0.0.53;"));
+        assert!(binds(&merged, "eth1") && !binds(&merged, "eth0"));
+        // Idempotent: merging again changes nothing.
+        assert_eq!(merge(&merged, &ours), merged);
+    }
+
+    #[test]
+    fn merge_adds_missing_ip_sections() {
+        let ours = render(&static_dual(), "br-int").unwrap().remove(0).1;
+        let merged = merge("[connection]\nid=x\ninterface-name=eth1\n", &ours);
+        assert!(merged.contains("[ipv4]") && merged.contains("[ipv6]"));
+        assert!(merged.starts_with("[connection]\nid=x\n"));
     }
 
     #[test]

@@ -82,6 +82,17 @@ fn ifupdown_file(host: &HostRoot, iface: &str) -> Result<Option<String>> {
     Ok(None)
 }
 
+/// NetworkManager keyfiles that bind the uplink by name.
+fn nm_connections(host: &HostRoot, iface: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for f in list(host, nm_keyfile::CONN_DIR, ".nmconnection")? {
+        if nm_keyfile::binds(&text(host, &f)?, iface) {
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
 fn has_any(host: &HostRoot, paths: &[&str]) -> Result<bool> {
     for p in paths {
         if host.exists(p)? {
@@ -107,16 +118,11 @@ pub fn detect(host: &HostRoot, iface: &str) -> Result<(Format, String)> {
     if host.exists(&ifcfg_file)? {
         return Ok((Format::Ifcfg, format!("{ifcfg_file} exists")));
     }
-    for f in list(host, nm_keyfile::CONN_DIR, ".nmconnection")? {
-        if text(host, &f)?
-            .lines()
-            .any(|l| l.trim() == format!("interface-name={iface}"))
-        {
-            return Ok((
-                Format::NmKeyfile,
-                format!("{f} is NetworkManager's connection for {iface}"),
-            ));
-        }
+    if let Some(f) = nm_connections(host, iface)?.first() {
+        return Ok((
+            Format::NmKeyfile,
+            format!("{f} is NetworkManager's connection for {iface}"),
+        ));
     }
     let mut found = Vec::new();
     if host.exists(INTERFACES)? && has_any(host, &["/sbin/ifup", "/usr/sbin/ifup"])? {
@@ -236,21 +242,44 @@ fn files(
             .into_iter()
             .map(|(name, text)| (format!("{NETWORK_SCRIPTS}/{name}"), text, 0o644))
             .collect(),
-        Format::NmKeyfile => {
-            let bridge = ctx.config.str("node.bridge").unwrap_or("br-int");
-            nm_keyfile::render(cfg, bridge)?
-                .into_iter()
-                .map(|(p, t)| {
-                    let mode = if p.starts_with(nm_keyfile::CONN_DIR) {
-                        0o600
-                    } else {
-                        0o644
-                    };
-                    (p, t, mode)
-                })
-                .collect()
-        }
+        Format::NmKeyfile => nm_files(ctx, cfg)?,
     })
+}
+
+/// The keyfile and the unmanaged-bridge drop-in. An existing connection for the uplink is
+/// updated in place (its IP sections replaced, everything else kept, a backup taken), so that
+/// NetworkManager never holds two connections for node-if that compete at boot.
+fn nm_files(ctx: &Ctx, cfg: &NetConfig) -> Result<Vec<(String, String, u32)>> {
+    let bridge = ctx.config.str("node.bridge").unwrap_or("br-int");
+    let existing = nm_connections(ctx.host, &cfg.iface)?;
+    if existing.len() > 1 {
+        return Err(input(format!(
+            "more than one NetworkManager connection binds {}: {}; NetworkManager would pick one \
+             of them at boot. Delete all but one (`nmcli connection delete ID`) and run persist \
+             again, or pass another --format",
+            cfg.iface,
+            existing.join(", ")
+        )));
+    }
+    let mut out = Vec::new();
+    for (path, content) in nm_keyfile::render(cfg, bridge)? {
+        if !path.starts_with(nm_keyfile::CONN_DIR) {
+            out.push((path, content, 0o644));
+            continue;
+        }
+        match existing.first() {
+            Some(f) => {
+                let mode = ctx.host.file_state(f)?.map_or(0o600, |s| s.mode);
+                out.push((
+                    f.clone(),
+                    nm_keyfile::merge(&text(ctx.host, f)?, &content),
+                    mode,
+                ));
+            }
+            None => out.push((path, content, 0o600)),
+        }
+    }
+    Ok(out)
 }
 
 fn cloud_init_network_disabled(host: &HostRoot) -> Result<bool> {

@@ -11,6 +11,7 @@ use crate::fault::fault;
 use crate::host::netlink::{Netlink, Op};
 use crate::host::ovs::{mac_string, Ovs};
 use crate::host::probe::{self, Target};
+use crate::host::HostRoot;
 use crate::ledger::{Entry, Ledger, UplinkPreState};
 use crate::netmodel::{self as nm, Carried, End};
 use crate::report::{Change, Status, StepReport};
@@ -354,6 +355,12 @@ pub fn attach(ctx: &Ctx) -> Result<StepReport> {
         planned.push(format!("set {} and {} up", names.uplink, names.bridge));
     }
     planned.extend(describe_ops(&ops));
+    if crate::host::nm::needs_hand_off(ctx.host, &names.uplink)? {
+        planned.push(format!(
+            "tell NetworkManager to leave {} unmanaged while attached",
+            names.uplink
+        ));
+    }
     if planned.is_empty() {
         report
             .notes
@@ -406,7 +413,7 @@ pub fn attach(ctx: &Ctx) -> Result<StepReport> {
         }
     });
     if let Err(e) = result {
-        let rollback = detach_recorded(&mut nl, &ovs, &pre).map(|_| ());
+        let rollback = detach_recorded(ctx.host, &mut nl, &ovs, &pre).map(|_| ());
         let msg = match rollback {
             Ok(()) => {
                 let _ = ledger.forget(ctx.host, &Entry::UplinkAttached(Box::new(pre.clone())));
@@ -422,6 +429,16 @@ pub fn attach(ctx: &Ctx) -> Result<StepReport> {
             ),
         };
         return Err(Error::new(Kind::Apply, msg).into());
+    }
+    // After the move and its check: NetworkManager finds the uplink already without addresses.
+    match crate::host::nm::hand_off(ctx.host, &names.uplink) {
+        Ok(Some(note)) => report.notes.push(note),
+        Ok(None) => {}
+        Err(e) => report.warnings.push(format!(
+            "could not tell NetworkManager to leave {} alone ({e:#}); a restart of \
+             NetworkManager would put the node's addresses back on it",
+            names.uplink
+        )),
     }
     report.changes = changes(
         planned,
@@ -535,7 +552,12 @@ fn do_attach(
 /// Puts everything the pre-state recorded back on the uplink, removes the port, and the bridge
 /// when this tool created it and nothing else uses it.
 /// Returns the switch window in ms: the netlink burst that puts addresses and routes back.
-pub fn detach_recorded(nl: &mut Netlink, ovs: &Ovs, pre: &UplinkPreState) -> Result<f64> {
+pub fn detach_recorded(
+    host: &HostRoot,
+    nl: &mut Netlink,
+    ovs: &Ovs,
+    pre: &UplinkPreState,
+) -> Result<f64> {
     let uplink = nl
         .link(&pre.uplink)?
         .with_context(|| format!("the uplink `{}` does not exist", pre.uplink))?;
@@ -567,6 +589,8 @@ pub fn detach_recorded(nl: &mut Netlink, ovs: &Ovs, pre: &UplinkPreState) -> Res
     let t = Instant::now();
     nl.apply(&ops)?;
     let window = t.elapsed().as_secs_f64() * 1000.0;
+    // The addresses are back on the uplink: NetworkManager may have it again.
+    crate::host::nm::take_back(host, &pre.uplink)?;
     ovs.del_port(&pre.bridge, &pre.uplink)?;
     if !ovs.bridge_exists(&pre.bridge)? {
         return Ok(window);
@@ -685,7 +709,7 @@ pub fn detach(ctx: &Ctx) -> Result<StepReport> {
             pre_state(&names, &uplink, String::new(), kept, &back)
         }
     };
-    let window = detach_recorded(&mut nl, &ovs, &pre).map_err(|e| {
+    let window = detach_recorded(ctx.host, &mut nl, &ovs, &pre).map_err(|e| {
         Error::new(
             Kind::Apply,
             format!("uplink detach failed: {e:#}; re-run it to finish"),
@@ -707,11 +731,11 @@ pub fn detach(ctx: &Ctx) -> Result<StepReport> {
 /// For `cleanup`: detach from a ledger entry alone. When no OVS runs any more (the nsx-ovs
 /// container is gone, as on decommission), a private ovsdb-server is started on the recorded
 /// database just long enough to remove the port and the bridge.
-pub fn undo(pre: &UplinkPreState) -> Result<()> {
+pub fn undo(host: &HostRoot, pre: &UplinkPreState) -> Result<()> {
     let mut nl = Netlink::open()?;
     let ovs = Ovs::new(PathBuf::from(&pre.ovs_db_dir))?;
     if ovs.reachable().is_ok() {
-        return detach_recorded(&mut nl, &ovs, pre).map(|_| ());
+        return detach_recorded(host, &mut nl, &ovs, pre).map(|_| ());
     }
     let db = pre.conf_db.as_deref().ok_or_else(|| {
         anyhow!(
@@ -721,7 +745,7 @@ pub fn undo(pre: &UplinkPreState) -> Result<()> {
         )
     })?;
     let offline = crate::host::ovs::Offline::start(std::path::Path::new(db))?;
-    detach_recorded(&mut nl, &offline.ovs, pre)?;
+    detach_recorded(host, &mut nl, &offline.ovs, pre)?;
     // The bridge's own device outlives a stopped ovs-vswitchd; with no switch to remove it,
     // remove it here when the bridge was ours.
     if pre.bridge_created {

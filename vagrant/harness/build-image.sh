@@ -21,7 +21,8 @@ mmdebstrap --variant=minbase --include="$PKGS" \
   --customize-hook='chroot "$1" passwd -d root' \
   --customize-hook='mkdir -p "$1/mnt/host"' \
   --customize-hook='printf "/dev/vda / ext4 rw 0 1\nhost0 /mnt/host 9p trans=virtio,version=9p2000.L,nofail 0 0\n" > "$1/etc/fstab"' \
-  --customize-hook='printf "auto lo\niface lo inet loopback\n\n# node-if: the NIC on the NSX logical switch (here qemu user-mode network, restricted).\n# Its address is set by hand (as on an NCP node before ncp-bootstrap): only persist keeps it.\nauto eth0\niface eth0 inet manual\n" > "$1/etc/network/interfaces"' \
+  --customize-hook='printf "auto lo\niface lo inet loopback\n\n# The management NIC (qemu user-mode, restricted): left without an address.\nauto eth0\niface eth0 inet manual\n\n# node-if: the NIC on the NSX logical switch (a tap to the host-side peer). Its address is\n# set by hand (as on an NCP node before ncp-bootstrap): only persist keeps it.\nauto eth1\niface eth1 inet manual\n" > "$1/etc/network/interfaces"' \
+  --customize-hook='printf "# The management NIC takes no router advertisements from qemu: its routes stay fixed.\nnet.ipv6.conf.eth0.accept_ra = 0\nnet.ipv6.conf.eth0.autoconf = 0\n" > "$1/etc/sysctl.d/90-management-nic.conf"' \
   --customize-hook='chroot "$1" systemctl mask apt-daily.timer apt-daily-upgrade.timer man-db.timer e2scrub_all.timer fstrim.timer >/dev/null 2>&1 || true' \
   --customize-hook='echo openvswitch >> "$1/etc/modules"' \
   --customize-hook='chroot "$1" systemctl disable NetworkManager NetworkManager-wait-online >/dev/null 2>&1 || true' \

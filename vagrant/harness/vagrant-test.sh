@@ -60,7 +60,8 @@ V box add --force --name ncpb-debian12 "$WORK/ncpb-debian12.box"
 t1=$(date +%s)
 V up --provider libvirt
 t2=$(date +%s)
-RUN="env NCPB_SHARE=/vagrant-share NCPB_UPLINK=eth1 NCPB_GATEWAY=192.168.76.1 NCPB_DEFAULT_METRIC=50 sh /vagrant-share/lifecycle.sh"
+# The libvirt network has no IPv6: NCPB_GATEWAY6 empty keeps the scenario to IPv4.
+RUN="env NCPB_SHARE=/vagrant-share NCPB_UPLINK=eth1 NCPB_GATEWAY=192.168.76.1 NCPB_GATEWAY6= NCPB_DEFAULT_METRIC=50 sh /vagrant-share/lifecycle.sh"
 V ssh -c "$RUN 1"
 V reload
 V ssh -c "$RUN 2"

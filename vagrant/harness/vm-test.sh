@@ -4,6 +4,11 @@
 # exits non-zero when any phase fails.
 # Usage: vm-test.sh [SCENARIO] [WORK_DIR]    (root; qemu-system-x86, mmdebstrap)
 # A scenario names its phases in a `# phases:` line (default: 1 2).
+#
+# The host-side peer: a network namespace this script creates (and removes) holding tap0, the
+# other end of the guest's node-if, with 192.168.76.1/24 and fd00:76::1/64. The node's gateway
+# is this peer, and while the guest attaches its uplink the peer pings the node every 10 ms from
+# outside (the guest asks for it by creating peer-ping.go in the share).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -18,25 +23,59 @@ RUN=$(mktemp -d "$WORK/run.XXXXXX")
 SHARE=$RUN/share
 bash "$HERE/make-share.sh" "$SHARE"
 echo "$SCENARIO" > "$SHARE/scenario"
+
+NS=ncpb-vm-$$
+WATCH=
+finish() {
+  [ -n "$WATCH" ] && kill "$WATCH" 2>/dev/null
+  ip netns pids "$NS" 2>/dev/null | xargs -r kill 2>/dev/null
+  ip netns del "$NS" 2>/dev/null
+  true
+}
+trap finish EXIT
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+ip -n "$NS" tuntap add dev tap0 mode tap
+ip -n "$NS" addr add 192.168.76.1/24 dev tap0
+ip -n "$NS" addr add fd00:76::1/64 dev tap0 nodad
+ip -n "$NS" link set tap0 up
+# The peer's side of the outage measurement: one round per peer-ping.go the guest creates.
+(
+  while :; do
+    if [ -e "$SHARE/peer-ping.go" ]; then
+      rm -f "$SHARE/peer-ping.go"
+      ip netns exec "$NS" ping -D -O -i 0.01 -c 1500 -W1 192.168.76.10 > "$SHARE/peer-ping.txt" 2>&1
+      touch "$SHARE/peer-ping.done"
+    fi
+    sleep 0.1
+  done
+) &
+WATCH=$!
+touch "$SHARE/peer-watch"
+
 status=0
 PHASES=$(sed -n 's/^# phases: *//p' "$REPO/vagrant/scenarios/$SCENARIO")
 for phase in ${PHASES:-1 2}; do
   echo "$phase" > "$SHARE/phase"
   p0=$(date +%s)
-  bash "$HERE/run-vm.sh" "$IMG" "$RUN/disk.qcow2" "$SHARE" "$RUN/serial.$phase.log" 900 || true
+  bash "$HERE/run-vm.sh" "$IMG" "$RUN/disk.qcow2" "$SHARE" "$RUN/serial.$phase.log" "$NS" 900 || true
   p1=$(date +%s)
-  echo "== phase $phase ($((p1 - p0)) s) =="
+  echo "== $SCENARIO phase $phase ($((p1 - p0)) s) =="
   cat "$SHARE/log.$phase" 2>/dev/null || { echo "no log: the guest did not run the scenario"; tail -30 "$RUN/serial.$phase.log"; }
   rc=$(cat "$SHARE/rc.$phase" 2>/dev/null || echo missing)
-  echo "== phase $phase exit: $rc =="
+  echo "== $SCENARIO phase $phase exit: $rc =="
   if [ "$rc" != 0 ]; then status=1; break; fi
 done
-if [ -f "$SHARE/ping-attach.txt" ]; then
-  echo "== kernel datapath: node pinging its gateway every 10 ms during attach =="
-  grep -i "no answer" "$SHARE/ping-attach.txt" | head -5 || true
-  tail -2 "$SHARE/ping-attach.txt"
-  grep -h "uplink attached" "$SHARE"/ovs-run-*.log 2>/dev/null || true
-fi
+for f in ping-attach.txt peer-ping.txt; do
+  [ -f "$SHARE/$f" ] || continue
+  case $f in
+    ping-attach.txt) echo "== kernel datapath: node pinging the peer every 10 ms during attach ==" ;;
+    peer-ping.txt) echo "== kernel datapath: peer pinging the node every 10 ms during attach ==" ;;
+  esac
+  grep -i "no answer" "$SHARE/$f" | head -5 || true
+  tail -2 "$SHARE/$f"
+done
+grep -h "uplink attached" "$SHARE"/ovs-run-*.log 2>/dev/null || true
 echo "image $((t1 - t0)) s, total $(( $(date +%s) - t0 )) s"
 [ "$status" = 0 ] && rm -rf "$RUN"
 exit $status

@@ -1,10 +1,12 @@
 # Sourced by every scenario: where things are, and the small helpers they share.
-# The qemu harness shares /mnt/host and uses eth0 on qemu's user-mode network; the Vagrant run
-# uploads to another directory and uses eth1 on a libvirt network (eth0 is Vagrant's).
+# The qemu harness shares /mnt/host; node-if is eth1, a tap whose other end (the peer,
+# 192.168.76.1 and fd00:76::1) is in a network namespace on the host. The Vagrant run uploads to
+# another directory, and its eth1 sits on a libvirt network (IPv4 only: NCPB_GATEWAY6 empty).
 S=${NCPB_SHARE:-/mnt/host}
 B=$S/ncp-bootstrap
-UP=${NCPB_UPLINK:-eth0}
-GW=${NCPB_GATEWAY:-192.168.76.2}
+UP=${NCPB_UPLINK:-eth1}
+GW=${NCPB_GATEWAY:-192.168.76.1}
+GW6=${NCPB_GATEWAY6-fd00:76::1}
 export NCP_BOOTSTRAP_NODE_UPLINK=$UP NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000
 fail() { echo "FAIL: $*"; exit 1; }
 ok() { echo "ok: $*"; }
@@ -13,4 +15,62 @@ wait_for() { # seconds, description, command...
   i=0
   while [ "$i" -lt $((t * 10)) ]; do "$@" >/dev/null 2>&1 && { ok "$d"; return 0; }; sleep 0.1; i=$((i + 1)); done
   fail "timed out: $d"
+}
+# The harness's peer pings the node from outside (1500 probes, 10 ms apart) between these two
+# calls; without a harness peer (Vagrant) both do nothing.
+peer_ping_begin() {
+  [ -e "$S/peer-watch" ] || return 0
+  rm -f "$S/peer-ping.done"
+  touch "$S/peer-ping.go"
+}
+peer_ping_end() {
+  [ -e "$S/peer-watch" ] || return 0
+  wait_for 60 "the peer's ping round finished" test -e "$S/peer-ping.done"
+}
+# The node before ncp-bootstrap: node-if's addresses and routes set by hand.
+configure_node_if() {
+  ip link set $UP up
+  ip addr add 192.168.76.10/24 dev $UP
+  # With a management NIC on DHCP (Vagrant) the default route of node-if gets a metric of its own.
+  ip route add default via $GW dev $UP ${NCPB_DEFAULT_METRIC:+metric $NCPB_DEFAULT_METRIC}
+  ip route add 10.99.0.0/16 via $GW dev $UP metric 50
+  if [ -n "$GW6" ]; then
+    ip -6 addr add fd00:76::10/64 dev $UP nodad
+    ip -6 route add fd00:99::/48 via $GW6 dev $UP metric 50
+  fi
+}
+# What the node must reach through whichever device carries its addresses.
+peer_answers() {
+  ping -c1 -W1 $GW >/dev/null || return 1
+  [ -z "$GW6" ] || ping -6 -c1 -W1 $GW6 >/dev/null
+}
+# The systemd units of units/systemd, as `make install-host` installs them, but under /run (gone
+# at reboot, outside the snapshot) with the settings in drop-ins.
+install_units() {
+  install -m 0755 $B /usr/bin/ncp-bootstrap
+  mkdir -p /run/systemd/system
+  cp $S/units/*.service /run/systemd/system/
+  for u in ncp-bootstrap ncp-ovs ncp-bootstrap-cleanup; do
+    mkdir -p /run/systemd/system/$u.service.d
+    printf '[Service]\nEnvironment=NCP_BOOTSTRAP_NODE_UPLINK=%s NCP_BOOTSTRAP_CNI_BUNDLE=%s/bundle NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000 %s\n' \
+      "$UP" "$S" "$1" > /run/systemd/system/$u.service.d/test.conf
+  done
+  systemctl daemon-reload
+}
+snapshot() { # what cleanup must give back
+  {
+    find /etc /opt /usr/share/ncp-bootstrap /var/lib/ncp-bootstrap -xdev \
+      \( -path /etc/openvswitch -o -path /etc/apparmor.d/cache -o -path /etc/ld.so.cache -o -path /etc/machine-id \) -prune -o \
+      -printf '%p %M %s\n' 2>/dev/null | sort
+    find /etc /opt -xdev -type f \( -path '/etc/openvswitch/*' -o -path '/etc/apparmor.d/cache/*' -o -path /etc/ld.so.cache \) -prune -o -type f -print0 2>/dev/null | sort -z | xargs -0 sha256sum
+    grep -c node-agent-apparmor /sys/kernel/security/apparmor/profiles
+    echo "openvswitch-switch: $(systemctl is-enabled openvswitch-switch) $(systemctl is-active openvswitch-switch)"
+    echo "bridges: $(ovs-vsctl --timeout=5 list-br | tr '\n' ' ')"
+    ip -4 -o addr show dev $UP | awk '{print $4}'
+    ip -6 -o addr show dev $UP scope global | awk '{print $4}'
+    # Routes from router advertisements carry a countdown; their presence is what counts.
+    ip -4 route show table all | grep -v -e '^local' -e '^broadcast' -e '^multicast' | sort
+    ip -6 route show table all | grep -v -e '^local' -e '^multicast' -e 'fe80' -e '^ff00' | sed -E 's/ expires [0-9]+sec//' | sort
+    ip rule show
+  }
 }

@@ -1,29 +1,32 @@
 #!/bin/sh
 # phases: 1
 # kill -9 in the middle of `uplink attach` and of `cleanup`, on the kernel datapath with the
-# host's own OVS: each re-run converges and the gateway answers at the end. The kill lands at a
+# host's own OVS: each re-run converges and the peer answers (IPv4 and IPv6) at the end. The kill lands at a
 # different moment in each round (0.1 s to 1.5 s into a run that takes about 2 s under TCG).
 set -u
 . "$(dirname "$0")/common.sh"
 wait_for 60 "$UP is up" ip link show $UP up
-ip link set $UP up
-ip addr add 192.168.76.10/24 dev $UP
-ip route add default via $GW dev $UP
+configure_node_if
 wait_for 90 "host OVS answers" ovs-vsctl --timeout=2 show
-wait_for 30 "gateway answers" ping -c1 -W1 $GW
-before=$(ip -4 -o addr show dev $UP | awk '{print $4}'; ip route show default)
+wait_for 30 "the peer answers" peer_answers
+node_state() {
+  ip -o addr show dev $UP scope global | awk '{print $4}'
+  ip route show dev $UP
+  ip -6 route show dev $UP | grep -v fe80 | sed -E 's/ expires [0-9]+sec//'
+}
+before=$(node_state)
 
 for delay in 0.1 0.4 0.8 1.5; do
   timeout -s KILL $delay $B -q uplink attach; echo "attach killed after ${delay}s (exit $?)"
   $B -q uplink attach || fail "attach after a kill at ${delay}s"
   ip -4 -o addr show dev br-int | grep -q 192.168.76.10/24 || fail "address not on br-int after the re-run"
   ip -4 -o addr show dev $UP | grep -q 192.168.76.10 && fail "address still on $UP"
-  wait_for 10 "gateway answers through br-int (kill at ${delay}s)" ping -c1 -W1 $GW
+  wait_for 10 "the peer answers through br-int (kill at ${delay}s)" peer_answers
   timeout -s KILL $delay $B -q cleanup; echo "cleanup killed after ${delay}s (exit $?)"
   $B -q cleanup || fail "cleanup after a kill at ${delay}s"
-  after=$(ip -4 -o addr show dev $UP | awk '{print $4}'; ip route show default)
+  after=$(node_state)
   [ "$after" = "$before" ] || { echo "$before"; echo "$after"; fail "node not restored (kill at ${delay}s)"; }
   [ -z "$(ovs-vsctl list-br)" ] || fail "bridge left behind"
-  wait_for 10 "gateway answers through $UP (kill at ${delay}s)" ping -c1 -W1 $GW
+  wait_for 10 "the peer answers through $UP (kill at ${delay}s)" peer_answers
 done
 exit 0

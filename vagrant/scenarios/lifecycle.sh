@@ -1,4 +1,5 @@
 #!/bin/sh
+# phases: 1 2
 # The whole story on a real kernel (OVS kernel datapath, AppArmor enforcing, a reboot).
 # Phase 1: a node as NCP finds it (host OVS running, node-if's address set by hand) ->
 #   install (host OVS stopped and disabled, CNI installed, AppArmor profile loaded in enforce
@@ -9,48 +10,15 @@
 set -u
 PHASE=$1
 . "$(dirname "$0")/common.sh"
-# The systemd units of units/systemd, as `make install-host` installs them, but under /run (gone
-# at reboot, outside the snapshot) with the settings in drop-ins.
-install_units() {
-  install -m 0755 $B /usr/bin/ncp-bootstrap
-  mkdir -p /run/systemd/system
-  cp $S/units/*.service /run/systemd/system/
-  for u in ncp-bootstrap ncp-ovs ncp-bootstrap-cleanup; do
-    mkdir -p /run/systemd/system/$u.service.d
-    printf '[Service]\nEnvironment=NCP_BOOTSTRAP_NODE_UPLINK=%s NCP_BOOTSTRAP_CNI_BUNDLE=%s/bundle NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000 %s\n' \
-      "$UP" "$S" "$1" > /run/systemd/system/$u.service.d/test.conf
-  done
-  systemctl daemon-reload
-}
-snapshot() { # what cleanup must give back
-  {
-    find /etc /opt /usr/share/ncp-bootstrap /var/lib/ncp-bootstrap -xdev \
-      \( -path /etc/openvswitch -o -path /etc/apparmor.d/cache -o -path /etc/ld.so.cache -o -path /etc/machine-id \) -prune -o \
-      -printf '%p %M %s\n' 2>/dev/null | sort
-    find /etc /opt -xdev -type f \( -path '/etc/openvswitch/*' -o -path '/etc/apparmor.d/cache/*' -o -path /etc/ld.so.cache \) -prune -o -type f -print0 2>/dev/null | sort -z | xargs -0 sha256sum
-    grep -c node-agent-apparmor /sys/kernel/security/apparmor/profiles
-    echo "openvswitch-switch: $(systemctl is-enabled openvswitch-switch) $(systemctl is-active openvswitch-switch)"
-    echo "bridges: $(ovs-vsctl --timeout=5 list-br | tr '\n' ' ')"
-    ip -4 -o addr show dev $UP | awk '{print $4}'
-    # Routes from router advertisements carry a countdown; their presence is what counts.
-    ip route show table all | grep -v -e '^local' -e '^broadcast' -e '^multicast' -e 'fe80' -e '^ff00' | sed -E 's/ expires [0-9]+sec//' | sort
-    ip rule show
-  }
-}
-
 wait_for 60 "$UP is up" ip link show $UP up
 if [ "$PHASE" = 1 ]; then
-  # The node before ncp-bootstrap: address and routes set by hand, the host's OVS running.
-  ip link set $UP up
-  ip addr add 192.168.76.10/24 dev $UP
-  # With a management NIC (Vagrant) the default route of node-if gets a metric of its own.
-  ip route add default via $GW dev $UP ${NCPB_DEFAULT_METRIC:+metric $NCPB_DEFAULT_METRIC}
-  ip route add 10.99.0.0/16 via $GW dev $UP metric 50
+  # The node before ncp-bootstrap: addresses and routes set by hand, the host's OVS running.
+  configure_node_if
   wait_for 90 "host OVS answers" ovs-vsctl --timeout=2 show
   # The boot's start jobs run in the background (systemd.run); let the OVS unit settle so the
   # snapshot records its steady state.
   wait_for 90 "openvswitch-switch.service active" systemctl is-active -q openvswitch-switch
-  wait_for 30 "gateway answers" ping -c1 -W1 $GW
+  wait_for 30 "the peer answers (IPv4${GW6:+ and IPv6})" peer_answers
   grep -q '^openvswitch ' /proc/modules && ok "kernel OVS module loaded" || fail "no openvswitch module"
   [ "$(cat /sys/module/apparmor/parameters/enabled)" = Y ] && ok "AppArmor enabled" || fail "AppArmor not enabled"
   snapshot > $S/before.txt
@@ -65,20 +33,27 @@ if [ "$PHASE" = 1 ]; then
   [ -x /opt/cni/bin/nsx ] && [ -f /etc/cni/net.d/10-nsx.conflist ] && ok "CNI installed" || fail "CNI files"
   $B status --bundle $S/bundle || fail "status after install"
 
-  # -O reports each missing reply, -D timestamps it: the log shows when a probe was lost.
+  # -O reports each missing reply, -D timestamps it: the log shows when a probe was lost. The
+  # node pings the peer and the peer pings the node, both every 10 ms, across the attach.
   ping -D -O -i 0.01 -c 1500 -W1 $GW > $S/ping-attach.txt 2>&1 &
   PING=$!
+  peer_ping_begin
   sleep 2
   systemctl start ncp-ovs.service || fail "ncp-ovs.service"
   wait_for 120 "ovs health (kernel datapath, uplink attached)" $B -q ovs health
   wait $PING
+  peer_ping_end
   ovs-dpctl show | grep -q "port [0-9]*: $UP\$" && ok "$UP is a port of the kernel datapath" || { ovs-dpctl show; fail "kernel datapath"; }
   [ "$(ovs-vsctl get Interface $UP ofport)" = 1 ] && ok "$UP has ofport 1" || fail "ofport of $UP"
   grep -o '"switch_window_ms":[^,}]*' $S/ovs-run-1.log || true
   ip -4 -o addr show dev br-int | grep -q 192.168.76.10/24 && ok "address on br-int" || fail "address not on br-int"
-  ping -c3 -W1 $GW >/dev/null && ok "gateway answers through br-int" || fail "gateway after attach"
+  [ -z "$GW6" ] || { ip -6 -o addr show dev br-int | grep -q fd00:76::10/64 && ok "IPv6 address on br-int" || fail "IPv6 address not on br-int"; }
+  [ -z "$GW6" ] || { ip -6 route show fd00:99::/48 | grep -q "via $GW6 dev br-int metric 50" && ok "IPv6 route on br-int" || fail "IPv6 route not on br-int"; }
+  peer_answers && ok "the peer answers through br-int" || fail "peer after attach"
   $B persist || fail "persist"
+  sed -n "/^iface $UP /,/^\$/p" /etc/network/interfaces
   ifquery $UP | grep -q 'address: 192.168.76.10' && ok "ifupdown stanza persisted" || fail "persisted stanza"
+  [ -z "$GW6" ] || { ifquery $UP | grep -q 'address: fd00:76::10' && ok "ifupdown inet6 stanza persisted" || { ifquery $UP; fail "persisted inet6 stanza"; }; }
   journalctl -u ncp-ovs --no-pager -o cat > $S/ovs-run-1.log
   systemctl stop ncp-ovs.service
   [ "$(systemctl show -p Result --value ncp-ovs.service)" = success ] && ok "ncp-ovs.service stopped cleanly" || fail "ncp-ovs.service result"
@@ -89,7 +64,13 @@ fi
 wait_for 90 "$UP has its persisted address" sh -c "ip -4 -o addr show dev $UP | grep -q 192.168.76.10/24"
 wait_for 30 "persisted default route" sh -c "ip route show default | grep -q 'via $GW dev $UP'"
 ip route show 10.99.0.0/16 | grep -q "via $GW dev $UP metric 50" && ok "persisted extra route" || fail "extra route lost"
-wait_for 30 "gateway answers after reboot" ping -c1 -W1 $GW
+if [ -n "$GW6" ]; then
+  wait_for 30 "$UP has its persisted IPv6 address" sh -c "ip -6 -o addr show dev $UP | grep -q fd00:76::10/64"
+  # ifup runs the stanza's `up` lines once duplicate address detection has finished.
+  wait_for 30 "persisted IPv6 route" sh -c "ip -6 route show fd00:99::/48 | grep -q 'via $GW6 dev $UP metric 50'"
+
+fi
+wait_for 30 "the peer answers after reboot" peer_answers
 systemctl is-active -q openvswitch-switch && fail "host OVS came back after reboot"
 grep -q '^node-agent-apparmor (enforce)' /sys/kernel/security/apparmor/profiles && ok "profile loaded at boot" || fail "profile not loaded at boot"
 
@@ -98,10 +79,11 @@ install_units NCP_BOOTSTRAP_OVS_ON_EXIT=restore
 systemctl start ncp-ovs.service || fail "ncp-ovs.service after reboot"
 journalctl -u ncp-bootstrap --no-pager -o cat | grep -q "host-ovs: converged" && ok "install converged after reboot" || { journalctl -u ncp-bootstrap --no-pager -o cat | tail; fail "install not converged"; }
 wait_for 120 "ovs health after reboot" $B -q ovs health
-ping -c3 -W1 $GW >/dev/null && ok "gateway answers through br-int" || fail "gateway after re-attach"
+wait_for 10 "the peer answers through br-int after reboot" peer_answers
 systemctl stop ncp-ovs.service
 journalctl -u ncp-ovs --no-pager -o cat > $S/ovs-run-2.log
 ip -4 -o addr show dev $UP | grep -q 192.168.76.10/24 && ok "on_exit=restore put the address back on $UP" || fail "address not restored"
+wait_for 10 "the peer answers through $UP" peer_answers
 
 systemctl start ncp-bootstrap-cleanup.service || { journalctl -u ncp-bootstrap-cleanup --no-pager | tail -30; fail "ncp-bootstrap-cleanup.service"; }
 ok "ncp-bootstrap-cleanup.service ran cleanup"
