@@ -180,3 +180,59 @@ fn ovs_run_refuses_a_live_host_ovs() {
     assert!(r.stderr.contains("live ovsdb-server (pid"), "{}", r.stderr);
     assert_eq!(lab.ovs_pids().len(), 2, "the host OVS must be left alone");
 }
+
+/// A host whose OVS package is older than the one in the image: its conf.db has an older
+/// schema. `ovs run` backs it up and converts it, keeping its rows. The old schema is made from
+/// the installed one (version lowered, one column taken out), since no older package is here.
+#[test]
+fn ovs_run_converts_an_old_database_after_a_backup() {
+    let Some(lab) = NetLab::new() else { return };
+    lab.standard();
+    let schema_path = "/usr/share/openvswitch/vswitch.ovsschema";
+    let mut schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
+    let current = schema["version"].as_str().unwrap().to_string();
+    schema["version"] = "8.0.0".into();
+    schema["tables"]["Open_vSwitch"]["columns"]
+        .as_object_mut()
+        .unwrap()
+        .remove("datapath_types")
+        .unwrap();
+    let old = lab.host.join("old.ovsschema");
+    std::fs::write(&old, schema.to_string()).unwrap();
+    let db = lab.ovs_dir.join("conf.db");
+    let tool = |args: &[&str]| {
+        let out = Command::new("ovsdb-tool").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    tool(&["create", db.to_str().unwrap(), old.to_str().unwrap()]);
+    tool(&[
+        "transact",
+        db.to_str().unwrap(),
+        r#"["Open_vSwitch",{"op":"insert","table":"Open_vSwitch","row":{"external_ids":["map",[["system-id","node-7"]]]}}]"#,
+    ]);
+    assert_eq!(tool(&["db-version", db.to_str().unwrap()]), "8.0.0");
+
+    let mut run = start_run(&lab, &[]);
+    wait_for(
+        "ovs health after conversion",
+        Duration::from_secs(20),
+        || healthy(&lab),
+    );
+    assert_eq!(tool(&["db-version", db.to_str().unwrap()]), current);
+    let backup = lab.ovs_dir.join("conf.db.backup-8.0.0");
+    assert_eq!(tool(&["db-version", backup.to_str().unwrap()]), "8.0.0");
+    assert_eq!(
+        lab.vsctl(&["get", "Open_vSwitch", ".", "external_ids:system-id"]),
+        "node-7",
+        "the host's rows survive the conversion"
+    );
+    assert!(lab.vsctl(&["list-ports", "br-int"]).contains("eth1"));
+    sigterm(&run);
+    assert!(exit_within(&mut run, Duration::from_secs(20)).is_some());
+}
