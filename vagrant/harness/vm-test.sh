@@ -77,5 +77,7 @@ for f in ping-attach.txt peer-ping.txt; do
 done
 grep -h "uplink attached" "$SHARE"/ovs-run-*.log 2>/dev/null || true
 echo "image $((t1 - t0)) s, total $(( $(date +%s) - t0 )) s"
-[ "$status" = 0 ] && rm -rf "$RUN"
+# NCPB_KEEP_RUN=1 keeps the run directory (share, logs, disk) of a passing run too.
+[ "$status" = 0 ] && [ -z "${NCPB_KEEP_RUN:-}" ] && rm -rf "$RUN"
+echo "run directory: $RUN"
 exit $status
