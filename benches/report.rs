@@ -603,11 +603,17 @@ fn vm_rows() -> Vec<Row> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    let attached: Vec<&str> = text
+    // The guest's journal can repeat a line; each attach counts once.
+    let mut attached: Vec<&str> = Vec::new();
+    for t in text
         .lines()
         .filter_map(|l| l.split("uplink attached ").nth(1))
         .map(|t| t.split(" after").next().unwrap_or(""))
-        .collect();
+    {
+        if !attached.contains(&t) {
+            attached.push(t);
+        }
+    }
     // vm-test.sh prints a heading per direction, then ping's summary line.
     for (row, heading) in rows
         .iter_mut()
@@ -627,7 +633,7 @@ fn vm_rows() -> Vec<Row> {
                     .trim()
                     .to_string();
                 row.command = format!(
-                    "`vagrant/harness/vm-test.sh lifecycle.sh` in this run; `ovs run` start → attached in the VM: {}",
+                    "`vagrant/harness/vm-test.sh lifecycle.sh` in this run; `ovs run` start → attached in the VM: {}; a lost probe is OVS's own drop of a packet on a just-added datapath port (`vagrant/scenarios/outage.sh`: plain add-port loses the same)",
                     attached.join(", ")
                 );
             }

@@ -39,6 +39,20 @@ configure_node_if() {
     ip -6 route add fd00:99::/48 via $GW6 dev $UP metric 50
   fi
 }
+# The node as NCP finds it, for one-boot scenarios: node-if configured by hand, the host's own
+# OVS answering, the peer reachable.
+node_with_host_ovs() {
+  wait_for 60 "$UP is up" ip link show $UP up
+  configure_node_if
+  wait_for 90 "host OVS answers" ovs-vsctl --timeout=2 show
+  wait_for 30 "the peer answers" peer_answers
+}
+# Stops ncp-ovs.service (keeping its log as ovs-run-N.log in the share); it must end cleanly.
+stop_ncp_ovs() { # N
+  systemctl stop ncp-ovs.service
+  journalctl -u ncp-ovs --no-pager -o cat > $S/ovs-run-$1.log
+  [ "$(systemctl show -p Result --value ncp-ovs.service)" = success ] && ok "ncp-ovs.service stopped cleanly" || fail "ncp-ovs.service result"
+}
 # What the node must reach through whichever device carries its addresses.
 peer_answers() {
   ping -c1 -W1 $GW >/dev/null || return 1

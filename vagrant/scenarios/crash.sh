@@ -5,10 +5,7 @@
 # different moment in each round (0.1 s to 1.5 s into a run that takes about 2 s under TCG).
 set -u
 . "$(dirname "$0")/common.sh"
-wait_for 60 "$UP is up" ip link show $UP up
-configure_node_if
-wait_for 90 "host OVS answers" ovs-vsctl --timeout=2 show
-wait_for 30 "the peer answers" peer_answers
+node_with_host_ovs
 node_state() {
   ip -o addr show dev $UP scope global | awk '{print $4}'
   ip route show dev $UP

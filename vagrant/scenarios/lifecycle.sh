@@ -54,9 +54,7 @@ if [ "$PHASE" = 1 ]; then
   sed -n "/^iface $UP /,/^\$/p" /etc/network/interfaces
   ifquery $UP | grep -q 'address: 192.168.76.10' && ok "ifupdown stanza persisted" || fail "persisted stanza"
   [ -z "$GW6" ] || { ifquery $UP | grep -q 'address: fd00:76::10' && ok "ifupdown inet6 stanza persisted" || { ifquery $UP; fail "persisted inet6 stanza"; }; }
-  journalctl -u ncp-ovs --no-pager -o cat > $S/ovs-run-1.log
-  systemctl stop ncp-ovs.service
-  [ "$(systemctl show -p Result --value ncp-ovs.service)" = success ] && ok "ncp-ovs.service stopped cleanly" || fail "ncp-ovs.service result"
+  stop_ncp_ovs 1
   exit 0
 fi
 
@@ -80,8 +78,7 @@ systemctl start ncp-ovs.service || fail "ncp-ovs.service after reboot"
 journalctl -u ncp-bootstrap --no-pager -o cat | grep -q "host-ovs: converged" && ok "install converged after reboot" || { journalctl -u ncp-bootstrap --no-pager -o cat | tail; fail "install not converged"; }
 wait_for 120 "ovs health after reboot" $B -q ovs health
 wait_for 10 "the peer answers through br-int after reboot" peer_answers
-systemctl stop ncp-ovs.service
-journalctl -u ncp-ovs --no-pager -o cat > $S/ovs-run-2.log
+stop_ncp_ovs 2
 ip -4 -o addr show dev $UP | grep -q 192.168.76.10/24 && ok "on_exit=restore put the address back on $UP" || fail "address not restored"
 wait_for 10 "the peer answers through $UP" peer_answers
 

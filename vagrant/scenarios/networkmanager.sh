@@ -86,9 +86,7 @@ if [ "$PHASE" = 1 ]; then
   systemctl restart NetworkManager
   wait_for 60 "NetworkManager answers after its restart" nmcli -t general status
   left_alone "after NM restarted"
-  journalctl -u ncp-ovs --no-pager -o cat > $S/ovs-run-1.log
-  systemctl stop ncp-ovs.service
-  [ "$(systemctl show -p Result --value ncp-ovs.service)" = success ] && ok "ncp-ovs.service stopped cleanly" || fail "ncp-ovs.service result"
+  stop_ncp_ovs 1
   exit 0
 fi
 
@@ -99,8 +97,7 @@ wait_for 30 "the peer answers after reboot" peer_answers
 install_units NCP_BOOTSTRAP_OVS_ON_EXIT=restore
 start_ovs "attach after reboot"
 left_alone "after the reboot"
-systemctl stop ncp-ovs.service
-journalctl -u ncp-ovs --no-pager -o cat > $S/ovs-run-2.log
+stop_ncp_ovs 2
 wait_for 10 "on_exit=restore put the addresses back on $UP" sh -c "ip -4 -o addr show dev $UP | grep -q 192.168.76.10/24 && ip -6 -o addr show dev $UP | grep -q fd00:76::10/64"
 wait_for 10 "the peer answers through $UP" peer_answers
 [ "$(nmcli -t -g GENERAL.STATE device show $UP)" = "100 (connected)" ] && ok "NM still holds $UP with its connection" || { nmcli device; fail "NM state of $UP"; }

@@ -13,10 +13,7 @@
 # log line, so the count is a lower bound).
 set -u
 . "$(dirname "$0")/common.sh"
-wait_for 60 "$UP is up" ip link show $UP up
-configure_node_if
-wait_for 90 "host OVS answers" ovs-vsctl --timeout=2 show
-wait_for 30 "the peer answers" peer_answers
+node_with_host_ovs
 MAC=$(cat /sys/class/net/$UP/address)
 PEER_MAC=$(ip neigh show $GW dev $UP | awk '{print $3}')
 mkdir -p $S/outage
