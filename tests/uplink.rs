@@ -409,3 +409,66 @@ fn networkmanager_leaves_the_attached_uplink_alone_until_detach() {
     assert!(!mark.exists() && !mark.parent().unwrap().exists());
     assert!(lab.ping_from_peer("10.0.0.5"));
 }
+
+#[test]
+fn networkmanager_without_the_device_needs_nothing_and_a_broken_nmcli_warns() {
+    let Some(lab) = lab() else { return };
+    let nm = FakeNm::start(&lab);
+    let env = [("PATH", nm.path.as_str())];
+    let fake = lab.host.join("fake-bin/nmcli");
+    // NM runs but does not know eth1 (nmcli exits 10, as it does).
+    common::write(
+        &fake,
+        b"#!/bin/sh\necho \"Error: Device 'eth1' not found.\" >&2\nexit 10\n",
+        0o755,
+    );
+    let r = lab.tool(&["uplink", "attach"], &env);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        !r.stdout.contains("NetworkManager") && !r.stderr.contains("NetworkManager"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(!lab.host.join("run/ncp-bootstrap").exists());
+    assert_eq!(lab.tool(&["uplink", "detach"], &env).code, 0);
+    // nmcli cannot reach NetworkManager: the attach stands, with a warning that says why.
+    common::write(
+        &fake,
+        b"#!/bin/sh\necho 'Error: NetworkManager is not running.' >&2\nexit 8\n",
+        0o755,
+    );
+    let r = lab.tool(&["uplink", "attach"], &env);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let all = r.stdout + &r.stderr;
+    assert!(
+        all.contains("could not tell NetworkManager to leave eth1 alone"),
+        "{all}"
+    );
+    assert!(!all.contains("[done] tell NetworkManager"), "{all}");
+    assert!(lab.ping_from_peer("10.0.0.5"));
+    assert_eq!(lab.tool(&["uplink", "detach"], &env).code, 0);
+    // The operator keeps eth1 unmanaged already: nothing is set, and detach sets nothing back.
+    let log = lab.host.join("nmcli.log");
+    common::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\necho '10 (unmanaged)'\n",
+            log.display()
+        )
+        .as_bytes(),
+        0o755,
+    );
+    let r = lab.tool(&["uplink", "attach"], &env);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains("tell NetworkManager"), "{}", r.stdout);
+    let again = lab.tool(&["uplink", "attach"], &env);
+    assert!(again.stdout.contains("converged"), "{}", again.stdout);
+    assert_eq!(lab.tool(&["uplink", "detach"], &env).code, 0);
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "-t -g GENERAL.STATE device show eth1\n",
+        "only the state was asked, once"
+    );
+    assert!(!lab.host.join("run/ncp-bootstrap").exists());
+}

@@ -45,9 +45,11 @@ fn nmcli(args: &[&str]) -> Result<String> {
     Ok(out.stdout)
 }
 
-/// Whether the uplink is handed off (marked by this tool).
+/// Whether the uplink is handed off by this tool (not unmanaged by the operator already).
 pub fn handed_off(host: &HostRoot, uplink: &str) -> Result<bool> {
-    host.exists(&mark(uplink))
+    Ok(host
+        .read(&mark(uplink))?
+        .is_some_and(|m| !was_unmanaged(&String::from_utf8_lossy(&m))))
 }
 
 /// Whether NetworkManager runs and the uplink is not yet handed off.
@@ -60,18 +62,19 @@ pub fn hand_off(host: &HostRoot, uplink: &str) -> Result<Option<String>> {
     if !needs_hand_off(host, uplink)? {
         return Ok(None);
     }
-    // A device NetworkManager does not know, or leaves alone already, needs nothing.
+    // A device NetworkManager does not know, or leaves alone already, needs nothing. Any other
+    // failure (no nmcli, no system bus) is the caller's warning: NM runs and may fight.
     let state = match nmcli(&["-t", "-g", "GENERAL.STATE", "device", "show", uplink]) {
         Ok(s) => s,
-        Err(_) => return Ok(None),
+        Err(e) if format!("{e:#}").contains("not found") => return Ok(None),
+        Err(e) => return Err(e.context("asking NetworkManager for the uplink's state")),
     };
-    if state.trim().starts_with("10 ") {
-        return Ok(Some(format!(
-            "NetworkManager already leaves {uplink} unmanaged"
-        )));
-    }
+    // The mark holds the state found, so that detach gives back only what it took.
     host.create_dirs(MARK_DIR)?;
     host.write_atomic(&mark(uplink), state.as_bytes(), 0o644)?;
+    if was_unmanaged(&state) {
+        return Ok(None);
+    }
     nmcli(&["device", "set", uplink, "managed", "no"])
         .with_context(|| format!("telling NetworkManager to leave {uplink} alone"))?;
     Ok(Some(format!(
@@ -82,17 +85,26 @@ pub fn hand_off(host: &HostRoot, uplink: &str) -> Result<Option<String>> {
 
 /// Gives the uplink back to NetworkManager, once its addresses are back on it.
 pub fn take_back(host: &HostRoot, uplink: &str) -> Result<Option<String>> {
-    if !host.exists(&mark(uplink))? {
+    let Some(found) = host.read(&mark(uplink))? else {
         return Ok(None);
-    }
-    let note = if running(host)? {
+    };
+    let note = if was_unmanaged(&String::from_utf8_lossy(&found)) {
+        None
+    } else if running(host)? {
         nmcli(&["device", "set", uplink, "managed", "yes"])
             .with_context(|| format!("giving {uplink} back to NetworkManager"))?;
-        format!("{uplink} is NetworkManager's again")
+        Some(format!("{uplink} is NetworkManager's again"))
     } else {
-        format!("NetworkManager does not run; {uplink} is its again when it starts")
+        Some(format!(
+            "NetworkManager does not run; {uplink} is its again when it starts"
+        ))
     };
     host.remove_file(&mark(uplink))?;
     host.remove_empty_dir(MARK_DIR)?;
-    Ok(Some(note))
+    Ok(note)
+}
+
+/// `GENERAL.STATE` 10 is "unmanaged": the operator's choice, not ours to undo.
+fn was_unmanaged(state: &str) -> bool {
+    state.trim().starts_with("10 ")
 }

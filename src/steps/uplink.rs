@@ -355,13 +355,14 @@ pub fn attach(ctx: &Ctx) -> Result<StepReport> {
         planned.push(format!("set {} and {} up", names.uplink, names.bridge));
     }
     planned.extend(describe_ops(&ops));
-    if crate::host::nm::needs_hand_off(ctx.host, &names.uplink)? {
-        planned.push(format!(
+    // Reported as done only when the hand-off finds something to do (see below).
+    let nm_item = crate::host::nm::needs_hand_off(ctx.host, &names.uplink)?.then(|| {
+        format!(
             "tell NetworkManager to leave {} unmanaged while attached",
             names.uplink
-        ));
-    }
-    if planned.is_empty() {
+        )
+    });
+    if planned.is_empty() && nm_item.is_none() {
         report
             .notes
             .push(format!("{} is attached to {}", names.uplink, names.bridge));
@@ -370,6 +371,7 @@ pub fn attach(ctx: &Ctx) -> Result<StepReport> {
     }
     if ctx.dry_run {
         report.status = Status::Planned;
+        planned.extend(nm_item);
         report.changes = changes(
             planned,
             &format!("move {} onto {}", names.uplink, names.bridge),
@@ -432,7 +434,10 @@ pub fn attach(ctx: &Ctx) -> Result<StepReport> {
     }
     // After the move and its check: NetworkManager finds the uplink already without addresses.
     match crate::host::nm::hand_off(ctx.host, &names.uplink) {
-        Ok(Some(note)) => report.notes.push(note),
+        Ok(Some(note)) => {
+            planned.extend(nm_item);
+            report.notes.push(note);
+        }
         Ok(None) => {}
         Err(e) => report.warnings.push(format!(
             "could not tell NetworkManager to leave {} alone ({e:#}); a restart of \
