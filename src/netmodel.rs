@@ -261,7 +261,8 @@ fn has_noprefixroute(a: &AddressMessage) -> bool {
         .any(|x| matches!(x, AddressAttribute::Flags(f) if f.contains(AddressFlags::Noprefixroute)))
 }
 
-fn route_dst(r: &RouteMessage) -> Option<IpAddr> {
+/// The destination of a route as an address (`None` for a default route).
+pub fn route_dst(r: &RouteMessage) -> Option<IpAddr> {
     r.attributes.iter().find_map(|a| match a {
         RouteAttribute::Destination(RouteAddress::Inet(v4)) => Some(IpAddr::V4(*v4)),
         RouteAttribute::Destination(RouteAddress::Inet6(v6)) => Some(IpAddr::V6(*v6)),

@@ -8,7 +8,7 @@ pub mod netplan;
 pub mod nm_keyfile;
 
 use crate::netmodel::{self as nm, Carried};
-use netlink_packet_route::route::{RouteAttribute, RouteProtocol, RouteScope};
+use netlink_packet_route::route::{RouteProtocol, RouteScope};
 use netlink_packet_route::AddressFamily;
 use std::net::IpAddr;
 
@@ -119,14 +119,7 @@ pub fn from_carried(iface: &str, mac: Option<String>, mtu: Option<u32>, c: &Carr
             }
             let via: Option<IpAddr> = nm::route_gateway(r).and_then(|g| g.parse().ok());
             let table = nm::route_table(r);
-            let dst = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Destination(d) => match d {
-                    netlink_packet_route::route::RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-                    netlink_packet_route::route::RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-                    _ => None,
-                },
-                _ => None,
-            });
+            let dst = nm::route_dst(r);
             let metric = Some(nm::route_priority(r)).filter(|m| *m != 0);
             let is_default = r.header.destination_prefix_length == 0;
             // IPv6 routes carry the kernel's default metric 1024; leaving it out says the same.
