@@ -2,6 +2,7 @@
 
 mod common;
 use common::netlab::NetLab;
+use std::process::Command;
 
 fn lab() -> Option<NetLab> {
     let mut lab = NetLab::new()?;
@@ -471,4 +472,48 @@ fn networkmanager_without_the_device_needs_nothing_and_a_broken_nmcli_warns() {
         "only the state was asked, once"
     );
     assert!(!lab.host.join("run/ncp-bootstrap").exists());
+}
+
+/// A DHCP lease moves with its lifetime (never frozen into a permanent address), and the
+/// operator is told that whatever renewed it on the uplink must now run on the bridge.
+#[test]
+fn a_dynamic_address_moves_with_its_lifetime_and_a_warning() {
+    let Some(mut lab) = NetLab::new() else { return };
+    for a in [
+        "link set lo up",
+        "link set peer0 up",
+        "addr add 10.0.0.1/24 dev peer0",
+    ] {
+        lab.p(a);
+    }
+    for a in [
+        "link set lo up",
+        "link set eth1 up",
+        "addr add 10.0.0.5/24 dev eth1 valid_lft 600 preferred_lft 600",
+        "route add default via 10.0.0.1 dev eth1 proto dhcp",
+    ] {
+        lab.n(a);
+    }
+    lab.start_ovs();
+    common::write(&lab.host.join("run/dhclient-eth1.pid"), b"4242\n", 0o644);
+    let r = lab.tool(&["uplink", "attach"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let all = r.stdout.clone() + &r.stderr;
+    assert!(all.contains("10.0.0.5 is dynamic"), "{all}");
+    assert!(all.contains("run a DHCP client for br-int"), "{all}");
+    assert!(
+        all.contains("a DHCP client runs for eth1 (/run/dhclient-eth1.pid)"),
+        "{all}"
+    );
+    let on_br = Command::new("ip")
+        .args(["-n", &lab.node, "-4", "-o", "addr", "show", "dev", "br-int"])
+        .output()
+        .unwrap();
+    let on_br = String::from_utf8_lossy(&on_br.stdout);
+    assert!(on_br.contains("10.0.0.5/24"), "{on_br}");
+    assert!(
+        on_br.contains("dynamic") && !on_br.contains("valid_lft forever"),
+        "{on_br}"
+    );
+    assert!(lab.ping_from_peer("10.0.0.5"));
 }

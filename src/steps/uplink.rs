@@ -129,9 +129,10 @@ fn dynamic_warnings(ctx: &Ctx, uplink: &str, bridge: &str, c: &Carried) -> Vec<S
         let (valid, _) = nm::lifetimes(a);
         w.push(format!(
             "{} is dynamic (valid for {valid} s more); it moves to {bridge} with its lifetime, \
-             not as a permanent address. Whatever renews it (DHCP client or router advertisements \
-             on {uplink}) must now run on {bridge}, or it expires: configure DHCP for {bridge} \
-             (`ncp-bootstrap persist` writes it)",
+             not as a permanent address. Whatever renews it (a DHCP client, NetworkManager or \
+             router advertisements on {uplink}) must now run on {bridge}, or it expires: run a \
+             DHCP client for {bridge} (`persist` writes {uplink}'s config for the next boot, not \
+             the bridge's)",
             nm::address_ip(a).map_or("an address".into(), |i| i.to_string())
         ));
     }
