@@ -355,6 +355,13 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
             return Err(e.context("ovs run: attaching the uplink"));
         }
         Some(Ok(report)) => {
+            // The container's log says what moved (and whom it was taken from).
+            for c in &report.changes {
+                ctx.progress.info(&format!("ovs run: {}", c.action));
+            }
+            for n in &report.notes {
+                ctx.progress.info(&format!("ovs run: {n}"));
+            }
             for w in &report.warnings {
                 ctx.progress.warn(w);
             }

@@ -60,14 +60,16 @@ peer_answers() {
 }
 # The systemd units of units/systemd, as `make install-host` installs them, but under /run (gone
 # at reboot, outside the snapshot) with the settings in drop-ins.
-install_units() {
+# A second argument installs them where they outlive a reboot instead (the scenario removes them).
+install_units() { # extra environment, [unit directory]
+  d=${2:-/run/systemd/system}
   install -m 0755 $B /usr/bin/ncp-bootstrap
-  mkdir -p /run/systemd/system
-  cp $S/units/*.service /run/systemd/system/
+  mkdir -p $d
+  cp $S/units/*.service $d/
   for u in ncp-bootstrap ncp-ovs ncp-bootstrap-cleanup; do
-    mkdir -p /run/systemd/system/$u.service.d
+    mkdir -p $d/$u.service.d
     printf '[Service]\nEnvironment=NCP_BOOTSTRAP_NODE_UPLINK=%s NCP_BOOTSTRAP_CNI_BUNDLE=%s/bundle NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000 %s\n' \
-      "$UP" "$S" "$1" > /run/systemd/system/$u.service.d/test.conf
+      "$UP" "$S" "$1" > $d/$u.service.d/test.conf
   done
   systemctl daemon-reload
 }
