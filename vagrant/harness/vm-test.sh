@@ -78,6 +78,9 @@ done
 grep -h "uplink attached" "$SHARE"/ovs-run-*.log 2>/dev/null || true
 echo "image $((t1 - t0)) s, total $(( $(date +%s) - t0 )) s"
 # NCPB_KEEP_RUN=1 keeps the run directory (share, logs, disk) of a passing run too.
-[ "$status" = 0 ] && [ -z "${NCPB_KEEP_RUN:-}" ] && rm -rf "$RUN"
-echo "run directory: $RUN"
+if [ "$status" = 0 ] && [ -z "${NCPB_KEEP_RUN:-}" ]; then
+  rm -rf "$RUN"
+else
+  echo "run directory (kept): $RUN"
+fi
 exit $status
