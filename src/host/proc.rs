@@ -1,42 +1,51 @@
 //! Processes seen through the host's `/proc` (the DaemonSet runs with `hostPID`).
 
 use super::HostRoot;
-use anyhow::Result;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
 
 /// The pid in a pid file, if the file exists and holds a number.
 pub fn read_pidfile(path: &std::path::Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// A file of a process in the host's `/proc`: `<host-root>/proc` when the host root has one
-/// (a host root at `/`, or a DaemonSet that mounts the host's /proc there), otherwise this
-/// process's own `/proc`, which with `hostPID` is the host's.
-fn proc_file(host: &HostRoot, pid: u32, file: &str) -> Result<Option<Vec<u8>>> {
+/// The host's `/proc`: `<host-root>/proc` when the host root has one (a host root at `/`, or a
+/// DaemonSet that mounts the host's /proc there), otherwise this process's own `/proc`, which
+/// with `hostPID` is the host's.
+fn proc_dir(host: &HostRoot) -> Result<PathBuf> {
     if host.is_dir("/proc/self")? {
-        return host.read(&format!("/proc/{pid}/{file}"));
+        host.resolve("/proc")
+    } else {
+        Ok(PathBuf::from("/proc"))
     }
-    match std::fs::read(format!("/proc/{pid}/{file}")) {
+}
+
+/// A file of a process under `dir`; `None` when the process (or the file) is gone.
+fn read_in(dir: &Path, pid: u32, file: &str) -> Result<Option<Vec<u8>>> {
+    let p = dir.join(pid.to_string()).join(file);
+    match std::fs::read(&p) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
     }
+}
+
+fn proc_file(host: &HostRoot, pid: u32, file: &str) -> Result<Option<Vec<u8>>> {
+    read_in(&proc_dir(host)?, pid, file)
 }
 
 /// The lowest pid whose process runs `program` (by `comm`, which the kernel cuts at 15 bytes).
 pub fn find(host: &HostRoot, program: &str) -> Result<Option<u32>> {
-    let dir = if host.is_dir("/proc/self")? {
-        host.resolve("/proc")?
-    } else {
-        std::path::PathBuf::from("/proc")
-    };
+    let dir = proc_dir(host)?;
     let comm: String = program.chars().take(15).collect();
-    let mut pids: Vec<u32> = std::fs::read_dir(&dir)?
+    let mut pids: Vec<u32> = std::fs::read_dir(&dir)
+        .with_context(|| format!("listing {}", dir.display()))?
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect();
     pids.sort_unstable();
     for pid in pids {
-        let Some(c) = proc_file(host, pid, "comm")? else {
+        let Some(c) = read_in(&dir, pid, "comm")? else {
             continue;
         };
         if String::from_utf8_lossy(&c).trim_end() == comm {
