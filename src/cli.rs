@@ -99,6 +99,10 @@ pub enum Command {
         /// No ledger: follow NCP's documented node cleanup
         #[arg(long)]
         legacy: bool,
+        /// Drop file entries whose backup is missing, leaving those files as they are now (the
+        /// host's original content is lost); without it such entries stay and cleanup exits 3
+        #[arg(long, conflicts_with = "legacy")]
+        forget_missing_backups: bool,
     },
     /// What is installed, what drifted (exit 1 on drift)
     Status(BundleArgs),

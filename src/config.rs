@@ -124,15 +124,10 @@ pub fn parse_text(def: &KeyDef, text: &str, origin: &str) -> Result<Value> {
     let bad = |what: &str| input(format!("{origin}: `{}` = `{text}` is not {what}", def.name));
     match def.ty {
         Type::Str => Ok(Value::Str(text.to_string())),
-        Type::Bool => match text {
-            "true" | "1" | "yes" => Ok(Value::Bool(true)),
-            "false" | "0" | "no" => Ok(Value::Bool(false)),
-            _ => Err(bad("a boolean (true or false)")),
-        },
-        Type::Int => text
-            .parse()
-            .map(Value::Int)
-            .map_err(|_| bad("a whole number")),
+        Type::Bool => parse_bool(text)
+            .map(Value::Bool)
+            .ok_or_else(|| bad(BOOL_SPELLINGS)),
+        Type::Int => text.parse().map(Value::Int).map_err(|_| bad(WHOLE_NUMBER)),
         Type::List => Ok(Value::List(
             text.split(',')
                 .map(str::trim)
@@ -142,6 +137,19 @@ pub fn parse_text(def: &KeyDef, text: &str, origin: &str) -> Result<Value> {
         )),
         Type::Choice(choices) if choices.contains(&text) => Ok(Value::Str(text.to_string())),
         Type::Choice(choices) => Err(bad(&format!("one of {}", choices.join(", ")))),
+    }
+}
+
+/// What a boolean may be written as, everywhere (flags' env, environment, config file).
+const BOOL_SPELLINGS: &str = "a boolean: true/false, yes/no, on/off or 1/0";
+const WHOLE_NUMBER: &str = "a whole number of 0 or more (digits only)";
+
+/// One set of boolean spellings for every source, case-insensitive.
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
     }
 }
 
@@ -160,13 +168,14 @@ fn parse_toml(def: &KeyDef, item: &toml_edit::Item, file: &str) -> Result<Value>
         }
         Type::Bool => item
             .as_bool()
+            .or_else(|| item.as_str().and_then(parse_bool))
             .map(Value::Bool)
-            .ok_or_else(|| bad("a boolean")),
+            .ok_or_else(|| bad(BOOL_SPELLINGS)),
         Type::Int => item
             .as_integer()
             .and_then(|i| u64::try_from(i).ok())
             .map(Value::Int)
-            .ok_or_else(|| bad("a whole number")),
+            .ok_or_else(|| bad(WHOLE_NUMBER)),
         Type::List => {
             let arr = item.as_array().ok_or_else(|| bad("a list of strings"))?;
             arr.iter()
@@ -203,6 +212,16 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
+/// A config file's text; a FIFO or directory there is an error naming it, never a hang.
+fn read_text(p: &Path) -> std::io::Result<String> {
+    match crate::host::read_regular(p) {
+        Ok(Some(b)) => String::from_utf8(b)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")),
+        Ok(None) => Err(std::io::ErrorKind::NotFound.into()),
+        Err(e) => Err(std::io::Error::other(format!("{e:#}"))),
+    }
+}
+
 /// The config file `config set` and `load` use: the flag's, or the host root's default.
 pub fn config_file_path(host: &HostRoot, inputs: &Inputs) -> Result<PathBuf> {
     match &inputs.config_file {
@@ -234,7 +253,7 @@ impl Config {
             .ncp_ini
             .clone()
             .unwrap_or_else(|| PathBuf::from(paths::NCP_INI));
-        match std::fs::read_to_string(&ini_path) {
+        match read_text(&ini_path) {
             Ok(text) => {
                 for (key, v) in ncp_ini_values(&text, &ini_path)? {
                     values.insert(
@@ -251,7 +270,7 @@ impl Config {
         }
 
         let file = config_file_path(host, inputs)?;
-        match std::fs::read_to_string(&file) {
+        match read_text(&file) {
             Ok(text) => {
                 let shown = file.display().to_string();
                 for (def, item) in toml_items(&text, &shown)? {
@@ -302,7 +321,23 @@ impl Config {
                 },
             );
         }
-        Ok(Config { values, warnings })
+        let config = Config { values, warnings };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values whose shape a type alone does not say, so that `--dry-run`, `config show`
+    /// and the real run accept and refuse the same input, before anything is touched.
+    fn validate(&self) -> Result<()> {
+        for t in self.list("probe.targets") {
+            crate::host::probe::parse_target(&t).map_err(|e| {
+                let from = self
+                    .source("probe.targets")
+                    .map_or(String::new(), |s| format!(" (from {s})"));
+                input(format!("{e:#}{from}"))
+            })?;
+        }
+        Ok(())
     }
 
     fn get(&self, key: &str) -> Option<&Value> {

@@ -170,6 +170,16 @@ impl Ledger {
                 paths::LEDGER
             ))
         })?;
+        // Cleanup removes these directories (when empty): only the state directory's own
+        // ancestors may be named, written plainly.
+        if let Some(bad) = ledger.state_dirs.iter().find(|d| !is_state_ancestor(d)) {
+            return Err(crate::error::input(format!(
+                "ledger {}: `state_dirs` names {bad:?}, which is not the state directory {} or \
+                 one of its parents; the ledger was altered. Fix or remove that entry",
+                paths::LEDGER,
+                paths::STATE_DIR
+            )));
+        }
         if ledger.format != FORMAT {
             return Err(crate::error::input(format!(
                 "ledger {} has format {}, this build reads format {FORMAT}",
@@ -200,7 +210,7 @@ impl Ledger {
     }
 
     pub fn save(&self, host: &HostRoot) -> Result<()> {
-        host.create_dirs(paths::STATE_DIR)?;
+        create_state_dir(host)?;
         let mut bytes = serde_json::to_vec_pretty(self).context("serialising the ledger")?;
         bytes.push(b'\n');
         host.write_atomic(paths::LEDGER, &bytes, 0o600)
@@ -210,6 +220,10 @@ impl Ledger {
     /// Adds an entry (a file entry replaces the one for the same path, keeping its `before`)
     /// and makes it durable.
     pub fn record(&mut self, host: &HostRoot, mut entry: Entry) -> Result<()> {
+        // A run resumed after a kill records its directories again: once is enough.
+        if matches!(entry, Entry::DirCreated { .. }) && self.entries.contains(&entry) {
+            return Ok(());
+        }
         if let Entry::File { path, before, .. } = &mut entry {
             if let Some(Entry::File { before: first, .. }) = self.file(path) {
                 *before = first.clone();
@@ -229,6 +243,77 @@ impl Ledger {
         }
         self.save(host)
     }
+}
+
+/// Creates the state directory, with a ledger that names the directories it had to create
+/// (`state_dirs`), in one step: the missing chain is built under a temporary name beside its
+/// outermost directory and renamed into place. A run killed at any moment therefore leaves
+/// either no new directory or one whose ledger says it is ours, and cleanup removes exactly
+/// those. Call with the lock held: a temporary chain found then is a killed run's, and goes.
+pub fn create_state_dir(host: &HostRoot) -> Result<()> {
+    let missing = host.missing_dirs(paths::STATE_DIR)?;
+    let mut ancestors: Vec<&str> = vec!["/"];
+    ancestors.extend(
+        paths::STATE_DIR
+            .match_indices('/')
+            .skip(1)
+            .map(|(i, _)| &paths::STATE_DIR[..i]),
+    );
+    for a in ancestors {
+        if host.is_dir(a)? {
+            crate::host::sweep_temp_dirs(&host.resolve(a)?)?;
+        }
+    }
+    let Some(top) = missing.first() else {
+        return Ok(());
+    };
+    let top_real = host.resolve(top)?;
+    let (Some(parent), Some(name)) = (top_real.parent(), top_real.file_name()) else {
+        anyhow::bail!("cannot create the state directory {}", paths::STATE_DIR);
+    };
+    let staging = parent.join(crate::host::temp_name(
+        &name.to_string_lossy(),
+        std::process::id(),
+    ));
+    let inner = staging.join(
+        std::path::Path::new(paths::STATE_DIR)
+            .strip_prefix(top)
+            .unwrap_or(std::path::Path::new("")),
+    );
+    let ledger = Ledger {
+        format: FORMAT,
+        entries: Vec::new(),
+        state_dirs: missing.clone(),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&ledger).context("serialising the ledger")?;
+    bytes.push(b'\n');
+    let built = crate::host::build_dir_chain(&staging, &inner, "ledger.json", &bytes, 0o600)
+        .and_then(|()| {
+            std::fs::rename(&staging, &top_real).with_context(|| {
+                format!("renaming {} to {}", staging.display(), top_real.display())
+            })
+        });
+    if built.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    built?;
+    crate::host::fsync_dir(parent)
+}
+
+/// Whether `dir` is `/var/lib/ncp-bootstrap` or one of its parents other than `/`, written as
+/// a plain absolute path.
+fn is_state_ancestor(dir: &str) -> bool {
+    let plain = dir.starts_with('/')
+        && dir.len() > 1
+        && !dir.ends_with('/')
+        && dir[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    plain
+        && (dir == paths::STATE_DIR
+            || paths::STATE_DIR
+                .strip_prefix(dir)
+                .is_some_and(|rest| rest.starts_with('/')))
 }
 
 /// Where the backup of a host path lives.
@@ -281,6 +366,25 @@ mod tests {
         assert_eq!(again, l);
         assert_eq!(again.entries.len(), 2);
         assert_eq!(again.file("/etc/x"), Some(&file("/etc/x", "v2", original)));
+    }
+
+    #[test]
+    fn state_dirs_must_be_the_state_dirs_parents() {
+        for ok in ["/var", "/var/lib", "/var/lib/ncp-bootstrap"] {
+            assert!(is_state_ancestor(ok), "{ok}");
+        }
+        for bad in [
+            "/",
+            "/etc",
+            "/var/lib/..",
+            "/var/../etc",
+            "var/lib",
+            "/var/",
+            "/var/li",
+            "//var",
+        ] {
+            assert!(!is_state_ancestor(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -27,7 +27,14 @@ pub enum UndoAction {
     Restore {
         path: String,
         backup: String,
+        /// The recorded hash of the original: a backup that does not match is not restored.
+        sha256: String,
         mode: u32,
+    },
+    /// `--forget-missing-backups`: the backup is gone, the file stays as it is.
+    ForgetMissingBackup {
+        path: String,
+        backup: String,
     },
     /// Someone changed the file after we wrote it: it is theirs now.
     KeepChanged {
@@ -50,9 +57,13 @@ impl UndoAction {
     pub fn describe(&self) -> String {
         match self {
             UndoAction::RemoveFile { path } => format!("remove {path}"),
-            UndoAction::Restore { path, backup, mode } => {
-                format!("restore {path} from {backup} (mode {mode:04o})")
-            }
+            UndoAction::Restore {
+                path, backup, mode, ..
+            } => format!("restore {path} from {backup} (mode {mode:04o})"),
+            UndoAction::ForgetMissingBackup { path, backup } => format!(
+                "forget {path}: its backup {backup} is missing, so the host's original cannot be \
+                 restored; {path} stays as it is now"
+            ),
             UndoAction::KeepChanged { path, backup } => format!(
                 "keep {path}: it changed after ncp-bootstrap wrote it{}",
                 backup
@@ -94,11 +105,16 @@ impl UndoAction {
     }
 
     pub fn is_warning(&self) -> bool {
-        matches!(self, UndoAction::KeepChanged { .. })
+        matches!(
+            self,
+            UndoAction::KeepChanged { .. } | UndoAction::ForgetMissingBackup { .. }
+        )
     }
 }
 
-pub fn plan(host: &HostRoot, entry: &Entry) -> Result<UndoAction> {
+/// Plans the undo of one entry (read only). `forget_missing_backups`: a file whose backup is
+/// gone is forgotten rather than failing every cleanup.
+pub fn plan(host: &HostRoot, entry: &Entry, forget_missing_backups: bool) -> Result<UndoAction> {
     Ok(match entry {
         Entry::DirCreated { path, .. } => UndoAction::RemoveDir { path: path.clone() },
         Entry::File {
@@ -109,24 +125,51 @@ pub fn plan(host: &HostRoot, entry: &Entry) -> Result<UndoAction> {
         } => {
             let now = host.file_state(path)?;
             let ours = now.as_ref().is_some_and(|s| &s.sha256 == sha256);
-            match (now.is_some(), ours, before) {
-                (true, false, Before::Absent) => UndoAction::KeepChanged {
-                    path: path.clone(),
-                    backup: None,
+            match before {
+                Before::Absent => match (&now, ours) {
+                    (None, _) => UndoAction::Nothing {
+                        why: format!("{path} is already gone"),
+                    },
+                    (Some(_), true) => UndoAction::RemoveFile { path: path.clone() },
+                    (Some(_), false) => UndoAction::KeepChanged {
+                        path: path.clone(),
+                        backup: None,
+                    },
                 },
-                (true, false, Before::Replaced { backup, .. }) => UndoAction::KeepChanged {
-                    path: path.clone(),
-                    backup: Some(backup.clone()),
-                },
-                (true, true, Before::Absent) => UndoAction::RemoveFile { path: path.clone() },
-                (false, _, Before::Absent) => UndoAction::Nothing {
-                    why: format!("{path} is already gone"),
-                },
-                (_, _, Before::Replaced { backup, mode, .. }) => UndoAction::Restore {
-                    path: path.clone(),
-                    backup: backup.clone(),
-                    mode: *mode,
-                },
+                Before::Replaced {
+                    backup,
+                    sha256: original,
+                    mode,
+                } => {
+                    let is_original = now
+                        .as_ref()
+                        .is_some_and(|s| &s.sha256 == original && s.mode == *mode);
+                    if is_original {
+                        // A run killed after recording but before writing: the host still has
+                        // its own file; only the backup (if written) goes.
+                        UndoAction::DropBackups {
+                            paths: vec![backup.clone()],
+                            note: format!("{path} is still the host's original; drop its backup"),
+                        }
+                    } else if now.is_some() && !ours {
+                        UndoAction::KeepChanged {
+                            path: path.clone(),
+                            backup: Some(backup.clone()),
+                        }
+                    } else if forget_missing_backups && !host.exists(backup)? {
+                        UndoAction::ForgetMissingBackup {
+                            path: path.clone(),
+                            backup: backup.clone(),
+                        }
+                    } else {
+                        UndoAction::Restore {
+                            path: path.clone(),
+                            backup: backup.clone(),
+                            sha256: original.clone(),
+                            mode: *mode,
+                        }
+                    }
+                }
             }
         }
         Entry::PackageRemoved {
@@ -142,10 +185,13 @@ pub fn plan(host: &HostRoot, entry: &Entry) -> Result<UndoAction> {
             ),
         },
         Entry::UplinkAttached(p) => UndoAction::DetachUplink(p.clone()),
-        Entry::HostOvsStopped { daemons, units, .. } => UndoAction::StartHostOvs {
-            daemons: daemons.clone(),
-            units: units.clone(),
-        },
+        Entry::HostOvsStopped { daemons, units, .. } => {
+            crate::steps::host_ovs::validate(daemons, units)?;
+            UndoAction::StartHostOvs {
+                daemons: daemons.clone(),
+                units: units.clone(),
+            }
+        }
         Entry::ProfileLoaded {
             name,
             was_loaded,
@@ -169,18 +215,48 @@ pub fn plan(host: &HostRoot, entry: &Entry) -> Result<UndoAction> {
     })
 }
 
-pub fn apply(host: &HostRoot, action: &UndoAction) -> Result<()> {
+/// Undoes one entry as planned. A run killed while writing the entry's file may have left its
+/// temp file beside it: that goes too.
+pub fn apply(host: &HostRoot, entry: &Entry, action: &UndoAction) -> Result<()> {
+    if let Entry::File { path, .. } = entry {
+        host.sweep_temps(path)?;
+    }
+    apply_action(host, action)
+}
+
+fn apply_action(host: &HostRoot, action: &UndoAction) -> Result<()> {
     match action {
         UndoAction::RemoveFile { path } => {
             host.remove_file(path)?;
         }
-        UndoAction::Restore { path, backup, mode } => {
-            let bytes = host
-                .read(backup)?
-                .with_context(|| format!("the backup {backup} of {path} is missing"))?;
+        UndoAction::Restore {
+            path,
+            backup,
+            sha256,
+            mode,
+        } => {
+            let bytes = host.read(backup)?.with_context(|| {
+                format!(
+                    "the backup {backup} of {path} is missing, so the host's original cannot be \
+                     restored; {path} is left as it is and stays in the ledger. Put the backup \
+                     back, or run `ncp-bootstrap cleanup --forget-missing-backups` to drop the \
+                     entry and keep {path} as it is now"
+                )
+            })?;
+            // The backup is a file on the host like any other: restore only what was taken.
+            let found = crate::host::sha256_hex(&bytes);
+            if &found != sha256 {
+                anyhow::bail!(
+                    "the backup {backup} of {path} is not the one taken (sha256 {found}, the \
+                     ledger recorded {sha256}): it was altered, so it is not restored; {path} is \
+                     left as it is and stays in the ledger. Put the original back at {backup}, or \
+                     restore {path} by hand and remove the backup"
+                );
+            }
             host.write_atomic(path, &bytes, *mode)?;
             host.remove_file(backup)?;
         }
+        UndoAction::ForgetMissingBackup { .. } => {}
         UndoAction::RemoveDir { path } => {
             host.remove_empty_dir(path)?;
         }
@@ -205,10 +281,12 @@ pub fn apply(host: &HostRoot, action: &UndoAction) -> Result<()> {
 /// Once the ledger is empty: remove it, the lock, the (empty) backup tree, the state dir, and
 /// the directories above it that the first run created.
 pub fn prune_state(host: &HostRoot, state_dirs: &[String]) -> Result<()> {
+    crate::host::ovs::clear_leftover(host)?;
     let backup = host.resolve(paths::BACKUP_DIR)?;
     if backup.is_dir() {
         remove_empty_tree(&backup)?;
     }
+    host.sweep_temps(paths::LEDGER)?;
     host.remove_file(paths::LEDGER)?;
     host.remove_file(paths::LOCK)?;
     host.remove_empty_dir(paths::STATE_DIR)?;
@@ -220,13 +298,18 @@ pub fn prune_state(host: &HostRoot, state_dirs: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Removes empty directories bottom-up; stops at anything that still holds a file.
+/// Removes empty directories bottom-up, and the temp files killed runs left in them; stops at
+/// anything that still holds another file.
 fn remove_empty_tree(dir: &std::path::Path) -> Result<bool> {
     let mut empty = true;
     for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let e = e?;
-        if e.file_type()?.is_dir() {
+        let t = e.file_type()?;
+        if t.is_dir() {
             empty &= remove_empty_tree(&e.path())?;
+        } else if t.is_file() && crate::host::is_temp_name(&e.file_name().to_string_lossy()) {
+            std::fs::remove_file(e.path())
+                .with_context(|| format!("removing stale {}", e.path().display()))?;
         } else {
             empty = false;
         }

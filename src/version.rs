@@ -7,7 +7,33 @@ use std::fmt;
 
 #[derive(Debug, Clone)]
 pub struct NsxVersion {
-    parts: Vec<u64>,
+    parts: Vec<Part>,
+}
+
+/// One dotted part: its digits without leading zeros (`0` for zero), of any length. Numbers of
+/// any size compare as digit strings: a longer one is larger, equal lengths compare by digit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Part(String);
+
+impl Part {
+    fn is_zero(&self) -> bool {
+        self.0 == "0"
+    }
+}
+
+impl Ord for Part {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0
+            .len()
+            .cmp(&other.0.len())
+            .then_with(|| self.0.cmp(&other.0))
+    }
+}
+
+impl PartialOrd for Part {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,8 +44,6 @@ pub enum VersionError {
     EmptyPart { index: usize },
     #[error("part {index} `{part}` is not a decimal number (only digits 0-9 separated by dots are allowed)")]
     NotANumber { index: usize, part: String },
-    #[error("part {index} `{part}` is too large")]
-    TooLarge { index: usize, part: String },
 }
 
 impl NsxVersion {
@@ -36,17 +60,17 @@ impl NsxVersion {
     }
 
     /// The parts without trailing zeros: the canonical form used for comparison.
-    fn significant(&self) -> &[u64] {
+    fn significant(&self) -> &[Part] {
         let n = self
             .parts
             .iter()
-            .rposition(|&p| p != 0)
+            .rposition(|p| !p.is_zero())
             .map_or(0, |i| i + 1);
         &self.parts[..n]
     }
 }
 
-fn parse_part(index: usize, p: &str) -> Result<u64, VersionError> {
+fn parse_part(index: usize, p: &str) -> Result<Part, VersionError> {
     if p.is_empty() {
         return Err(VersionError::EmptyPart { index });
     }
@@ -56,10 +80,10 @@ fn parse_part(index: usize, p: &str) -> Result<u64, VersionError> {
             part: p.to_string(),
         });
     }
-    p.parse().map_err(|_| VersionError::TooLarge {
-        index,
-        part: p.to_string(),
-    })
+    let digits = p.trim_start_matches('0');
+    Ok(Part(
+        if digits.is_empty() { "0" } else { digits }.to_string(),
+    ))
 }
 
 impl PartialEq for NsxVersion {
@@ -86,7 +110,7 @@ impl PartialOrd for NsxVersion {
 
 impl fmt::Display for NsxVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s: Vec<String> = self.parts.iter().map(u64::to_string).collect();
+        let s: Vec<&str> = self.parts.iter().map(|p| p.0.as_str()).collect();
         f.write_str(&s.join("."))
     }
 }
@@ -123,7 +147,16 @@ mod tests {
         assert!(NsxVersion::parse("4.").is_err());
         assert!(NsxVersion::parse(" 4.1").is_err());
         assert!(NsxVersion::parse("+4").is_err());
-        assert!(NsxVersion::parse("99999999999999999999999").is_err());
+    }
+
+    #[test]
+    fn parts_of_any_length_compare_as_numbers() {
+        let big = "99999999999999999999999";
+        assert_eq!(v(big).to_string(), big);
+        assert!(v(&format!("4.{big}")) > v("4.18446744073709551615"));
+        assert!(v("4.100000000000000000000") > v("4.99999999999999999999"));
+        assert!(v("4.000000000000000000000000001") == v("4.1"));
+        assert!(v("4.1.00000000000000000000000") == v("4.1"));
     }
 
     fn parts() -> impl Strategy<Value = Vec<u64>> {

@@ -495,3 +495,36 @@ fn an_attached_uplink_is_persisted_from_its_recorded_pre_state() {
     )
     .exists());
 }
+
+/// NCP's manual install leaves node-if with no address (the address lives on br-int): the
+/// stanza must still let `ifup` know the interface and bring it up.
+#[test]
+fn an_uplink_without_addresses_gets_ncps_manual_stanza_that_ifquery_reads() {
+    let Some(lab) = NetLab::new() else { return };
+    if !need("ifquery", "ifupdown") {
+        return;
+    }
+    lab.n("link set lo up");
+    lab.n("link set eth1 up");
+    write(
+        &lab.host.join("etc/network/interfaces"),
+        b"auto lo\niface lo inet loopback\n\nauto eth1\niface eth1 inet dhcp\n",
+        0o644,
+    );
+    let r = lab.tool(&["persist"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = read(&lab, "etc/network/interfaces");
+    assert!(
+        text.contains("iface eth1 inet manual\n    up ip link set eth1 up\n"),
+        "{text}"
+    );
+    let q = Command::new("ifquery")
+        .arg("-i")
+        .arg(lab.host.join("etc/network/interfaces"))
+        .arg("eth1")
+        .output()
+        .unwrap();
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let q = String::from_utf8_lossy(&q.stdout);
+    assert!(q.contains("up: ip link set eth1 up"), "ifquery: {q}");
+}

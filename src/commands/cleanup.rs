@@ -6,37 +6,47 @@ use super::{Env, Outcome};
 use crate::error::{precondition, Error, Kind};
 use crate::ledger::Ledger;
 use crate::report::{Change, Report, Status, StepReport};
-use crate::steps::lock;
+use crate::steps::lock_only;
 use crate::undo;
 use anyhow::Result;
 use std::time::Instant;
 
-pub fn run(env: &Env, legacy: bool, report: &mut Report) -> Result<Outcome> {
+pub fn run(
+    env: &Env,
+    legacy: bool,
+    forget_missing_backups: bool,
+    report: &mut Report,
+) -> Result<Outcome> {
     if legacy {
         return legacy_cleanup(env, report);
     }
     let started = Instant::now();
     let mut step = StepReport::new("cleanup");
+    let dry = env.cli.dry_run;
+    // The ledger is read, undone entry by entry and pruned under one lock, so that an `install`
+    // running at the same time either finishes before cleanup reads it or starts after.
+    let _lock = if dry {
+        None
+    } else {
+        Some(lock_only(&env.host)?)
+    };
     let mut ledger = Ledger::load(&env.host)?;
     if ledger.is_empty() {
         step.notes.push("the ledger records nothing to undo".into());
-        if !env.cli.dry_run && env.host.exists(crate::host::paths::STATE_DIR)? {
-            let _lock = lock(&env.host)?;
+        if !dry && env.host.exists(crate::host::paths::STATE_DIR)? {
             undo::prune_state(&env.host, &ledger.state_dirs)?;
         }
         report.steps.push(step);
         return Ok(Outcome::ok());
     }
-    let dry = env.cli.dry_run;
-    let _lock = if dry { None } else { Some(lock(&env.host)?.0) };
     let mut errors = Vec::new();
     for (n, entry) in ledger.entries.clone().iter().rev().enumerate() {
         crate::fault::fault(&format!("cleanup-{n}"));
-        let outcome = undo::plan(&env.host, entry).and_then(|action| {
+        let outcome = undo::plan(&env.host, entry, forget_missing_backups).and_then(|action| {
             env.progress
                 .info(&format!("cleanup: {}", action.describe()));
             if !dry {
-                undo::apply(&env.host, &action)?;
+                undo::apply(&env.host, entry, &action)?;
                 ledger.forget(&env.host, entry)?;
             }
             Ok(action)

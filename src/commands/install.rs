@@ -1,7 +1,7 @@
 //! `install` (every enabled bootstrap step) and `cni` (the CNI step alone).
 
 use super::{Env, Outcome};
-use crate::error::{reclassify, Kind};
+use crate::error::{classify, reclassify, Kind};
 use crate::report::{Report, Status, StepReport};
 use crate::steps::{apparmor::AppArmor, cni::Cni, execute, preflight, Ctx};
 use anyhow::Result;
@@ -31,6 +31,25 @@ pub fn install(env: &Env, force: bool, report: &mut Report) -> Result<Outcome> {
         preflight(&ctx, cni)?;
     }
     preflight(&ctx, &apparmor)?;
+    // host-ovs and persist plan inside their own run: a dry run of each is their plan.
+    let plan_only = Ctx {
+        dry_run: true,
+        ..self::ctx(env, force)
+    };
+    let preflight_of = |name: &str, r: Result<StepReport>| {
+        r.map(|_| ())
+            .map_err(|e| classify(e, Kind::Precondition).context(format!("step {name}")))
+    };
+    preflight_of(
+        crate::steps::host_ovs::NAME,
+        crate::steps::host_ovs::step(&plan_only),
+    )?;
+    if env.config.bool("persist.enabled") {
+        preflight_of(
+            crate::steps::persist::NAME,
+            crate::steps::persist::step(&plan_only, None, false),
+        )?;
+    }
 
     // Steps run in order and stop at the first failure: the host's OVS first (so the node's
     // address is back on node-if before anything else), then CNI, then AppArmor.

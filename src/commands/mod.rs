@@ -88,6 +88,47 @@ pub fn run(cli: Cli) -> i32 {
     report.exit_code
 }
 
+/// A command line clap refuses: help and version print as clap prints them (exit 0); a usage
+/// error is exit 2, and with `--output json` it is also a JSON report, so that automation
+/// reading stdout gets one even for a mistyped flag.
+pub fn usage_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return 0;
+    }
+    if !wants_json(std::env::args()) {
+        let _ = e.print();
+        return 2;
+    }
+    let message = e.render().to_string();
+    let report = Report {
+        command: String::new(),
+        dry_run: false,
+        host_root: String::new(),
+        steps: Vec::new(),
+        warnings: Vec::new(),
+        exit_code: 2,
+        error: Some(format!("usage: {}", message.trim())),
+        details: None,
+    };
+    eprint!("{message}");
+    match serde_json::to_string_pretty(&report) {
+        Ok(s) => println!("{s}"),
+        Err(err) => eprintln!("error: cannot print the report as JSON: {err}"),
+    }
+    2
+}
+
+/// Whether the raw arguments ask for JSON output (`--output json` or `--output=json`).
+fn wants_json(args: impl Iterator<Item = String>) -> bool {
+    let args: Vec<String> = args.collect();
+    args.iter().any(|a| a == "--output=json")
+        || args
+            .windows(2)
+            .any(|w| w[0] == "--output" && w[1] == "json")
+}
+
 fn build_env<'a>(cli: &'a Cli, progress: &'a Progress) -> Result<Env<'a>> {
     let host = HostRoot::new(&cli.host_root)?;
     let mut inputs = Inputs {
@@ -140,7 +181,10 @@ fn dispatch(env: &Env, report: &mut Report) -> Result<Outcome> {
         Command::Install(b) => install::install(env, b.force, report),
         Command::Cni(b) => install::cni(env, b.force, report),
         Command::Status(_) => status::run(env, report),
-        Command::Cleanup { legacy } => cleanup::run(env, *legacy, report),
+        Command::Cleanup {
+            legacy,
+            forget_missing_backups,
+        } => cleanup::run(env, *legacy, *forget_missing_backups, report),
         Command::Config(ConfigCommand::Show) => config::show(env),
         Command::Config(ConfigCommand::Set { key, value }) => config::set(env, key, value),
         Command::Apparmor(_) => install::apparmor(env, report),

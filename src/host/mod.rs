@@ -98,12 +98,8 @@ impl HostRoot {
                 .with_context(|| format!("reading symlink {}", next.display()))?;
             let mut rest = components(&target)?;
             if target.is_absolute() {
-                let inside = self.root == Path::new("/") || target.starts_with(&self.root);
-                if !inside {
-                    return Err(self.escape(host_path, &next, &target));
-                }
-                let below = target.strip_prefix(&self.root).unwrap_or(&target);
-                rest = components(below)?;
+                // A link on the host names a host path (`/var/run -> /run` on Debian and
+                // Ubuntu): read it under the host root, as chroot would.
                 cur = self.root.clone();
             } else if climbs_out(&cur, &self.root, &rest) {
                 return Err(self.escape(host_path, &next, &target));
@@ -124,14 +120,10 @@ impl HostRoot {
         ))
     }
 
-    /// Reads a host file; `None` when it does not exist.
+    /// Reads a host file; `None` when it does not exist. Anything but a regular file is
+    /// refused by name (a FIFO would block the read forever).
     pub fn read(&self, host_path: &str) -> Result<Option<Vec<u8>>> {
-        let p = self.resolve(host_path)?;
-        match fs::read(&p) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
-        }
+        read_regular(&self.resolve(host_path)?)
     }
 
     pub fn exists(&self, host_path: &str) -> Result<bool> {
@@ -146,12 +138,9 @@ impl HostRoot {
     /// Hash and mode of a regular host file, `None` when absent.
     pub fn file_state(&self, host_path: &str) -> Result<Option<FileState>> {
         let p = self.resolve(host_path)?;
-        let meta = match fs::metadata(&p) {
-            Ok(m) => m,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("inspecting {}", p.display())),
+        let Some((meta, bytes)) = read_regular_with_meta(&p)? else {
+            return Ok(None);
         };
-        let bytes = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
         Ok(Some(FileState {
             sha256: sha256_hex(&bytes),
             mode: meta.permissions().mode() & 0o7777,
@@ -177,14 +166,22 @@ impl HostRoot {
     /// Creates the missing directories of `host_dir` (mode 0755) and returns the host paths it
     /// created, outermost first, so that they can be recorded and removed again.
     pub fn create_dirs(&self, host_dir: &str) -> Result<Vec<String>> {
-        let missing = self.missing_dirs(host_dir)?;
-        for d in &missing {
-            let p = self.resolve(d)?;
-            fs::create_dir(&p).with_context(|| format!("creating directory {}", p.display()))?;
+        let mut made = Vec::new();
+        for d in self.missing_dirs(host_dir)? {
+            let p = self.resolve(&d)?;
+            match fs::create_dir(&p) {
+                Ok(()) => {}
+                // Another run made it between our look and our mkdir: it is theirs to record.
+                Err(e) if e.kind() == ErrorKind::AlreadyExists && p.is_dir() => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("creating directory {}", p.display()))
+                }
+            }
             fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
                 .with_context(|| format!("setting mode of {}", p.display()))?;
+            made.push(d);
         }
-        Ok(missing)
+        Ok(made)
     }
 
     /// Writes a host file atomically: a temp file in the same directory with the final mode,
@@ -199,17 +196,23 @@ impl HostRoot {
         let name = target
             .file_name()
             .with_context(|| format!("{} has no file name", target.display()))?;
-        let tmp = dir.join(format!(
-            ".{}.ncp-bootstrap-{}.tmp",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
+        sweep_temps_of(dir, &name.to_string_lossy())?;
+        let tmp = dir.join(temp_name(&name.to_string_lossy(), std::process::id()));
         let result = write_then_rename(&tmp, &target, bytes, mode);
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
         result?;
         fsync_dir(dir)
+    }
+
+    /// Removes the temp files a killed run left beside a host file (see `temp_name`).
+    pub fn sweep_temps(&self, host_path: &str) -> Result<()> {
+        let p = self.resolve(host_path)?;
+        match (p.parent(), p.file_name()) {
+            (Some(dir), Some(name)) => sweep_temps_of(dir, &name.to_string_lossy()),
+            _ => Ok(()),
+        }
     }
 
     /// Removes a host file if present; returns whether it was there.
@@ -239,6 +242,161 @@ impl HostRoot {
     }
 }
 
+/// The temp file `write_atomic` renames into `name`. Every writer of a host file holds the lock
+/// (see `steps::lock`), so a temp file of this shape that another writer left is one a kill
+/// interrupted, and the next write or cleanup removes it.
+pub fn temp_name(name: &str, pid: u32) -> String {
+    format!(".{name}.ncp-bootstrap-{pid}.tmp")
+}
+
+/// Whether a file name is one of our temp files (of any target).
+pub fn is_temp_name(file_name: &str) -> bool {
+    file_name.starts_with('.')
+        && file_name.ends_with(".tmp")
+        && file_name
+            .rsplit_once(".ncp-bootstrap-")
+            .is_some_and(|(_, pid)| {
+                let pid = pid.trim_end_matches(".tmp");
+                !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())
+            })
+}
+
+/// Removes the temporary directory chains (`temp_name` of a directory) that a run killed while
+/// creating the state directory left in `dir`.
+pub fn sweep_temp_dirs(dir: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if is_temp_name(&name.to_string_lossy()) && e.file_type().is_ok_and(|t| t.is_dir()) {
+            let p = e.path();
+            fs::remove_dir_all(&p).with_context(|| format!("removing stale {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates `top` and the directories down to `inner` (mode 0755), and `inner/file` with
+/// `bytes`, each made durable.
+pub fn build_dir_chain(
+    top: &Path,
+    inner: &Path,
+    file: &str,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<()> {
+    fs::create_dir_all(inner).with_context(|| format!("creating {}", inner.display()))?;
+    let mut d = Some(inner);
+    while let Some(dir) = d {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("setting mode of {}", dir.display()))?;
+        if dir == top {
+            break;
+        }
+        d = dir.parent();
+    }
+    write_then_rename(
+        &inner.join(format!(".{file}.new")),
+        &inner.join(file),
+        bytes,
+        mode,
+    )?;
+    let mut d = Some(inner);
+    while let Some(dir) = d {
+        fsync_dir(dir)?;
+        if dir == top {
+            break;
+        }
+        d = dir.parent();
+    }
+    Ok(())
+}
+
+fn sweep_temps_of(dir: &Path, name: &str) -> Result<()> {
+    let prefix = format!(".{name}.ncp-bootstrap-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let f = e.file_name();
+        let f = f.to_string_lossy();
+        if f.starts_with(&prefix) && is_temp_name(&f) && e.file_type().is_ok_and(|t| t.is_file()) {
+            let p = e.path();
+            fs::remove_file(&p).with_context(|| format!("removing stale {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// What a non-regular file is, for the message that refuses it.
+fn file_kind(t: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_symlink() {
+        "a symlink"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Refuses, by name, a path that exists but is not a regular file.
+fn not_regular(p: &Path, t: fs::FileType) -> anyhow::Error {
+    input(format!(
+        "{} is {}, not a regular file; ncp-bootstrap reads it as a file and will not guess: \
+         remove it or put the file there",
+        p.display(),
+        file_kind(t)
+    ))
+}
+
+/// Reads a regular file; `None` when absent. The type is checked before opening, and the
+/// open does not block, so a FIFO or device put where a file belongs is an error, not a hang.
+pub fn read_regular(p: &Path) -> Result<Option<Vec<u8>>> {
+    Ok(read_regular_with_meta(p)?.map(|(_, b)| b))
+}
+
+fn read_regular_with_meta(p: &Path) -> Result<Option<(fs::Metadata, Vec<u8>)>> {
+    use std::io::Read;
+    let meta = match fs::metadata(p) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("inspecting {}", p.display())),
+    };
+    if !meta.is_file() {
+        return Err(not_regular(p, meta.file_type()));
+    }
+    let mut f = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(p)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+    };
+    // Swapped for something else between the look and the open.
+    let meta = f
+        .metadata()
+        .with_context(|| format!("inspecting {}", p.display()))?;
+    if !meta.is_file() {
+        return Err(not_regular(p, meta.file_type()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", p.display()))?;
+    Ok(Some((meta, bytes)))
+}
+
 fn write_then_rename(tmp: &Path, target: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -256,7 +414,7 @@ fn write_then_rename(tmp: &Path, target: &Path, bytes: &[u8], mode: u32) -> Resu
     fs::rename(tmp, target).with_context(|| format!("renaming into {}", target.display()))
 }
 
-fn fsync_dir(dir: &Path) -> Result<()> {
+pub fn fsync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("syncing directory {}", dir.display()))
@@ -337,24 +495,46 @@ mod tests {
     }
 
     #[test]
-    fn links_leaving_root_are_refused() {
+    fn relative_links_climbing_out_of_root_are_refused() {
+        let (_t, h) = root();
+        fs::create_dir_all(h.root().join("etc")).unwrap();
+        symlink("../../..", h.root().join("etc/rel")).unwrap();
+        let e = h.resolve("/etc/rel/f").unwrap_err().to_string();
+        assert!(e.contains("outside the host root"), "{e}");
+    }
+
+    #[test]
+    fn absolute_links_are_host_paths_read_under_the_root() {
         let (_t, h) = root();
         let outside = tempfile::tempdir().unwrap();
         fs::create_dir_all(h.root().join("etc")).unwrap();
         symlink(outside.path(), h.root().join("etc/abs")).unwrap();
-        symlink("../../..", h.root().join("etc/rel")).unwrap();
-        let e = h.resolve("/etc/abs/f").unwrap_err().to_string();
-        assert!(e.contains("outside the host root"), "{e}");
-        assert!(h.resolve("/etc/rel/f").is_err());
+        let under = h.root().join(outside.path().strip_prefix("/").unwrap());
+        assert_eq!(h.resolve("/etc/abs/f").unwrap(), under.join("f"));
     }
 
+    /// The links of a stock Debian or Ubuntu root, seen through `--host-root`.
     #[test]
-    fn absolute_link_into_root_is_followed() {
+    fn a_debian_layout_resolves_under_the_root() {
         let (_t, h) = root();
-        fs::create_dir_all(h.root().join("data")).unwrap();
-        fs::create_dir_all(h.root().join("etc")).unwrap();
-        symlink(h.root().join("data"), h.root().join("etc/d")).unwrap();
-        assert_eq!(h.resolve("/etc/d/f").unwrap(), h.root().join("data/f"));
+        for d in ["run/lock", "var", "usr/lib", "usr/bin"] {
+            fs::create_dir_all(h.root().join(d)).unwrap();
+        }
+        symlink("/run", h.root().join("var/run")).unwrap();
+        symlink("/run/lock", h.root().join("var/lock")).unwrap();
+        symlink("usr/lib", h.root().join("lib")).unwrap();
+        symlink("usr/bin", h.root().join("bin")).unwrap();
+        let r = h.root();
+        assert_eq!(
+            h.resolve("/var/run/openvswitch/db.sock").unwrap(),
+            r.join("run/openvswitch/db.sock")
+        );
+        assert_eq!(h.resolve("/var/lock/x").unwrap(), r.join("run/lock/x"));
+        assert_eq!(h.resolve("/lib/x").unwrap(), r.join("usr/lib/x"));
+        assert_eq!(h.resolve("/bin/sh").unwrap(), r.join("usr/bin/sh"));
+        // A relative hop after an absolute one still cannot climb out.
+        symlink("../../..", h.root().join("run/up")).unwrap();
+        assert!(h.resolve("/var/run/up/x").is_err());
     }
 
     #[test]

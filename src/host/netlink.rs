@@ -34,6 +34,9 @@ pub struct Link {
     pub up: bool,
     /// Index of the link this one is enslaved to (a Linux bridge or bond), if any.
     pub controller: Option<u32>,
+    pub loopback: bool,
+    /// The driver kind (`bridge`, `openvswitch`, `veth`…); `None` for a plain NIC.
+    pub kind: Option<String>,
 }
 
 /// One change, sent as part of a batch.
@@ -319,6 +322,8 @@ fn link_from(l: &LinkMessage) -> Link {
         mtu: 0,
         up: l.header.flags.contains(LinkFlags::Up),
         controller: None,
+        loopback: l.header.flags.contains(LinkFlags::Loopback),
+        kind: None,
     };
     for a in &l.attributes {
         match a {
@@ -326,6 +331,12 @@ fn link_from(l: &LinkMessage) -> Link {
             LinkAttribute::Address(m) => link.mac = m.clone(),
             LinkAttribute::Mtu(m) => link.mtu = *m,
             LinkAttribute::Controller(c) => link.controller = Some(*c),
+            LinkAttribute::LinkInfo(infos) => {
+                link.kind = infos.iter().find_map(|i| match i {
+                    netlink_packet_route::link::LinkInfo::Kind(k) => Some(k.to_string()),
+                    _ => None,
+                });
+            }
             _ => {}
         }
     }

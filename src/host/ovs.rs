@@ -1,7 +1,7 @@
 //! `ovs-vsctl`, pointed at one OVSDB socket (the host's run dir under the host root, unless
 //! `OVS_RUNDIR` says otherwise, as the OVS tools themselves honour it).
 
-use super::run;
+use super::{run, HostRoot};
 use crate::error::precondition;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -183,45 +183,40 @@ impl Ovs {
     }
 }
 
-/// A private ovsdb-server on a database nobody serves: for cleanup after OVS is gone. Stopped
-/// (and its temporary directory removed) when dropped.
+/// A private ovsdb-server on a database nobody serves: for cleanup after OVS is gone. It runs in
+/// the foreground as our child and dies with us (even on kill -9); its run directory lives in
+/// the state directory, so that the next run finds and stops anything a killed run left.
+/// Stopped, and its directory removed, when dropped.
 pub struct Offline {
     pub ovs: Ovs,
     child: std::process::Child,
-    _dir: TempDir,
+    dir: PathBuf,
 }
 
-/// A temporary directory removed on drop (no extra crate for one use).
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+/// The private ovsdb-server's run directory (host path).
+pub const OFFLINE_DIR: &str = "/var/lib/ncp-bootstrap/ovsdb";
+const OFFLINE_PIDFILE: &str = "ovsdb-server.pid";
 
 impl Offline {
-    pub fn start(conf_db: &std::path::Path) -> Result<Offline> {
+    pub fn start(host: &HostRoot, conf_db: &std::path::Path) -> Result<Offline> {
         let server = run::find_tool("ovsdb-server", "edit the OVS database while OVS is stopped")?;
-        let dir = std::env::temp_dir().join(format!("ncp-bootstrap-ovsdb-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let dir = TempDir(dir);
-        let sock = dir.0.join("db.sock");
-        let child = std::process::Command::new(&server)
-            .arg(conf_db)
+        clear_leftover(host)?;
+        host.create_dirs(OFFLINE_DIR)?;
+        let dir = host.resolve(OFFLINE_DIR)?;
+        let sock = dir.join("db.sock");
+        let mut cmd = std::process::Command::new(&server);
+        cmd.arg(conf_db)
             .arg(format!("--remote=punix:{}", sock.display()))
-            .arg(format!(
-                "--pidfile={}",
-                dir.0.join("ovsdb-server.pid").display()
-            ))
+            .arg(format!("--pidfile={}", dir.join(OFFLINE_PIDFILE).display()))
             .arg(format!(
                 "--unixctl={}",
-                dir.0.join("ovsdb-server.ctl").display()
+                dir.join("ovsdb-server.ctl").display()
             ))
             .arg("-vconsole:off")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let child = run::die_with_parent(&mut cmd)
             .spawn()
             .with_context(|| format!("starting a private ovsdb-server on {}", conf_db.display()))?;
         let ovs = Ovs {
@@ -229,11 +224,7 @@ impl Offline {
             db: format!("unix:{}", sock.display()),
             no_wait: true,
         };
-        let mut me = Offline {
-            ovs,
-            child,
-            _dir: dir,
-        };
+        let mut me = Offline { ovs, child, dir };
         for _ in 0..100 {
             if me.ovs.vsctl(&["--timeout=1", "show"]).is_ok() {
                 return Ok(me);
@@ -257,7 +248,38 @@ impl Drop for Offline {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Stops a private ovsdb-server that a killed run left (one that outlived it before children
+/// died with their parent, or one in another pid namespace's view), and removes its directory.
+/// The pid file is input: the process is stopped only when its command line names this very
+/// pid file, so a recycled pid is never signalled.
+pub fn clear_leftover(host: &HostRoot) -> Result<()> {
+    let dir = host.resolve(OFFLINE_DIR)?;
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let pidfile = dir.join(OFFLINE_PIDFILE);
+    if let Some(pid) = super::proc::read_pidfile(&pidfile) {
+        let own = format!("--pidfile={}", pidfile.display());
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.split(|b| *b == 0).any(|a| a == own.as_bytes()) && pid > 1 {
+            let target = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while super::proc::alive_here(pid) {
+                if std::time::Instant::now() > deadline {
+                    anyhow::bail!(
+                        "a private ovsdb-server (pid {pid}) left by a killed run does not stop"
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))
 }
 
 pub fn mac_string(mac: &[u8]) -> String {

@@ -11,6 +11,8 @@ pub const APPARMOR_PROFILE_FILE: &str = "/etc/apparmor.d/ncp-apparmor";
 
 pub const STATE_DIR: &str = "/var/lib/ncp-bootstrap";
 pub const LEDGER: &str = "/var/lib/ncp-bootstrap/ledger.json";
+/// The lock file of earlier releases (the lock is now on the host root itself); pruned with
+/// the state directory.
 pub const LOCK: &str = "/var/lib/ncp-bootstrap/lock";
 pub const BACKUP_DIR: &str = "/var/lib/ncp-bootstrap/backup";
 

@@ -4,9 +4,18 @@ use super::HostRoot;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
-/// The pid in a pid file, if the file exists and holds a number.
+/// The pid in a pid file, if the file is a regular file and holds a plausible pid. A pid file
+/// is input: anything else (a FIFO, garbage, 0 or 1) is no pid.
 pub fn read_pidfile(path: &std::path::Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    let bytes = super::read_regular(path).ok()??;
+    let pid: u32 = std::str::from_utf8(&bytes).ok()?.trim().parse().ok()?;
+    (pid > 1 && pid <= i32::MAX as u32).then_some(pid)
+}
+
+/// Whether `pid` is a live process in this process's own pid namespace; a zombie (empty
+/// command line) counts as dead.
+pub fn alive_here(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
 }
 
 /// The host's `/proc`: `<host-root>/proc` when the host root has one (a host root at `/`, or a

@@ -65,3 +65,25 @@ fn show(program: &std::path::Path, args: &[OsString]) -> String {
     }
     s
 }
+
+/// Makes a child started with `cmd` die with this process: the kernel sends it SIGKILL when we
+/// exit by any path, kill -9 included, so no daemon we start outlives us holding a database
+/// or a socket. Only for children that run in the foreground (a `--detach`ed daemon forks
+/// away from the setting).
+pub fn die_with_parent(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: between fork and exec only async-signal-safe calls are made (prctl, getppid,
+    // _exit), and nothing is allocated.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::from)?;
+            // The parent died before the setting took: nobody would ever send the signal.
+            if nix::unistd::getppid().as_raw() as u32 != parent {
+                nix::libc::_exit(1);
+            }
+            Ok(())
+        })
+    }
+}

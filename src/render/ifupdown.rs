@@ -57,10 +57,22 @@ fn family_stanza(cfg: &NetConfig, v6: bool) -> Option<String> {
 
 /// Our stanzas for the uplink.
 pub fn stanzas(cfg: &NetConfig) -> String {
-    let mut s = format!("# {HEADER}\nauto {}\n", cfg.iface);
+    let head = format!("# {HEADER}\nauto {}\n", cfg.iface);
+    let mut s = head.clone();
     for v6 in [false, true] {
         if let Some(f) = family_stanza(cfg, v6) {
             s.push_str(&f);
+        }
+    }
+    if s == head {
+        // No address and no route (NCP's manual install leaves node-if so): NCP's documented
+        // stanza, so that `ifup` knows the interface and brings the link up.
+        let dev = &cfg.iface;
+        s.push_str(&format!(
+            "iface {dev} inet manual\n    up ip link set {dev} up\n"
+        ));
+        if let Some(mtu) = cfg.mtu {
+            s.push_str(&format!("    up ip link set dev {dev} mtu {mtu}\n"));
         }
     }
     s
@@ -150,6 +162,13 @@ mod tests {
         insta::assert_snapshot!("ifupdown_static_dual", stanzas(&static_dual()));
         insta::assert_snapshot!("ifupdown_static_v4", stanzas(&static_v4()));
         insta::assert_snapshot!("ifupdown_dynamic", stanzas(&dynamic()));
+    }
+
+    #[test]
+    fn an_uplink_without_addresses_gets_ncps_manual_stanza() {
+        let mut c = static_v4();
+        c.v4 = c.v6.clone();
+        insta::assert_snapshot!("ifupdown_no_address", stanzas(&c));
     }
 
     #[test]

@@ -254,12 +254,13 @@ impl Step for AppArmor {
             )));
         }
         let source = self.source();
-        let bytes = std::fs::read(&source).map_err(|e| {
-            input(format!(
-                "bundle file {}: {e}; the bundle (cni.bundle, --bundle) must carry etc/apparmor.d/ncp-apparmor",
-                source.display()
-            ))
-        })?;
+        let bytes = super::cni::read_bundle_file(&self.bundle, paths::APPARMOR_PROFILE_FILE)?
+            .ok_or_else(|| {
+                input(format!(
+                    "bundle file {} is missing; the bundle (cni.bundle, --bundle) must carry etc/apparmor.d/ncp-apparmor",
+                    source.display()
+                ))
+            })?;
         let mut plan = Plan::new();
         plan.notes.push(format!(
             "pod annotation: {}",
@@ -293,8 +294,9 @@ impl Step for AppArmor {
     fn apply(&self, ctx: &Ctx, action: &AppArmorAction, ledger: &mut Ledger) -> Result<()> {
         match action {
             AppArmorAction::InstallFile { source, .. } => {
-                let bytes = std::fs::read(source)
-                    .with_context(|| format!("reading bundle file {}", source.display()))?;
+                let bytes =
+                    super::cni::read_bundle_file(&self.bundle, paths::APPARMOR_PROFILE_FILE)?
+                        .with_context(|| format!("bundle file {} vanished", source.display()))?;
                 install_file(
                     ctx.host,
                     NAME,

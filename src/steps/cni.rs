@@ -114,20 +114,22 @@ impl Cni {
 
     /// Checks the bundle before anything is written and returns its version.
     pub fn bundle_version(&self) -> Result<NsxVersion> {
+        let mut missing = Vec::new();
         for f in &FILES {
-            let p = self.source(f);
-            if !p.is_file() {
-                return Err(input(format!(
-                    "bundle file {} is missing; the bundle (config cni.bundle, flag --bundle) must \
-                     mirror the host with {}",
-                    p.display(),
-                    FILES.map(|f| f.path).join(", ")
-                )));
+            if read_bundle_file(&self.bundle, f.path)?.is_none() {
+                missing.push(self.source(f).display().to_string());
             }
         }
+        if !missing.is_empty() {
+            return Err(input(format!(
+                "bundle file(s) missing: {}; the bundle (config cni.bundle, flag --bundle) must \
+                 mirror the host with {}",
+                missing.join(", "),
+                FILES.map(|f| f.path).join(", ")
+            )));
+        }
         let conflist = self.source(&FILES[2]);
-        let bytes = std::fs::read(&conflist)
-            .with_context(|| format!("reading bundle file {}", conflist.display()))?;
+        let bytes = read_bundle_file(&self.bundle, FILES[2].path)?.unwrap_or_default();
         conflist_version(&bytes)
             .map_err(|why| input(format!("bundle file {}: {why}", conflist.display())))
     }
@@ -241,7 +243,7 @@ impl Step for Cni {
             };
             let Some(why) = why else { continue };
             // A file already identical to the bundle's (e.g. written before a crash) is done.
-            if exists && same_as(ctx.host, f, &source)? {
+            if exists && same_as(ctx.host, &self.bundle, f)? {
                 continue;
             }
             plan.actions.push(CniAction::Install {
@@ -260,28 +262,60 @@ impl Step for Cni {
         match action {
             CniAction::RemovePackage(pkg) => remove_package(ctx.host, pkg, ledger),
             CniAction::Install { file, source, .. } => {
-                let bytes = std::fs::read(source)
-                    .with_context(|| format!("reading bundle file {}", source.display()))?;
+                let bytes = read_bundle_file(&self.bundle, file.path)?
+                    .with_context(|| format!("bundle file {} vanished", source.display()))?;
                 install_file(ctx.host, NAME, file.path, &bytes, file.mode, ledger)
             }
         }
     }
 }
 
-fn same_as(host: &HostRoot, f: BundleFile, source: &Path) -> Result<bool> {
+fn same_as(host: &HostRoot, bundle: &Path, f: BundleFile) -> Result<bool> {
     let Some(state) = host.file_state(f.path)? else {
         return Ok(false);
     };
-    let bytes = std::fs::read(source)
-        .with_context(|| format!("reading bundle file {}", source.display()))?;
+    let bytes = read_bundle_file(bundle, f.path)?.unwrap_or_default();
     Ok(state.sha256 == sha256_hex(&bytes) && state.mode == f.mode)
 }
 
-fn remove_package(host: &HostRoot, pkg: &LegacyPackage, ledger: &mut Ledger) -> Result<()> {
-    let mut backups = Vec::new();
-    for p in &pkg.files {
-        backups.push(backup_file(host, p)?);
+/// Reads one file of the bundle (`path` as the host will see it); `None` when absent. The
+/// bundle is input: a FIFO, directory or device there is refused by name, and so is a symlink
+/// that leads out of the bundle, which would install some other file onto every node.
+pub fn read_bundle_file(bundle: &Path, path: &str) -> Result<Option<Vec<u8>>> {
+    let p = bundle.join(path.trim_start_matches('/'));
+    match std::fs::symlink_metadata(&p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("inspecting bundle file {}", p.display())),
+        Ok(m) if m.file_type().is_symlink() => {
+            let (Ok(real), Ok(top)) = (std::fs::canonicalize(&p), std::fs::canonicalize(bundle))
+            else {
+                return Err(input(format!(
+                    "bundle file {} is a symlink that leads nowhere; put the file itself in the bundle",
+                    p.display()
+                )));
+            };
+            if !real.starts_with(&top) {
+                return Err(input(format!(
+                    "bundle file {} is a symlink to {}, outside the bundle {}; refusing to \
+                     install a file from elsewhere: put the file itself in the bundle",
+                    p.display(),
+                    real.display(),
+                    top.display()
+                )));
+            }
+        }
+        Ok(_) => {}
     }
+    crate::host::read_regular(&p).map_err(|e| input(format!("bundle file {e:#}")))
+}
+
+fn remove_package(host: &HostRoot, pkg: &LegacyPackage, ledger: &mut Ledger) -> Result<()> {
+    let mut taken = Vec::new();
+    for p in &pkg.files {
+        taken.push(take_backup(host, p)?);
+    }
+    // Recorded before the backups are written, so that a kill in between leaves no backup that
+    // the ledger does not know of.
     ledger.record(
         host,
         Entry::PackageRemoved {
@@ -289,29 +323,42 @@ fn remove_package(host: &HostRoot, pkg: &LegacyPackage, ledger: &mut Ledger) -> 
             manager: pkg.manager.to_string(),
             package: legacy_pkg::PACKAGE.into(),
             version: pkg.version.clone(),
-            backups,
+            backups: taken.iter().map(|(b, _)| b.clone()).collect(),
         },
     )?;
+    for (b, bytes) in &taken {
+        write_backup(host, b, bytes)?;
+    }
     legacy_pkg::remove(host, pkg)
 }
 
-/// Copies a host file into the backup tree and says where.
-fn backup_file(host: &HostRoot, path: &str) -> Result<Backup> {
+/// A host file's bytes and where its backup goes; nothing is written yet.
+fn take_backup(host: &HostRoot, path: &str) -> Result<(Backup, Vec<u8>)> {
     let state = host
         .file_state(path)?
         .with_context(|| format!("{path} vanished before it could be backed up"))?;
-    let bytes = host.read(path)?.unwrap_or_default();
-    let backup = backup_path(path);
-    if let Some(dir) = Path::new(&backup).parent() {
+    let bytes = host
+        .read(path)?
+        .with_context(|| format!("{path} vanished before it could be backed up"))?;
+    if sha256_hex(&bytes) != state.sha256 {
+        anyhow::bail!("{path} changed while it was being backed up; run again");
+    }
+    Ok((
+        Backup {
+            path: path.into(),
+            backup: backup_path(path),
+            sha256: state.sha256,
+            mode: state.mode,
+        },
+        bytes,
+    ))
+}
+
+fn write_backup(host: &HostRoot, b: &Backup, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = Path::new(&b.backup).parent() {
         host.create_dirs(&dir.to_string_lossy())?;
     }
-    host.write_atomic(&backup, &bytes, state.mode)?;
-    Ok(Backup {
-        path: path.into(),
-        backup,
-        sha256: state.sha256,
-        mode: state.mode,
-    })
+    host.write_atomic(&b.backup, bytes, b.mode)
 }
 
 /// Writes one host file, recording it (and the backup of what it replaces) first.
@@ -340,16 +387,17 @@ pub fn install_file(
         )?;
     }
     host.create_dirs(&parent)?;
-    let before = match host.file_state(path)? {
+    let original = match host.file_state(path)? {
+        None => None,
+        Some(_) => Some(take_backup(host, path)?),
+    };
+    let before = match &original {
         None => Before::Absent,
-        Some(_) => {
-            let b = backup_file(host, path)?;
-            Before::Replaced {
-                backup: b.backup,
-                sha256: b.sha256,
-                mode: b.mode,
-            }
-        }
+        Some((b, _)) => Before::Replaced {
+            backup: b.backup.clone(),
+            sha256: b.sha256.clone(),
+            mode: b.mode,
+        },
     };
     ledger.record(
         host,
@@ -361,6 +409,14 @@ pub fn install_file(
             before,
         },
     )?;
+    // Only the host's original is backed up: a file written twice keeps its first `before`,
+    // whose backup must not be overwritten with our own earlier copy.
+    if let (Some((b, original)), Some(Entry::File { before, .. })) = (&original, ledger.file(path))
+    {
+        if matches!(before, Before::Replaced { sha256, .. } if *sha256 == b.sha256) {
+            write_backup(host, b, original)?;
+        }
+    }
     host.write_atomic(path, bytes, mode)
 }
 

@@ -92,9 +92,8 @@ pub fn step(ctx: &Ctx) -> Result<StepReport> {
     } else {
         Vec::new()
     };
-    let (_lock, made) = super::lock(ctx.host)?;
+    let _lock = super::lock(ctx.host)?;
     let mut ledger = Ledger::load(ctx.host)?;
-    ledger.state_dirs.extend(made);
     ledger.record(
         ctx.host,
         Entry::HostOvsStopped {
@@ -144,8 +143,85 @@ pub fn step(ctx: &Ctx) -> Result<StepReport> {
     Ok(report)
 }
 
+/// Where a host's OVS daemons are installed (Debian/Ubuntu, RHEL, a local build).
+const DAEMON_DIRS: [&str; 6] = [
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+    "/usr/local/sbin",
+    "/usr/local/bin",
+];
+
+/// The ledger is a file on the host that other tools touch: before cleanup runs what a
+/// `host_ovs_stopped` entry names, check that it names only the host's OVS units and daemons.
+/// Returns the program to run for each daemon.
+pub fn validate(daemons: &[StoppedDaemon], units: &[String]) -> Result<Vec<std::path::PathBuf>> {
+    let refuse = |what: String| {
+        Error::new(
+            Kind::Input,
+            format!(
+                "the ledger's host_ovs_stopped entry {what}; refusing to run it. Restart the host's \
+                 OVS by hand (systemctl start openvswitch-switch) and remove the entry from {}",
+                crate::host::paths::LEDGER
+            ),
+        )
+    };
+    for u in units {
+        if !UNITS.contains(&u.as_str()) {
+            return Err(refuse(format!(
+                "names the unit `{u}`, which is not one of {}",
+                UNITS.join(", ")
+            ))
+            .into());
+        }
+    }
+    let mut programs = Vec::new();
+    for d in daemons {
+        if !super::ovs_run::DAEMONS.contains(&d.name.as_str()) {
+            return Err(refuse(format!("names the daemon `{}`, not an OVS daemon", d.name)).into());
+        }
+        let Some(argv0) = d.cmdline.first() else {
+            return Err(refuse(format!("records no command line for {}", d.name)).into());
+        };
+        let p = std::path::Path::new(argv0);
+        if p.file_name().and_then(|n| n.to_str()) != Some(d.name.as_str()) {
+            return Err(refuse(format!(
+                "would run `{argv0}` as {}, which is not that daemon's binary",
+                d.name
+            ))
+            .into());
+        }
+        let program = if p.is_absolute() {
+            let dir = p.parent().and_then(|d| d.to_str()).unwrap_or_default();
+            if !DAEMON_DIRS.contains(&dir) {
+                return Err(refuse(format!(
+                    "would run `{argv0}`, outside the standard directories {}",
+                    DAEMON_DIRS.join(", ")
+                ))
+                .into());
+            }
+            p.to_path_buf()
+        } else {
+            run::find_tool(&d.name, "start the host's OVS again")?
+        };
+        if let Some((k, _)) = d.env.iter().find(|(k, _)| {
+            !(k.starts_with("OVS_") && k.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+        }) {
+            return Err(refuse(format!(
+                "sets the environment variable `{k}` for {}; only OVS_* variables are recorded",
+                d.name
+            ))
+            .into());
+        }
+        programs.push(program);
+    }
+    Ok(programs)
+}
+
 /// For `cleanup`: start again exactly what was stopped.
 pub fn undo(daemons: &[StoppedDaemon], units: &[String]) -> Result<()> {
+    let programs = validate(daemons, units)?;
     if !units.is_empty() {
         for u in units {
             host_systemctl(&["enable", u])?;
@@ -155,10 +231,8 @@ pub fn undo(daemons: &[StoppedDaemon], units: &[String]) -> Result<()> {
         host_systemctl(&args)?;
         return Ok(());
     }
-    for d in daemons {
-        let Some((prog, args)) = d.cmdline.split_first() else {
-            continue;
-        };
+    for (d, prog) in daemons.iter().zip(programs) {
+        let args = d.cmdline.get(1..).unwrap_or_default();
         let mut c = std::process::Command::new(prog);
         c.args(args).envs(d.env.iter().map(|(k, v)| (k, v)));
         c.stdin(std::process::Stdio::null())

@@ -132,17 +132,20 @@ fn execute_inner<S: Step>(ctx: &Ctx, step: &S, report: &mut StepReport) -> Resul
         report.changes = plan.actions.iter().map(|a| change(a, false)).collect();
         return Ok(());
     }
-    let (_lock, made) = lock(ctx.host).map_err(|e| classify(e, Kind::Precondition))?;
+    let _lock = lock(ctx.host).map_err(|e| classify(e, Kind::Precondition))?;
     // Another run may have converged the host while we waited for nothing: plan again under
     // the lock so that we act on what is there now.
     let plan = step
         .plan(ctx)
         .map_err(|e| classify(e, Kind::Precondition))?;
+    let mut ledger = Ledger::load(ctx.host)?;
     if plan.actions.is_empty() {
+        // A state directory made just for this run, which turned out to have nothing to do.
+        if ledger.is_empty() {
+            crate::undo::prune_state(ctx.host, &ledger.state_dirs)?;
+        }
         return Ok(());
     }
-    let mut ledger = Ledger::load(ctx.host)?;
-    ledger.state_dirs.extend(made);
     report.status = Status::Changed;
     for action in &plan.actions {
         ctx.progress
@@ -195,29 +198,43 @@ fn change<A: Action>(a: &A, done: bool) -> Change {
 
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Serialises mutating runs. Taken only when there is something to change, so a converged
-/// re-run creates nothing on the host. Also returns the directories it had to create.
-pub fn lock(host: &HostRoot) -> Result<(std::fs::File, Vec<String>)> {
-    let made = host.create_dirs(paths::STATE_DIR)?;
-    let p = host.resolve(paths::LOCK)?;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .with_context(|| format!("opening lock file {}", p.display()))?;
+/// The held lock. Dropping it releases the lock.
+pub struct Lock {
+    _file: std::fs::File,
+}
+
+/// Serialises every run that reads, changes and writes the ledger, and makes sure the state
+/// directory exists. Taken only when there is something to change, so a converged re-run
+/// creates nothing on the host.
+pub fn lock(host: &HostRoot) -> Result<Lock> {
+    let lock = lock_only(host)?;
+    crate::ledger::create_state_dir(host)?;
+    Ok(lock)
+}
+
+/// The lock alone, creating nothing: for runs that only read and undo (`cleanup`, `detach`).
+///
+/// What is locked is the host root directory itself (flock on its inode, which a container's
+/// `/host` mount shares with the host's `/`). A lock file in the state directory would have to
+/// be deleted with that directory by `cleanup`, while another run may be waiting on it; the
+/// host root is never deleted, and the state directory is created and removed only under it.
+pub fn lock_only(host: &HostRoot) -> Result<Lock> {
+    let p = host.root();
+    let f =
+        std::fs::File::open(p).with_context(|| format!("opening {} to lock it", p.display()))?;
     // Another run (an `ovs run` still probing after its attach, say) usually finishes within
     // seconds: wait for it rather than fail.
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         match f.try_lock() {
-            Ok(()) => return Ok((f, made)),
+            Ok(()) => return Ok(Lock { _file: f }),
             Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(50));
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(crate::error::precondition(format!(
-                    "another ncp-bootstrap run has held the lock {} for {} s; wait for it to finish",
+                    "another ncp-bootstrap run has held the lock on the host root {} for {} s; \
+                     wait for it to finish",
                     p.display(),
                     LOCK_WAIT.as_secs()
                 )))

@@ -174,11 +174,14 @@ pub struct Daemons {
 impl Daemons {
     fn spawn(dirs: &OvsDirs, name: &'static str, args: &[String]) -> Result<Child> {
         let tool = run::find_tool(name, "run Open vSwitch")?;
-        Command::new(&tool)
-            .args(args)
+        let mut cmd = Command::new(&tool);
+        cmd.args(args)
             .env("OVS_RUNDIR", &dirs.run)
             .env("OVS_DBDIR", &dirs.db)
-            .env("OVS_LOGDIR", &dirs.log)
+            .env("OVS_LOGDIR", &dirs.log);
+        // A supervisor killed with -9 must not leave daemons that hold conf.db and the pid
+        // files, which would make the next `ovs run` refuse to start.
+        run::die_with_parent(&mut cmd)
             .spawn()
             .with_context(|| format!("starting {}", tool.display()))
     }

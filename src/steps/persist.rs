@@ -350,9 +350,8 @@ pub fn step(ctx: &Ctx, format_flag: Option<&str>, apply: bool) -> Result<StepRep
         report.changes = changes(false, &todo);
         return Ok(report);
     }
-    let (_lock, made) = super::lock(ctx.host)?;
+    let _lock = super::lock(ctx.host)?;
     let mut ledger = Ledger::load(ctx.host)?;
-    ledger.state_dirs.extend(made);
     for (path, content, mode) in &todo {
         install_file(ctx.host, NAME, path, content.as_bytes(), *mode, &mut ledger)
             .with_context(|| format!("writing {path}"))?;

@@ -6,7 +6,7 @@
 //! observes the host, records, drives OVS and netlink, and verifies.
 
 use super::Ctx;
-use crate::error::{precondition, Error, Kind};
+use crate::error::{input, precondition, Error, Kind};
 use crate::fault::fault;
 use crate::host::netlink::{Netlink, Op};
 use crate::host::ovs::{mac_string, Ovs};
@@ -211,6 +211,10 @@ fn open(ctx: &Ctx) -> Result<Session> {
             names.uplink
         ))
     })?;
+    check_uplink(&names, &uplink)?;
+    if let Some(br) = nl.link(&names.bridge)? {
+        check_bridge(&names, &br)?;
+    }
     let ovs = Ovs::new(ovs_dir(ctx)?)?;
     ovs.reachable()?;
     Ok(Session {
@@ -219,6 +223,44 @@ fn open(ctx: &Ctx) -> Result<Session> {
         uplink,
         ovs,
     })
+}
+
+/// The uplink must be a NIC that can be an OVS port and carry the node's addresses.
+fn check_uplink(names: &Names, l: &crate::host::netlink::Link) -> Result<()> {
+    let why = if l.loopback {
+        Some("is the loopback device".to_string())
+    } else {
+        match l.kind.as_deref() {
+            Some(k @ ("bridge" | "openvswitch")) => Some(format!("is a {k} device, not a NIC")),
+            _ => None,
+        }
+    };
+    match why {
+        Some(why) => Err(input(format!(
+            "node.uplink = `{}` {why}; the uplink is node-if, the NIC that carries the node's \
+             address (ncp.ini [nsx_node_agent] ovs_uplink_port, or --uplink)",
+            names.uplink
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A bridge link that exists must be OVS's own: an `openvswitch` internal device (kernel
+/// datapath) or the tap device the userspace datapath uses. Attaching onto a plain NIC or a
+/// Linux bridge would hand it the node's addresses.
+fn check_bridge(names: &Names, l: &crate::host::netlink::Link) -> Result<()> {
+    if matches!(l.kind.as_deref(), Some("openvswitch" | "tun")) {
+        return Ok(());
+    }
+    Err(input(format!(
+        "node.bridge = `{}` names an existing {} that is not an OVS bridge; set node.bridge (or \
+         --bridge) to the OVS integration bridge, br-int, or to a name that does not exist yet",
+        names.bridge,
+        match l.kind.as_deref() {
+            Some(k) => format!("{k} device"),
+            None => "network interface".to_string(),
+        }
+    )))
 }
 
 /// A bridge's state before we touched it.
@@ -381,9 +423,8 @@ pub fn attach(ctx: &Ctx) -> Result<StepReport> {
         return Ok(report);
     }
 
-    let (_lock, made) = super::lock(ctx.host)?;
+    let _lock = super::lock(ctx.host)?;
     let mut ledger = Ledger::load(ctx.host)?;
-    ledger.state_dirs.extend(made);
     let targets = resolve_targets(ctx, &carried_on_uplink)?;
     let timeout = Duration::from_millis(ctx.config.int("probe.timeout_ms").unwrap_or(5000));
     let answered = probe_all(&targets, timeout.min(Duration::from_secs(1)));
@@ -624,13 +665,17 @@ pub fn detach(ctx: &Ctx) -> Result<StepReport> {
         uplink,
         ovs,
     } = open(ctx)?;
+    // Under the lock before looking, so that a detach started while an attach is in flight
+    // waits for it and then sees what it recorded.
+    let _lock = match ctx.dry_run {
+        true => None,
+        false => Some(super::lock_only(ctx.host)?),
+    };
     let mut ledger = Ledger::load(ctx.host)?;
     let recorded = ledger.uplink(&names.uplink).cloned();
     let bridge = nl.link(&names.bridge)?;
-    let port_present = ovs
-        .ports(&names.bridge)
-        .map(|p| p.contains(&names.uplink))
-        .unwrap_or(false);
+    let ports = ovs.ports(&names.bridge).unwrap_or_default();
+    let port_present = ports.contains(&names.uplink);
     let mut planned = Vec::new();
     if let Some(br) = &bridge {
         let br_end = End {
@@ -667,6 +712,15 @@ pub fn detach(ctx: &Ctx) -> Result<StepReport> {
             names.uplink, names.bridge
         ));
     }
+    let bridge_goes = recorded.as_ref().is_some_and(|p| p.bridge_created)
+        && ovs.bridge_exists(&names.bridge).unwrap_or(false)
+        && ports.iter().all(|p| *p == names.uplink);
+    if bridge_goes {
+        planned.push(format!(
+            "remove OVS bridge {} (uplink attach created it)",
+            names.bridge
+        ));
+    }
     if planned.is_empty() && recorded.is_none() {
         report.notes.push(format!(
             "{} is not attached to {}",
@@ -680,7 +734,6 @@ pub fn detach(ctx: &Ctx) -> Result<StepReport> {
         report.changes = changes(planned, &why, false);
         return Ok(report);
     }
-    let (_lock, _) = super::lock(ctx.host)?;
     report.status = Status::Changed;
     let pre = match recorded {
         Some(p) => p,
@@ -750,7 +803,7 @@ pub fn undo(host: &HostRoot, pre: &UplinkPreState) -> Result<()> {
             pre.ovs_db_dir
         )
     })?;
-    let offline = crate::host::ovs::Offline::start(std::path::Path::new(db))?;
+    let offline = crate::host::ovs::Offline::start(host, std::path::Path::new(db))?;
     detach_recorded(host, &mut nl, &offline.ovs, pre)?;
     // The bridge's own device outlives a stopped ovs-vswitchd; with no switch to remove it,
     // remove it here when the bridge was ours.
