@@ -35,6 +35,16 @@ fn b(f: &Fixture) -> String {
     f.bundle.display().to_string()
 }
 
+/// `--host-root <f's host> args…`, leaked for the test's lifetime so that callers get `&str`s.
+fn on(f: &Fixture, args: &[&str]) -> Vec<&'static str> {
+    let mut a: Vec<&'static str> = vec!["--host-root", Box::leak(h(f).into_boxed_str())];
+    a.extend(
+        args.iter()
+            .map(|s| &*Box::leak(s.to_string().into_boxed_str())),
+    );
+    a
+}
+
 fn command(f: &Fixture, args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
     c.arg("--host-root").arg(&f.host).args(args);
@@ -202,10 +212,7 @@ fn a_fifo_or_directory_at_the_hosts_conflist_is_refused_not_waited_on() {
             vec!["install", "--bundle", &b(&f), "--dry-run"],
             vec!["status", "--bundle", &b(&f)],
         ] {
-            let root = h(&f);
-            let mut a = vec!["--host-root", root.as_str()];
-            a.extend(args.iter().copied());
-            let r = run_limited(&a, Duration::from_secs(20));
+            let r = run_limited(&on(&f, &args), Duration::from_secs(20));
             assert_ne!(r.code, 0, "{kind} {args:?}: {}", r.stdout);
             assert!(
                 r.stderr.contains("10-nsx.conflist") && r.stderr.contains("not a regular file"),
@@ -488,10 +495,7 @@ fn cleanup_runs_no_command_a_ledger_smuggles_in() {
         );
         let before = snapshot(&f.host, true);
         for args in [vec!["cleanup", "--dry-run"], vec!["cleanup"]] {
-            let root = h(&f);
-            let mut a = vec!["--host-root", root.as_str()];
-            a.extend(args.iter().copied());
-            let r = run(&a);
+            let r = run(&on(&f, &args));
             assert_ne!(r.code, 0, "{case} {args:?}: {}", r.stdout);
             assert!(
                 r.stderr.contains("host_ovs_stopped") && r.stderr.contains("refusing"),
@@ -525,10 +529,7 @@ fn refusals_change_nothing() {
     fs::create_dir_all(f.host.join("var/lib/ncp-bootstrap/ledger.json")).unwrap();
     let before = snapshot(&f.host, true);
     for args in [vec!["cleanup"], vec!["status"]] {
-        let root = h(&f);
-        let mut a = vec!["--host-root", root.as_str()];
-        a.extend(args.iter().copied());
-        let r = run(&a);
+        let r = run(&on(&f, &args));
         assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
         assert!(r.stderr.contains("ledger.json"), "{}", r.stderr);
         assert_eq!(snapshot(&f.host, true), before);
@@ -544,11 +545,8 @@ fn refusals_change_nothing() {
         vec!["install", "--bundle", &b(&f)],
         vec!["config", "show"],
     ] {
-        let root = h(&f);
-        let mut a = vec!["--host-root", root.as_str()];
-        a.extend(args.iter().copied());
         let r = run_env(
-            &a,
+            &on(&f, &args),
             &[("NCP_BOOTSTRAP_PROBE_TARGETS", "gateway,10.0.0.1:http")],
         );
         assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
@@ -707,8 +705,10 @@ fn install_preflights_persist_before_any_step_acts() {
 /// The uplink must be a NIC that can be an OVS port; the bridge absent or OVS's own.
 #[test]
 fn wrong_links_as_uplink_or_bridge_are_refused() {
-    let Some(lab) = NetLab::new() else { return };
+    let Some(mut lab) = NetLab::new() else { return };
     lab.standard();
+    // OVS runs, as on a node: the refusal must not hang on OVS being absent.
+    lab.start_ovs();
     lab.n("link add eth2 type veth peer name eth3");
     lab.n("link add lbr0 type bridge");
     let state = lab.state();
