@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DESTDIR ?=
 
-.PHONY: setup setup-vm build test vm-test vagrant-test demo bench clean install-host
+.PHONY: setup setup-vm build test vm-test vagrant-test demo bench clean install-host uninstall-host
 
 setup:
 	bash scripts/setup.sh
@@ -39,15 +39,13 @@ clean:
 bench: setup-vm
 	$(CARGO) bench --bench report
 
-# Installs the binary, the bundle's shipped files and the systemd units on a host (DESTDIR for
-# packaging). The NSX CNI plugin binary itself comes with the NCP release.
+# Installs the binary, the NCP release's CNI bundle (NCP_BUNDLE: a directory that mirrors the
+# host), the AppArmor profile and the systemd units on a host, or under DESTDIR for packaging
+# (units then in $(PREFIX)/lib/systemd/system). Refuses a bundle that lacks a file, listing all.
 PREFIX ?= /usr
+NCP_BUNDLE ?=
 install-host: build
-	install -D -m 0755 target/release/ncp-bootstrap $(DESTDIR)$(PREFIX)/bin/ncp-bootstrap
-	install -D -m 0644 distro/cni/10-nsx.conflist $(DESTDIR)$(PREFIX)/share/ncp-bootstrap/bundle/etc/cni/net.d/10-nsx.conflist
-	install -D -m 0644 distro/cni/99-loopback.conf $(DESTDIR)$(PREFIX)/share/ncp-bootstrap/bundle/etc/cni/net.d/99-loopback.conf
-	install -D -m 0644 distro/ubuntu/apparmor/ncp-apparmor $(DESTDIR)$(PREFIX)/share/ncp-bootstrap/bundle/etc/apparmor.d/ncp-apparmor
-	install -D -m 0644 units/systemd/ncp-bootstrap.service $(DESTDIR)/etc/systemd/system/ncp-bootstrap.service
-	install -D -m 0644 units/systemd/ncp-ovs.service $(DESTDIR)/etc/systemd/system/ncp-ovs.service
-	install -D -m 0644 units/systemd/ncp-bootstrap-cleanup.service $(DESTDIR)/etc/systemd/system/ncp-bootstrap-cleanup.service
-	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/ncp-bootstrap/README.md
+	bash scripts/install-host.sh install "$(NCP_BUNDLE)" "$(DESTDIR)" "$(PREFIX)"
+
+uninstall-host:
+	bash scripts/install-host.sh uninstall "" "$(DESTDIR)" "$(PREFIX)"

@@ -52,4 +52,9 @@ if ! python3 -c "import kubernetes_validate" >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check kubernetes-validate==1.31.0 2>&1 | grep -v "Running pip as the 'root' user" || true
 fi
 python3 -c "import kubernetes_validate" 2>/dev/null || echo "setup: warning: kubernetes-validate did not install" >&2
+# The JSON Schema validator for the report schema test (a kubernetes-validate dependency; made
+# explicit so that the test does not rest on that).
+if ! python3 -c "import jsonschema" >/dev/null 2>&1; then
+  python3 -m pip install -q --disable-pip-version-check jsonschema 2>&1 | grep -v "Running pip as the 'root' user" || true
+fi
 echo "setup: system packages present"

@@ -3,12 +3,29 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+const GLOBAL: &str = "Global options (for every command, before or after it)";
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done, or already converged
+  1  status found drift
+  2  bad input, precondition or usage error; nothing was changed
+  3  a step failed while applying; what was done is recorded, and the
+     message says how to recover
+  4  with --detailed-exit-codes: done, and something was changed
+
+Examples:
+  ncp-bootstrap install --bundle /opt/ncp/bundle
+  ncp-bootstrap --host-root /host status
+  ncp-bootstrap cleanup --dry-run";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ncp-bootstrap",
     version,
     about = "Prepare a Kubernetes node for NSX (NCP): CNI, AppArmor, OVS, uplink, persistent \
              network config, and a full cleanup",
+    after_help = EXIT_CODES,
     max_term_width = 80
 )]
 pub struct Cli {
@@ -18,29 +35,52 @@ pub struct Cli {
         env = "NCP_HOST_ROOT",
         default_value = "/",
         global = true,
-        value_name = "DIR"
+        value_name = "DIR",
+        help_heading = GLOBAL
     )]
     pub host_root: PathBuf,
     /// Config file (TOML) [default: <host-root>/etc/ncp-bootstrap/config.toml if present]
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// ncp.ini to read uplink and bridge from [default: /etc/nsx-ujo/ncp.ini if present]
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub ncp_ini: Option<PathBuf>,
-    /// Print the plan (each change, and why) and change nothing
-    #[arg(long, global = true)]
-    pub dry_run: bool,
     /// Report format on stdout
-    #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
+    #[arg(long, value_enum, default_value_t = Output::Text, global = true, help_heading = GLOBAL)]
     pub output: Output,
     /// More detail on stderr
-    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    #[arg(short, long, global = true, conflicts_with = "quiet", help_heading = GLOBAL)]
     pub verbose: bool,
     /// Only warnings and errors on stderr
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
+    /// Exit 4 when something was changed, 0 only when already converged
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    pub detailed_exit_codes: bool,
+    /// Accepted before the command too, for scripts written that way
+    #[arg(long, hide = true)]
+    pub dry_run: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// `--dry-run`, given before the command or after it.
+    pub fn dry_run(&self) -> bool {
+        let own = match &self.command {
+            Command::Install(a) | Command::Cni(a) => a.dry.dry_run,
+            Command::Apparmor(a) => a.dry.dry_run,
+            Command::Uplink(UplinkCommand::Attach(u) | UplinkCommand::Detach(u)) => u.dry.dry_run,
+            Command::Persist { link, .. } => link.dry.dry_run,
+            Command::Cleanup { dry, .. } => dry.dry_run,
+            Command::Config(ConfigCommand::Set { dry, .. }) => dry.dry_run,
+            Command::Status(_)
+            | Command::Ovs(_)
+            | Command::Config(ConfigCommand::Show)
+            | Command::Demo => false,
+        };
+        own || self.dry_run
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -50,33 +90,65 @@ pub enum Output {
 }
 
 #[derive(Debug, Clone, clap::Args)]
+pub struct DryRun {
+    /// Print the plan (each change, and why) and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
 pub struct BundleArgs {
-    /// Bundle directory that mirrors the host (config cni.bundle)
+    /// Bundle directory that mirrors the host (config cni.bundle, env
+    /// NCP_BOOTSTRAP_CNI_BUNDLE)
     #[arg(long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
-    /// Install the bundle's CNI even when the host's is newer
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct InstallArgs {
+    #[command(flatten)]
+    pub bundle: BundleArgs,
+    /// Install the bundle's CNI even when the host's is newer: a rollback (config cni.force,
+    /// env NCP_BOOTSTRAP_CNI_FORCE)
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub dry: DryRun,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApparmorArgs {
+    #[command(flatten)]
+    pub bundle: BundleArgs,
+    #[command(flatten)]
+    pub dry: DryRun,
 }
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct UplinkArgs {
-    /// The uplink, node-if (config node.uplink)
+    /// The uplink, node-if (config node.uplink, env NCP_BOOTSTRAP_NODE_UPLINK)
     #[arg(long, value_name = "IF")]
     pub uplink: Option<String>,
-    /// The OVS bridge (config node.bridge)
+    /// The OVS bridge (config node.bridge, env NCP_BOOTSTRAP_NODE_BRIDGE)
     #[arg(long, value_name = "BR")]
     pub bridge: Option<String>,
+    #[command(flatten)]
+    pub dry: DryRun,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The init-container job: every bootstrap step that is enabled
-    Install(BundleArgs),
+    #[command(
+        after_help = "Example:\n  ncp-bootstrap --host-root /host install --bundle /opt/ncp/bundle"
+    )]
+    Install(InstallArgs),
     /// Install the CNI plugin files only
-    Cni(BundleArgs),
+    #[command(after_help = "Example:\n  ncp-bootstrap cni --bundle /opt/ncp/bundle --dry-run")]
+    Cni(InstallArgs),
     /// Install and load the AppArmor profile only
-    Apparmor(BundleArgs),
+    #[command(after_help = "Example:\n  ncp-bootstrap apparmor --bundle /opt/ncp/bundle")]
+    Apparmor(ApparmorArgs),
     /// Containerized OVS
     #[command(subcommand)]
     Ovs(OvsCommand),
@@ -84,10 +156,14 @@ pub enum Command {
     #[command(subcommand)]
     Uplink(UplinkCommand),
     /// Write persistent network config for node-if
+    #[command(
+        after_help = "Example:\n  ncp-bootstrap persist --uplink eth1 --format netplan --dry-run"
+    )]
     Persist {
         #[command(flatten)]
         link: UplinkArgs,
-        /// auto, ifupdown, netplan, ifcfg or nm-keyfile (config persist.format)
+        /// auto, ifupdown, netplan, ifcfg or nm-keyfile (config persist.format, env
+        /// NCP_BOOTSTRAP_PERSIST_FORMAT)
         #[arg(long)]
         format: Option<String>,
         /// Also apply the written config with the host's network tool
@@ -95,6 +171,7 @@ pub enum Command {
         apply: bool,
     },
     /// Undo everything recorded
+    #[command(after_help = "Example:\n  ncp-bootstrap --host-root /host cleanup --dry-run")]
     Cleanup {
         /// No ledger: follow NCP's documented node cleanup
         #[arg(long)]
@@ -103,8 +180,11 @@ pub enum Command {
         /// host's original content is lost); without it such entries stay and cleanup exits 3
         #[arg(long, conflicts_with = "legacy")]
         forget_missing_backups: bool,
+        #[command(flatten)]
+        dry: DryRun,
     },
     /// What is installed, what drifted (exit 1 on drift)
+    #[command(after_help = "Example:\n  ncp-bootstrap --host-root /host status --output json")]
     Status(BundleArgs),
     /// Show or change the configuration
     #[command(subcommand)]
@@ -116,23 +196,47 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum OvsCommand {
     /// The nsx-ovs container entrypoint (foreground)
+    #[command(
+        after_help = "Example (the nsx-ovs container):\n  ncp-bootstrap --host-root /host ovs run"
+    )]
     Run,
     /// Liveness check for `ovs run`
+    #[command(
+        after_help = "Example (a liveness probe):\n  ncp-bootstrap --host-root /host ovs health"
+    )]
     Health,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum UplinkCommand {
     /// Move addresses/routes node-if -> bridge
+    #[command(
+        after_help = "Example:\n  ncp-bootstrap uplink attach --uplink eth1 --bridge br-int"
+    )]
     Attach(UplinkArgs),
     /// Move them back
+    #[command(after_help = "Example:\n  ncp-bootstrap uplink detach --uplink eth1")]
     Detach(UplinkArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// The effective config, each value with where it came from
+    #[command(after_help = "Example:\n  ncp-bootstrap config show --output json")]
     Show,
     /// Change the config file, keeping its comments and layout
-    Set { key: String, value: String },
+    #[command(
+        after_help = "Example:\n  ncp-bootstrap config set probe.targets gateway,10.0.0.1:6443"
+    )]
+    Set {
+        /// The key to set
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(
+            crate::config::KEYS.iter().map(|k| k.name)
+        ))]
+        key: String,
+        /// Its value, as text (lists comma-separated)
+        value: String,
+        #[command(flatten)]
+        dry: DryRun,
+    },
 }

@@ -36,6 +36,8 @@ pub const KEYS: &[KeyDef] = &[
         doc: "the OVS integration bridge (ncp.ini [nsx_node_agent] ovs_bridge)" },
     KeyDef { name: "cni.enabled", ty: Type::Bool, default: Some("true"),
         doc: "whether `install` installs the CNI plugin" },
+    KeyDef { name: "cni.force", ty: Type::Bool, default: Some("false"),
+        doc: "install the bundle's CNI even over a newer one on the host: a rollback (flag --force)" },
     KeyDef { name: "cni.bundle", ty: Type::Str, default: Some("/usr/share/ncp-bootstrap/bundle"),
         doc: "directory that mirrors the host with the files to install (flag --bundle)" },
     KeyDef { name: "apparmor.mode", ty: Type::Choice(&["auto", "required", "off"]), default: Some("auto"),
@@ -275,6 +277,22 @@ impl Config {
                 let shown = file.display().to_string();
                 for (def, item) in toml_items(&text, &shown)? {
                     let value = parse_toml(def, &item, &shown)?;
+                    // `config set` writes this file once; a later ncp.ini change (the ConfigMap)
+                    // would otherwise be overridden without a word.
+                    if let Some(Resolved {
+                        value: Some(ini),
+                        source: Source::NcpIni(ini_file),
+                    }) = values.get(def.name)
+                    {
+                        if *ini != value {
+                            warnings.push(format!(
+                                "{}: config file {shown} says {value}, ncp.ini {ini_file} says \
+                                 {ini}; the config file wins. Remove the key from the config \
+                                 file to follow ncp.ini",
+                                def.name
+                            ));
+                        }
+                    }
                     values.insert(
                         def.name,
                         Resolved {

@@ -34,6 +34,7 @@ pub struct StepReport {
     pub changes: Vec<Change>,
     pub warnings: Vec<String>,
     pub notes: Vec<String>,
+    #[serde(serialize_with = "to_microseconds")]
     pub duration_ms: f64,
     /// Figures the step measured about itself (e.g. `switch_window_ms`).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -63,8 +64,13 @@ pub struct Report {
     pub warnings: Vec<String>,
     pub exit_code: i32,
     pub error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Command-specific data (`status`, `config show`); `null` for the others.
     pub details: Option<serde_json::Value>,
+}
+
+/// Milliseconds rounded to whole microseconds: finer digits are noise, not information.
+fn to_microseconds<S: serde::Serializer>(ms: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((ms * 1000.0).round() / 1000.0)
 }
 
 impl Report {
@@ -144,6 +150,21 @@ impl Progress {
         }
     }
 
+    /// The change being made now. The spinner shows it on a TTY; in a log, where the final
+    /// report lists every change, it is a line of its own only with `-v` (so that each change
+    /// is printed once, unless more detail was asked for).
+    pub fn doing(&self, msg: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(b) => b.set_message(msg.to_string()),
+            None if self.verbose => eprintln!("{} {msg}", timestamp()),
+            None => {}
+        }
+    }
+
+    /// Detail for `-v`: plans, notes, what was found.
     pub fn debug(&self, msg: &str) {
         if self.verbose {
             self.line(msg);

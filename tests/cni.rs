@@ -197,9 +197,9 @@ fn unusable_host_conflist_is_backed_up_and_replaced() {
         let r = cni(&f, &[]);
         assert_eq!(r.code, 0, "{case}: {}", r.stderr);
         assert!(
-            r.stderr.contains("backed up and replaced"),
+            r.stdout.contains("backed up and replaced"),
             "{case}: {}",
-            r.stderr
+            r.stdout
         );
         assert_eq!(
             read(&f.host, "etc/cni/net.d/10-nsx.conflist"),

@@ -614,7 +614,7 @@ fn messages_say_what_is_accepted() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let r = run(&["--host-root", &h(&f), "install", "--bundle", &b(&f)]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.contains("newer than the bundle's"), "{}", r.stderr);
+    assert!(r.stdout.contains("newer than the bundle's"), "{}", r.stdout);
 }
 
 // ---- In network namespaces (root, OVS) ----------------------------------------------------

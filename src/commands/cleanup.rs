@@ -22,7 +22,7 @@ pub fn run(
     }
     let started = Instant::now();
     let mut step = StepReport::new("cleanup");
-    let dry = env.cli.dry_run;
+    let dry = env.cli.dry_run();
     // The ledger is read, undone entry by entry and pruned under one lock, so that an `install`
     // running at the same time either finishes before cleanup reads it or starts after.
     let _lock = if dry {
@@ -36,15 +36,33 @@ pub fn run(
         if !dry && env.host.exists(crate::host::paths::STATE_DIR)? {
             undo::prune_state(&env.host, &ledger.state_dirs)?;
         }
+        step.notes.extend(config_file_note(env)?);
         report.steps.push(step);
         return Ok(Outcome::ok());
     }
     let mut errors = Vec::new();
+    if !dry {
+        env.progress.info(&format!(
+            "cleanup: undoing {} ledger entr{}",
+            ledger.entries.len(),
+            if ledger.entries.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            }
+        ));
+    }
     for (n, entry) in ledger.entries.clone().iter().rev().enumerate() {
         crate::fault::fault(&format!("cleanup-{n}"));
         let outcome = undo::plan(&env.host, entry, forget_missing_backups).and_then(|action| {
-            env.progress
-                .info(&format!("cleanup: {}", action.describe()));
+            match dry {
+                true => env
+                    .progress
+                    .debug(&format!("cleanup: planned: {}", action.describe())),
+                false => env
+                    .progress
+                    .doing(&format!("cleanup: {}", action.describe())),
+            }
             if !dry {
                 undo::apply(&env.host, entry, &action)?;
                 ledger.forget(&env.host, entry)?;
@@ -91,8 +109,22 @@ pub fn run(
         )
         .into());
     }
+    step.notes.extend(config_file_note(env)?);
     report.steps.push(step);
     Ok(Outcome::ok())
+}
+
+/// The config file is the operator's settings, not a change to undo: it stays, and cleanup
+/// says so, since `config set` may have created it.
+fn config_file_note(env: &Env) -> Result<Option<String>> {
+    if env.cli.config.is_some() || !env.host.exists(crate::host::paths::CONFIG_FILE)? {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "left {}: it holds settings (from `config set` or written by hand), not a change to \
+         undo; remove it to forget them",
+        crate::host::paths::CONFIG_FILE
+    )))
 }
 
 /// NCP's documented node cleanup, for a node prepared without our ledger: the CNI files, the
@@ -157,9 +189,12 @@ fn legacy_cleanup(env: &Env, report: &mut Report) -> Result<Outcome> {
         planned.push("move the node's addresses and routes from the bridge back to node-if".into());
     }
     for p in &planned {
-        env.progress.info(&format!("cleanup --legacy: {p}"));
+        env.progress.debug(&format!(
+            "cleanup --legacy: {}{p}",
+            if env.cli.dry_run() { "planned: " } else { "" }
+        ));
     }
-    let dry = env.cli.dry_run;
+    let dry = env.cli.dry_run();
     if !dry {
         let ctx = crate::steps::Ctx {
             host,

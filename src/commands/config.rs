@@ -47,7 +47,7 @@ pub fn set(env: &Env, key: &str, value: &str) -> Result<Outcome> {
     let mut text = String::new();
     if new == old {
         text.push_str(&format!("{key} is already {value} in {}\n", path.display()));
-    } else if env.cli.dry_run {
+    } else if env.cli.dry_run() {
         text.push_str(&format!(
             "would set {key} = {value} in {}\n",
             path.display()

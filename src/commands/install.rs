@@ -6,24 +6,24 @@ use crate::report::{Report, Status, StepReport};
 use crate::steps::{apparmor::AppArmor, cni::Cni, execute, preflight, Ctx};
 use anyhow::Result;
 
-fn ctx<'a>(env: &'a Env, force: bool) -> Ctx<'a> {
+fn ctx<'a>(env: &'a Env) -> Ctx<'a> {
     Ctx {
         host: &env.host,
         config: &env.config,
-        dry_run: env.cli.dry_run,
-        force,
+        dry_run: env.cli.dry_run(),
+        force: env.config.bool("cni.force"),
         progress: env.progress,
     }
 }
 
-pub fn cni(env: &Env, force: bool, report: &mut Report) -> Result<Outcome> {
-    let ctx = ctx(env, force);
+pub fn cni(env: &Env, report: &mut Report) -> Result<Outcome> {
+    let ctx = ctx(env);
     report.steps.push(execute(&ctx, &Cni::from_ctx(&ctx))?);
     Ok(Outcome::ok())
 }
 
-pub fn install(env: &Env, force: bool, report: &mut Report) -> Result<Outcome> {
-    let ctx = ctx(env, force);
+pub fn install(env: &Env, report: &mut Report) -> Result<Outcome> {
+    let ctx = ctx(env);
     let cni = env.config.bool("cni.enabled").then(|| Cni::from_ctx(&ctx));
     let apparmor = AppArmor::from_ctx(&ctx);
     // Every step's input is checked before the first one acts: exit 2 means nothing changed.
@@ -34,7 +34,7 @@ pub fn install(env: &Env, force: bool, report: &mut Report) -> Result<Outcome> {
     // host-ovs and persist plan inside their own run: a dry run of each is their plan.
     let plan_only = Ctx {
         dry_run: true,
-        ..self::ctx(env, force)
+        ..self::ctx(env)
     };
     let preflight_of = |name: &str, r: Result<StepReport>| {
         r.map(|_| ())
@@ -92,13 +92,13 @@ fn skipped(name: &str, why: &str) -> StepReport {
 }
 
 pub fn apparmor(env: &Env, report: &mut Report) -> Result<Outcome> {
-    let ctx = ctx(env, false);
+    let ctx = ctx(env);
     report.steps.push(execute(&ctx, &AppArmor::from_ctx(&ctx))?);
     Ok(Outcome::ok())
 }
 
 pub fn uplink(env: &Env, attach: bool, report: &mut Report) -> Result<Outcome> {
-    let ctx = ctx(env, false);
+    let ctx = ctx(env);
     let step = if attach {
         crate::steps::uplink::attach(&ctx)
     } else {
@@ -111,7 +111,7 @@ pub fn uplink(env: &Env, attach: bool, report: &mut Report) -> Result<Outcome> {
 }
 
 pub fn ovs_run(env: &Env) -> Result<Outcome> {
-    let ctx = ctx(env, false);
+    let ctx = ctx(env);
     let code = crate::steps::ovs_run::run(&ctx)?;
     Ok(Outcome {
         code,
@@ -122,7 +122,7 @@ pub fn ovs_run(env: &Env) -> Result<Outcome> {
 
 /// Liveness/readiness: exit 0, or exit 1 with a one-line reason.
 pub fn ovs_health(env: &Env) -> Result<Outcome> {
-    let ctx = ctx(env, false);
+    let ctx = ctx(env);
     Ok(match crate::steps::ovs_run::health(&ctx) {
         Ok(()) => Outcome {
             code: 0,
@@ -143,7 +143,7 @@ pub fn persist(
     apply: bool,
     report: &mut Report,
 ) -> Result<Outcome> {
-    let ctx = ctx(env, false);
+    let ctx = ctx(env);
     report
         .steps
         .push(crate::steps::persist::step(&ctx, format, apply)?);

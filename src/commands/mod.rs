@@ -10,7 +10,7 @@ use crate::cli::{Cli, Command, ConfigCommand, Output, OvsCommand, UplinkCommand}
 use crate::config::{Config, Inputs};
 use crate::error::kind_of;
 use crate::host::HostRoot;
-use crate::report::{Progress, Report};
+use crate::report::{Progress, Report, Status};
 use crate::steps::StepFailed;
 use anyhow::Result;
 
@@ -43,7 +43,7 @@ pub fn run(cli: Cli) -> i32 {
     let progress = Progress::new(cli.quiet, cli.verbose);
     let mut report = Report {
         command: command_name(&cli.command).to_string(),
-        dry_run: cli.dry_run,
+        dry_run: cli.dry_run(),
         host_root: cli.host_root.display().to_string(),
         steps: Vec::new(),
         warnings: Vec::new(),
@@ -52,9 +52,10 @@ pub fn run(cli: Cli) -> i32 {
         details: None,
     };
     let result = build_env(&cli, &progress).and_then(|env| {
+        // Configuration warnings go into the report, which prints them once at the end.
         report.warnings.extend(env.config.warnings.iter().cloned());
-        for w in &env.config.warnings {
-            progress.warn(w);
+        if !matches!(cli.command, Command::Ovs(OvsCommand::Health)) {
+            progress.info(&start_line(&env));
         }
         dispatch(&env, &mut report)
     });
@@ -63,6 +64,11 @@ pub fn run(cli: Cli) -> i32 {
     match result {
         Ok(outcome) => {
             report.exit_code = outcome.code;
+            // Automation tells "changed" from "converged" by the code alone.
+            let changed = report.steps.iter().any(|s| s.status == Status::Changed);
+            if cli.detailed_exit_codes && outcome.code == 0 && changed {
+                report.exit_code = 4;
+            }
             report.details = outcome.details;
             text = outcome.text;
         }
@@ -129,6 +135,31 @@ fn wants_json(args: impl Iterator<Item = String>) -> bool {
             .any(|w| w[0] == "--output" && w[1] == "json")
 }
 
+/// The first line of a run: what runs, on which host root, from which configuration.
+fn start_line(env: &Env) -> String {
+    let mut sources: Vec<String> = Vec::new();
+    for r in env.config.values.values() {
+        let s = match &r.source {
+            crate::config::Source::Default => continue,
+            crate::config::Source::Env(_) => "environment".to_string(),
+            crate::config::Source::Flag(_) => "flags".to_string(),
+            other => other.to_string(),
+        };
+        if !sources.contains(&s) {
+            sources.push(s);
+        }
+    }
+    sources.push("defaults".into());
+    format!(
+        "ncp-bootstrap {} {}{}: host root {}, configuration from {}",
+        env!("CARGO_PKG_VERSION"),
+        command_name(&env.cli.command),
+        if env.cli.dry_run() { " (dry run)" } else { "" },
+        env.host.root().display(),
+        sources.join(", ")
+    )
+}
+
 fn build_env<'a>(cli: &'a Cli, progress: &'a Progress) -> Result<Env<'a>> {
     let host = HostRoot::new(&cli.host_root)?;
     let mut inputs = Inputs {
@@ -141,6 +172,11 @@ fn build_env<'a>(cli: &'a Cli, progress: &'a Progress) -> Result<Env<'a>> {
         inputs
             .flags
             .push(("cni.bundle", "--bundle", b.display().to_string()));
+    }
+    if let Command::Install(a) | Command::Cni(a) = &cli.command {
+        if a.force {
+            inputs.flags.push(("cni.force", "--force", "true".into()));
+        }
     }
     if let Some(u) = uplink_flags(&cli.command) {
         if let Some(v) = &u.uplink {
@@ -161,9 +197,9 @@ fn build_env<'a>(cli: &'a Cli, progress: &'a Progress) -> Result<Env<'a>> {
 
 fn bundle_flag(c: &Command) -> Option<&std::path::PathBuf> {
     match c {
-        Command::Install(b) | Command::Cni(b) | Command::Apparmor(b) | Command::Status(b) => {
-            b.bundle.as_ref()
-        }
+        Command::Install(a) | Command::Cni(a) => a.bundle.bundle.as_ref(),
+        Command::Apparmor(a) => a.bundle.bundle.as_ref(),
+        Command::Status(b) => b.bundle.as_ref(),
         _ => None,
     }
 }
@@ -178,15 +214,16 @@ fn uplink_flags(c: &Command) -> Option<&crate::cli::UplinkArgs> {
 
 fn dispatch(env: &Env, report: &mut Report) -> Result<Outcome> {
     match &env.cli.command {
-        Command::Install(b) => install::install(env, b.force, report),
-        Command::Cni(b) => install::cni(env, b.force, report),
+        Command::Install(_) => install::install(env, report),
+        Command::Cni(_) => install::cni(env, report),
         Command::Status(_) => status::run(env, report),
         Command::Cleanup {
             legacy,
             forget_missing_backups,
+            ..
         } => cleanup::run(env, *legacy, *forget_missing_backups, report),
         Command::Config(ConfigCommand::Show) => config::show(env),
-        Command::Config(ConfigCommand::Set { key, value }) => config::set(env, key, value),
+        Command::Config(ConfigCommand::Set { key, value, .. }) => config::set(env, key, value),
         Command::Apparmor(_) => install::apparmor(env, report),
         Command::Ovs(OvsCommand::Run) => install::ovs_run(env),
         Command::Ovs(OvsCommand::Health) => install::ovs_health(env),

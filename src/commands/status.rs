@@ -26,8 +26,13 @@ struct FileStatus {
 struct AppArmorStatus {
     module_enabled: bool,
     profile: String,
+    /// The profile file, described (absent, ours, ours DRIFTED, present not ours).
     file: String,
-    loaded: Option<String>,
+    file_present: bool,
+    file_ours: bool,
+    loaded: bool,
+    /// The mode the kernel lists it in (`enforce`, `complain`), when loaded.
+    loaded_mode: Option<String>,
     annotation: String,
     skipped: Option<String>,
     pending: Vec<String>,
@@ -40,6 +45,7 @@ struct CniStatus {
     host_version: Option<String>,
     host_conflist: String,
     legacy_package: String,
+    legacy_package_installed: bool,
     files: Vec<FileStatus>,
     pending: Vec<String>,
     drift: Vec<String>,
@@ -51,11 +57,15 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
         host: &env.host,
         config: &env.config,
         dry_run: true,
-        force: false,
+        force: env.config.bool("cni.force"),
         progress: env.progress,
     };
+    // Nothing recorded and no NSX conflist: a node never prepared, or cleaned up. What is
+    // missing then is "not installed", not drift.
+    let installed = !ledger.is_empty() || env.host.exists(paths::NSX_CONFLIST)?;
     let cni = Cni::from_ctx(&ctx);
-    let (bundle_version, bundle_error) = match cni.bundle_version() {
+    let bundle = cni.bundle_version();
+    let (bundle_version, bundle_error) = match &bundle {
         Ok(v) => (Some(v.to_string()), None),
         Err(e) => (None, Some(format!("{e:#}"))),
     };
@@ -65,7 +75,9 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
         HostConflist::Invalid(why) => (None, format!("invalid: {why}")),
         HostConflist::Version(v) => (Some(v.to_string()), format!("nsxBuildVersion {v}")),
     };
-    let legacy = match legacy_pkg::detect(&env.host)? {
+    let detection = legacy_pkg::detect(&env.host)?;
+    let legacy_installed = matches!(detection, Detection::Found(_));
+    let legacy = match detection {
         Detection::Absent => "not installed".to_string(),
         Detection::Found(p) => format!(
             "{} {} installed ({})",
@@ -107,8 +119,24 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
             .map(crate::steps::Action::describe)
             .collect(),
     };
-    for p in &pending {
-        drift.push(format!("not converged: {p}"));
+    if let Some(e) = &bundle_error {
+        drift.push(format!(
+            "the bundle is unusable, so install cannot run: {e}"
+        ));
+    }
+    if installed {
+        for p in &pending {
+            drift.push(format!("not converged: {p}"));
+        }
+    }
+    if let (Ok(b), HostConflist::Version(h)) = (&bundle, &host) {
+        if h > b && !ctx.force {
+            drift.push(crate::steps::cni::downgrade_refused(h, b));
+        }
+    }
+    let before = crate::steps::cni::configs_before_ours(&env.host)?;
+    if !before.is_empty() {
+        drift.push(crate::steps::cni::shadowed_warning(&before));
     }
     let status = CniStatus {
         bundle_version,
@@ -116,6 +144,7 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
         host_version,
         host_conflist: host_desc,
         legacy_package: legacy,
+        legacy_package_installed: legacy_installed,
         files,
         pending,
         drift,
@@ -124,11 +153,13 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
     let mut drift = status.drift.clone();
     let aa = apparmor_status(env, &ctx, &ledger)?;
     text.push_str(&render_apparmor(&aa));
-    drift.extend(
-        aa.pending
-            .iter()
-            .map(|p| format!("apparmor not converged: {p}")),
-    );
+    if installed {
+        drift.extend(
+            aa.pending
+                .iter()
+                .map(|p| format!("apparmor not converged: {p}")),
+        );
+    }
     let others = component_lines(env, &ctx, &ledger);
     for c in &others {
         text.push_str(&format!(
@@ -139,11 +170,32 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
             drift.push(format!("{}: {}", c.component, c.reason));
         }
     }
-    text.push_str(&render_drift(&drift));
+    // The node can run NSX pods only once the containerized OVS has the uplink.
+    let not_ready: Vec<String> = others
+        .iter()
+        .filter(|c| c.component == "ovs" && c.state == "missing")
+        .filter(|_| installed && env.config.str("node.uplink").is_some())
+        .map(|c| {
+            format!(
+                "the containerized OVS is not running ({}); the nsx-ovs container (`ovs run`) \
+                 starts it and attaches the uplink",
+                c.reason
+            )
+        })
+        .collect();
+    let node = match (installed, drift.is_empty(), not_ready.is_empty()) {
+        (_, false, _) => "drift",
+        (false, true, _) => "not installed",
+        (true, true, false) => "not ready",
+        (true, true, true) => "ready",
+    };
+    text.push_str(&render_verdict(node, &drift, &not_ready));
     Ok(Outcome {
         code: if drift.is_empty() { 0 } else { 1 },
         text,
         details: Some(serde_json::json!({
+            "node": node,
+            "not_ready": not_ready,
             "cni": status,
             "apparmor": aa,
             "components": others,
@@ -269,10 +321,10 @@ fn component_lines(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Vec<Component> {
 
 fn apparmor_status(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Result<AppArmorStatus> {
     let step = AppArmor::from_ctx(ctx);
-    let file = match (
-        env.host.file_state(paths::APPARMOR_PROFILE_FILE)?,
-        ledger.file(paths::APPARMOR_PROFILE_FILE),
-    ) {
+    let on_host = env.host.file_state(paths::APPARMOR_PROFILE_FILE)?;
+    let recorded = ledger.file(paths::APPARMOR_PROFILE_FILE);
+    let (file_present, file_ours) = (on_host.is_some(), recorded.is_some());
+    let file = match (on_host, recorded) {
         (None, _) => "absent".to_string(),
         (Some(s), Some(Entry::File { sha256, .. })) if *sha256 == s.sha256 => "ours".to_string(),
         (Some(_), Some(_)) => "ours, DRIFTED".to_string(),
@@ -289,9 +341,13 @@ fn apparmor_status(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Result<AppArmorStat
         ),
         Err(e) => (None, vec![format!("cannot plan: {e:#}")]),
     };
+    let loaded_mode = loaded_mode(&env.host, &step.profile)?;
     Ok(AppArmorStatus {
         module_enabled: module_enabled(&env.host)?,
-        loaded: loaded_mode(&env.host, &step.profile)?,
+        loaded: loaded_mode.is_some(),
+        loaded_mode,
+        file_present,
+        file_ours,
         annotation: annotation("<container>", &step.profile),
         profile: step.profile,
         file,
@@ -321,7 +377,7 @@ fn render_apparmor(a: &AppArmorStatus) -> String {
     t.push_str(&format!(
         "  profile {}: {}\n",
         a.profile,
-        a.loaded
+        a.loaded_mode
             .as_deref()
             .map_or("not loaded".to_string(), |m| format!("loaded ({m})"))
     ));
@@ -329,11 +385,22 @@ fn render_apparmor(a: &AppArmorStatus) -> String {
     t
 }
 
-fn render_drift(drift: &[String]) -> String {
-    if drift.is_empty() {
-        return "no drift\n".into();
+/// The last lines: one verdict for the node, then what stands in its way.
+fn render_verdict(node: &str, drift: &[String], not_ready: &[String]) -> String {
+    let mut t = match node {
+        "not installed" => {
+            "node: not installed (nothing recorded, no NSX CNI config)\n".to_string()
+        }
+        "ready" => "node: ready, no drift\n".to_string(),
+        other => format!("node: {other}\n"),
+    };
+    for d in drift {
+        t.push_str(&format!("drift: {d}\n"));
     }
-    drift.iter().map(|d| format!("drift: {d}\n")).collect()
+    for n in not_ready {
+        t.push_str(&format!("not ready: {n}\n"));
+    }
+    t
 }
 
 fn render(s: &CniStatus, ledger: &Ledger) -> String {

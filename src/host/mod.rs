@@ -453,6 +453,16 @@ fn climbs_out(cur: &Path, root: &Path, rest: &VecDeque<OsString>) -> bool {
     false
 }
 
+/// A field of the host's `/etc/os-release` (quotes removed), if the file and field exist.
+/// Read from the host root: a container's own os-release describes the image, not the node.
+pub fn os_release_field(host: &HostRoot, key: &str) -> Option<String> {
+    let text = String::from_utf8(host.read(paths::OS_RELEASE).ok()??).ok()?;
+    text.lines().find_map(|l| {
+        let v = l.strip_prefix(key)?.strip_prefix('=')?;
+        Some(v.trim().trim_matches('"').trim_matches('\'').to_string())
+    })
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()

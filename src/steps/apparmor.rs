@@ -232,9 +232,12 @@ impl Step for AppArmor {
         }
         if !module_enabled(ctx.host)? {
             if self.mode == Mode::Auto {
+                let os = crate::host::os_release_field(ctx.host, "PRETTY_NAME")
+                    .or_else(|| crate::host::os_release_field(ctx.host, "NAME"))
+                    .map_or(String::new(), |n| format!(" ({n})"));
                 return Ok(Plan::skip(format!(
-                    "AppArmor is not enabled on this host ({ENABLED} is not `Y`), as on RHEL-family \
-                     hosts; nothing to load (apparmor.mode = auto)"
+                    "AppArmor is not enabled on this host{os}: {ENABLED} is not `Y`; nothing to \
+                     load (apparmor.mode = auto)"
                 )));
             }
             return Err(precondition(format!(

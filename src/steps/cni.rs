@@ -163,6 +163,57 @@ pub fn conflist_version(bytes: &[u8]) -> Result<NsxVersion, String> {
     Ok(first)
 }
 
+/// Network configs in `/etc/cni/net.d` that sort before `10-nsx.conflist`. Container runtimes
+/// (containerd and CRI-O, through libcni) use the first `.conf`, `.conflist` or `.json` file by
+/// name, so any of these puts another plugin in charge of pod networking.
+pub fn configs_before_ours(host: &HostRoot) -> Result<Vec<String>> {
+    let dir = host.resolve(paths::CNI_NET_DIR)?;
+    let ours = Path::new(paths::NSX_CONFLIST)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut before: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            [".conf", ".conflist", ".json"]
+                .iter()
+                .any(|ext| n.ends_with(ext))
+                && n.as_bytes() < ours.as_bytes()
+        })
+        .map(|n| format!("{}/{n}", paths::CNI_NET_DIR))
+        .collect();
+    before.sort();
+    Ok(before)
+}
+
+/// The warning (and status drift) for configs that sort first.
+pub fn shadowed_warning(before: &[String]) -> String {
+    format!(
+        "{} sort{} before {}: the container runtime uses the first network config by name, so \
+         NSX is not in charge of pod networking. ncp-bootstrap leaves {} alone (not its own): \
+         remove {}, or rename {} to sort after 10-nsx.conflist",
+        before.join(", "),
+        if before.len() == 1 { "s" } else { "" },
+        paths::NSX_CONFLIST,
+        if before.len() == 1 { "it" } else { "them" },
+        if before.len() == 1 { "it" } else { "them" },
+        if before.len() == 1 { "it" } else { "them" },
+    )
+}
+
+/// Why the host's newer CNI stays, with the way to roll back.
+pub fn downgrade_refused(host: &NsxVersion, bundle: &NsxVersion) -> String {
+    format!(
+        "host nsxBuildVersion {host} is newer than the bundle's {bundle}; not downgrading. To roll \
+         back to the bundle's, set cni.force = true (env NCP_BOOTSTRAP_CNI_FORCE=true, or --force)"
+    )
+}
+
 pub fn host_conflist(host: &HostRoot) -> Result<HostConflist> {
     Ok(match host.read(paths::NSX_CONFLIST)? {
         None => HostConflist::Absent,
@@ -213,13 +264,10 @@ impl Step for Cni {
                 "host nsxBuildVersion {h} is older than the bundle's {bundle_version}"
             )),
             HostConflist::Version(h) if *h > bundle_version && ctx.force => Some(format!(
-                "host nsxBuildVersion {h} is newer than the bundle's {bundle_version}; --force downgrades"
+                "host nsxBuildVersion {h} is newer than the bundle's {bundle_version}; cni.force downgrades"
             )),
             HostConflist::Version(h) if *h > bundle_version => {
-                plan.warnings.push(format!(
-                    "host nsxBuildVersion {h} is newer than the bundle's {bundle_version}; not \
-                     downgrading (use --force to install the bundle's anyway)"
-                ));
+                plan.warnings.push(downgrade_refused(h, &bundle_version));
                 None
             }
             HostConflist::Version(_) => None,
@@ -252,6 +300,10 @@ impl Step for Cni {
                 replace: exists,
                 why,
             });
+        }
+        let before = configs_before_ours(ctx.host)?;
+        if !before.is_empty() {
+            plan.warnings.push(shadowed_warning(&before));
         }
         plan.notes
             .push(format!("bundle nsxBuildVersion {bundle_version}"));

@@ -119,10 +119,19 @@ fn execute_inner<S: Step>(ctx: &Ctx, step: &S, report: &mut StepReport) -> Resul
         report.notes.push(why);
         return Ok(());
     }
+    // Warnings go into the report, which prints them once at the end.
     report.warnings.extend(plan.warnings.iter().cloned());
     report.notes.extend(plan.notes.iter().cloned());
-    for w in &plan.warnings {
-        ctx.progress.warn(&format!("{}: {w}", step.name()));
+    for n in &plan.notes {
+        ctx.progress.debug(&format!("{}: {n}", step.name()));
+    }
+    for a in &plan.actions {
+        ctx.progress.debug(&format!(
+            "{}: planned: {} ({})",
+            step.name(),
+            a.describe(),
+            a.why()
+        ));
     }
     if plan.actions.is_empty() {
         return Ok(());
@@ -147,9 +156,15 @@ fn execute_inner<S: Step>(ctx: &Ctx, step: &S, report: &mut StepReport) -> Resul
         return Ok(());
     }
     report.status = Status::Changed;
+    ctx.progress.info(&format!(
+        "{}: applying {} change{}",
+        step.name(),
+        plan.actions.len(),
+        if plan.actions.len() == 1 { "" } else { "s" }
+    ));
     for action in &plan.actions {
         ctx.progress
-            .info(&format!("{}: {}", step.name(), action.describe()));
+            .doing(&format!("{}: {}", step.name(), action.describe()));
         step.apply(ctx, action, &mut ledger).map_err(|e| {
             classify(
                 e.context(format!(
