@@ -1,4 +1,4 @@
-//! `make bench`: every speed and size figure of issue 10, measured in one run, each against a
+//! `make bench`: every speed and size figure, measured in one run, each against a
 //! baseline from the same run, printed as one Markdown table and written to
 //! target/bench/report.md. Network figures are measured in namespaces this bench creates, with
 //! a userspace OVS; nothing touches the machine's own network.
@@ -294,7 +294,7 @@ fn tool_window(r: &common::Run) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// The seed's manual procedure: add the port, then one `ip` command per address and route.
+/// NCP's documented manual procedure: add the port, then one `ip` command per address and route.
 fn manual_attach(lab: &NetLab) -> f64 {
     let t = Instant::now();
     lab.vsctl(&[

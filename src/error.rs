@@ -59,10 +59,6 @@ pub fn precondition(msg: impl Into<String>) -> anyhow::Error {
     Error::new(Kind::Precondition, msg).into()
 }
 
-pub fn unsupported(msg: impl Into<String>) -> anyhow::Error {
-    Error::new(Kind::Unsupported, msg).into()
-}
-
 /// The kind carried anywhere in an error chain, if any.
 pub fn kind_of(err: &anyhow::Error) -> Option<Kind> {
     err.chain()

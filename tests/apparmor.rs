@@ -2,7 +2,7 @@
 //! only: this machine's kernel has no AppArmor). Loading needs a kernel with AppArmor, so the
 //! load/unload tests put `tests/fakes/apparmor_parser` first on PATH: it compiles with the real
 //! parser and stands in only for the kernel's profile list. The real load in enforce mode is
-//! covered by the VM harness (issue 9).
+//! covered by the VM harness (`make vm-test`).
 
 mod common;
 use common::*;

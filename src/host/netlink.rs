@@ -4,7 +4,8 @@
 //! of requests in one buffer (then collecting the acks) is what keeps an uplink move inside a
 //! few milliseconds.
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::netmodel::Op;
+use anyhow::{anyhow, Context, Result};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REPLACE, NLM_F_REQUEST,
@@ -39,45 +40,21 @@ pub struct Link {
     pub kind: Option<String>,
 }
 
-/// One change, sent as part of a batch.
-#[derive(Debug, Clone)]
-pub enum Op {
-    AddAddress(AddressMessage),
-    DelAddress(AddressMessage),
-    /// Creates the route, or swaps the existing one with the same key in one step.
-    ReplaceRoute(RouteMessage),
-    DelRoute(RouteMessage),
-    AddRule(RuleMessage),
-    DelRule(RuleMessage),
-}
-
-impl Op {
-    fn into_request(self) -> (RouteNetlinkMessage, u16) {
-        match self {
-            Op::AddAddress(m) => (
-                RouteNetlinkMessage::NewAddress(m),
-                NLM_F_CREATE | NLM_F_REPLACE,
-            ),
-            Op::DelAddress(m) => (RouteNetlinkMessage::DelAddress(m), 0),
-            Op::ReplaceRoute(m) => (
-                RouteNetlinkMessage::NewRoute(m),
-                NLM_F_CREATE | NLM_F_REPLACE,
-            ),
-            Op::DelRoute(m) => (RouteNetlinkMessage::DelRoute(m), 0),
-            Op::AddRule(m) => (RouteNetlinkMessage::NewRule(m), NLM_F_CREATE | NLM_F_EXCL),
-            Op::DelRule(m) => (RouteNetlinkMessage::DelRule(m), 0),
-        }
-    }
-
-    pub fn verb(&self) -> &'static str {
-        match self {
-            Op::AddAddress(_) => "add address",
-            Op::DelAddress(_) => "delete address",
-            Op::ReplaceRoute(_) => "replace route",
-            Op::DelRoute(_) => "delete route",
-            Op::AddRule(_) => "add rule",
-            Op::DelRule(_) => "delete rule",
-        }
+/// The request that carries an op, with its flags.
+fn into_request(op: Op) -> (RouteNetlinkMessage, u16) {
+    match op {
+        Op::AddAddress(m) => (
+            RouteNetlinkMessage::NewAddress(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        ),
+        Op::DelAddress(m) => (RouteNetlinkMessage::DelAddress(m), 0),
+        Op::ReplaceRoute(m) => (
+            RouteNetlinkMessage::NewRoute(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        ),
+        Op::DelRoute(m) => (RouteNetlinkMessage::DelRoute(m), 0),
+        Op::AddRule(m) => (RouteNetlinkMessage::NewRule(m), NLM_F_CREATE | NLM_F_EXCL),
+        Op::DelRule(m) => (RouteNetlinkMessage::DelRule(m), 0),
     }
 }
 
@@ -265,14 +242,14 @@ impl Netlink {
             let mut buf = Vec::new();
             let mut seqs = Vec::with_capacity(chunk.len());
             for op in chunk {
-                let (msg, flags) = op.clone().into_request();
+                let (msg, flags) = into_request(op.clone());
                 seqs.push(self.encode(msg, flags | NLM_F_ACK, &mut buf));
             }
             self.sock
                 .send(&buf, 0)
                 .context("sending netlink requests")?;
             for (op, res) in chunk.iter().zip(self.collect_acks(&seqs)) {
-                res.with_context(|| format!("{} {}", op.verb(), describe_op(op)))?;
+                res.with_context(|| op.describe())?;
             }
         }
         Ok(())
@@ -341,20 +318,4 @@ fn link_from(l: &LinkMessage) -> Link {
         }
     }
     link
-}
-
-pub fn describe_op(op: &Op) -> String {
-    match op {
-        Op::AddAddress(a) | Op::DelAddress(a) => crate::netmodel::describe_address(a),
-        Op::ReplaceRoute(r) | Op::DelRoute(r) => crate::netmodel::describe_route(r),
-        Op::AddRule(r) | Op::DelRule(r) => crate::netmodel::describe_rule(r),
-    }
-}
-
-/// Errors from a link lookup that must exist.
-pub fn require_link(nl: &mut Netlink, name: &str, role: &str) -> Result<Link> {
-    match nl.link(name)? {
-        Some(l) => Ok(l),
-        None => bail!("{role} `{name}` does not exist"),
-    }
 }

@@ -128,7 +128,11 @@ pub fn from_carried(iface: &str, mac: Option<String>, mtu: Option<u32>, c: &Carr
             } else {
                 metric
             };
-            if is_default && table == 254 && gateway.is_none() && metric.is_none() {
+            if is_default
+                && table == crate::netmodel::RT_TABLE_MAIN
+                && gateway.is_none()
+                && metric.is_none()
+            {
                 gateway = via;
                 continue;
             }
@@ -143,7 +147,7 @@ pub fn from_carried(iface: &str, mac: Option<String>, mtu: Option<u32>, c: &Carr
                 },
                 via,
                 metric,
-                table: (table != 254).then_some(table),
+                table: (table != crate::netmodel::RT_TABLE_MAIN).then_some(table),
                 on_link: via.is_none() && r.header.scope == RouteScope::Link,
             });
         }

@@ -8,12 +8,12 @@
 use super::Ctx;
 use crate::error::{input, precondition, Error, Kind};
 use crate::fault::fault;
-use crate::host::netlink::{Netlink, Op};
+use crate::host::netlink::Netlink;
 use crate::host::ovs::{mac_string, Ovs};
 use crate::host::probe::{self, Target};
 use crate::host::HostRoot;
 use crate::ledger::{Entry, Ledger, UplinkPreState};
-use crate::netmodel::{self as nm, Carried, End};
+use crate::netmodel::{self as nm, Carried, End, Op};
 use crate::report::{Change, Status, StepReport};
 use anyhow::{anyhow, Context, Result};
 use std::path::PathBuf;
@@ -117,9 +117,7 @@ fn on_uplink(c: &Carried, bridge: End, uplink: End) -> Carried {
 }
 
 fn describe_ops(ops: &[Op]) -> Vec<String> {
-    ops.iter()
-        .map(|o| format!("{} {}", o.verb(), crate::host::netlink::describe_op(o)))
-        .collect()
+    ops.iter().map(Op::describe).collect()
 }
 
 /// Warnings for addresses that a DHCP client or SLAAC keeps alive.

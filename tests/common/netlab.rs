@@ -86,7 +86,7 @@ impl NetLab {
         sh(&a);
     }
 
-    /// The node of the test: two IPv4 addresses (primary + secondary), an IPv6 global
+    /// The standard node: two IPv4 addresses (primary + secondary), an IPv6 global
     /// address, a default route, a gateway route with a metric, an on-link route, a route in
     /// table 100 with a rule pointing to it, a rule naming the uplink, an IPv6 route.
     pub fn standard(&self) {
