@@ -339,23 +339,7 @@ impl Config {
                 },
             );
         }
-        let config = Config { values, warnings };
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Checks values whose shape a type alone does not say, so that `--dry-run`, `config show`
-    /// and the real run accept and refuse the same input, before anything is touched.
-    fn validate(&self) -> Result<()> {
-        for t in self.list("probe.targets") {
-            crate::host::probe::parse_target(&t).map_err(|e| {
-                let from = self
-                    .source("probe.targets")
-                    .map_or(String::new(), |s| format!(" (from {s})"));
-                input(format!("{e:#}{from}"))
-            })?;
-        }
-        Ok(())
+        Ok(Config { values, warnings })
     }
 
     fn get(&self, key: &str) -> Option<&Value> {
@@ -553,5 +537,121 @@ mod tests {
                 ("node.bridge", "br-nsx".into())
             ]
         );
+    }
+}
+
+/// `apparmor.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppArmorMode {
+    /// Load the profile where AppArmor is enabled, skip elsewhere.
+    Auto,
+    /// Fail on a host without AppArmor.
+    Required,
+    Off,
+}
+
+/// `ovs.datapath_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Datapath {
+    /// The kernel module.
+    System,
+    /// Userspace.
+    Netdev,
+}
+
+impl Datapath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Datapath::System => "system",
+            Datapath::Netdev => "netdev",
+        }
+    }
+}
+
+/// `ovs.on_exit`: what `ovs run` does with the uplink on SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExit {
+    Keep,
+    Restore,
+}
+
+/// The configuration as typed values, built once per run from `Config` (whose `KEYS` table
+/// holds every default) and carried in the step context. Code reads settings here, never by
+/// string key.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// node-if; `None` when neither flag, environment, config file nor ncp.ini names it.
+    pub uplink: Option<String>,
+    pub bridge: String,
+    pub cni_enabled: bool,
+    pub cni_force: bool,
+    pub bundle: PathBuf,
+    pub apparmor_mode: AppArmorMode,
+    pub apparmor_profile: String,
+    pub datapath: Datapath,
+    /// Host paths (resolve them under the host root).
+    pub ovs_run_dir: String,
+    pub ovs_db_dir: String,
+    pub ovs_log_dir: String,
+    pub on_exit: OnExit,
+    pub probe_targets: Vec<crate::host::probe::Target>,
+    pub probe_timeout: std::time::Duration,
+    pub persist_enabled: bool,
+    /// `None`: detect the format from the host.
+    pub persist_format: Option<crate::render::Format>,
+}
+
+impl Settings {
+    /// Checks what a type alone does not (probe targets), so that `--dry-run`, `config show`
+    /// and the real run accept and refuse the same input, before anything is touched.
+    pub fn from_config(c: &Config) -> Result<Settings> {
+        let text = |k: &str| -> Result<String> {
+            c.str(k)
+                .map(String::from)
+                .with_context(|| format!("configuration key {k} has no value"))
+        };
+        let targets = c
+            .list("probe.targets")
+            .iter()
+            .map(|t| {
+                crate::host::probe::parse_target(t).map_err(|e| {
+                    let from = c
+                        .source("probe.targets")
+                        .map_or(String::new(), |s| format!(" (from {s})"));
+                    input(format!("{e:#}{from}"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Settings {
+            uplink: c.str("node.uplink").map(String::from),
+            bridge: text("node.bridge")?,
+            cni_enabled: c.bool("cni.enabled"),
+            cni_force: c.bool("cni.force"),
+            bundle: PathBuf::from(text("cni.bundle")?),
+            apparmor_mode: match text("apparmor.mode")?.as_str() {
+                "required" => AppArmorMode::Required,
+                "off" => AppArmorMode::Off,
+                _ => AppArmorMode::Auto,
+            },
+            apparmor_profile: text("apparmor.profile")?,
+            datapath: match text("ovs.datapath_type")?.as_str() {
+                "netdev" => Datapath::Netdev,
+                _ => Datapath::System,
+            },
+            ovs_run_dir: text("ovs.run_dir")?,
+            ovs_db_dir: text("ovs.db_dir")?,
+            ovs_log_dir: text("ovs.log_dir")?,
+            on_exit: match text("ovs.on_exit")?.as_str() {
+                "restore" => OnExit::Restore,
+                _ => OnExit::Keep,
+            },
+            probe_targets: targets,
+            probe_timeout: std::time::Duration::from_millis(
+                c.int("probe.timeout_ms")
+                    .context("configuration key probe.timeout_ms has no value")?,
+            ),
+            persist_enabled: c.bool("persist.enabled"),
+            persist_format: crate::render::Format::parse(&text("persist.format")?),
+        })
     }
 }

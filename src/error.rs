@@ -66,21 +66,31 @@ pub fn kind_of(err: &anyhow::Error) -> Option<Kind> {
         .map(|e| e.kind)
 }
 
-/// Gives an unclassified error a kind; a typed error keeps its own.
+/// Gives an unclassified error a kind; a typed error keeps its own. The chain is kept (the
+/// kind is added as a layer without words), so that context such as a failed step's partial
+/// report survives to the output.
 pub fn classify(err: anyhow::Error, default: Kind) -> anyhow::Error {
     if kind_of(&err).is_some() {
         err
     } else {
-        let msg = format!("{err:#}");
-        Error::new(default, msg).into()
+        err.context(Error::new(default, String::new()))
     }
 }
 
-/// Forces a kind: a precondition that fails after earlier steps changed the host no longer
-/// means "nothing was changed".
-pub fn reclassify(err: anyhow::Error, kind: Kind) -> anyhow::Error {
+/// Forces a kind, with a sentence saying why: a precondition that fails after earlier steps
+/// changed the host no longer means "nothing was changed". The chain is kept.
+pub fn reclassify(err: anyhow::Error, kind: Kind, why: &str) -> anyhow::Error {
     if kind_of(&err) == Some(kind) {
         return err;
     }
-    Error::new(kind, format!("{err:#}")).into()
+    err.context(Error::new(kind, why))
+}
+
+/// An error chain for people: its messages joined with ": ", the wordless kind layers left out.
+pub fn render(err: &anyhow::Error) -> String {
+    err.chain()
+        .map(|e| e.to_string())
+        .filter(|m| !m.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
 }

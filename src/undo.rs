@@ -2,7 +2,7 @@
 //! Each entry is planned (read only, for `--dry-run`) and then applied; undo never deletes a file
 //! that changed after we wrote it.
 
-use crate::host::{paths, HostRoot};
+use crate::host::HostRoot;
 use crate::ledger::{Before, Entry};
 use crate::steps::apparmor::{loaded_mode, Parser};
 use anyhow::{Context, Result};
@@ -276,46 +276,4 @@ fn apply_action(host: &HostRoot, action: &UndoAction) -> Result<()> {
         UndoAction::KeepChanged { .. } | UndoAction::Nothing { .. } => {}
     }
     Ok(())
-}
-
-/// Once the ledger is empty: remove it, the lock, the (empty) backup tree, the state dir, and
-/// the directories above it that the first run created.
-pub fn prune_state(host: &HostRoot, state_dirs: &[String]) -> Result<()> {
-    crate::host::ovs::clear_leftover(host)?;
-    let backup = host.resolve(paths::BACKUP_DIR)?;
-    if backup.is_dir() {
-        remove_empty_tree(&backup)?;
-    }
-    host.sweep_temps(paths::LEDGER)?;
-    host.remove_file(paths::LEDGER)?;
-    host.remove_file(paths::LOCK)?;
-    host.remove_empty_dir(paths::STATE_DIR)?;
-    for d in state_dirs.iter().rev() {
-        if d != paths::STATE_DIR {
-            host.remove_empty_dir(d)?;
-        }
-    }
-    Ok(())
-}
-
-/// Removes empty directories bottom-up, and the temp files killed runs left in them; stops at
-/// anything that still holds another file.
-fn remove_empty_tree(dir: &std::path::Path) -> Result<bool> {
-    let mut empty = true;
-    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let e = e?;
-        let t = e.file_type()?;
-        if t.is_dir() {
-            empty &= remove_empty_tree(&e.path())?;
-        } else if t.is_file() && crate::host::is_temp_name(&e.file_name().to_string_lossy()) {
-            std::fs::remove_file(e.path())
-                .with_context(|| format!("removing stale {}", e.path().display()))?;
-        } else {
-            empty = false;
-        }
-    }
-    if empty {
-        std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
-    Ok(empty)
 }

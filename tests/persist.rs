@@ -378,7 +378,7 @@ fn nm_keyfile_is_written_0600_with_the_unmanaged_bridge_drop_in() {
         "address1=10.0.0.6/24",
         "route0=0.0.0.0/0,10.0.0.1",
         "route3=192.168.60.0/24,10.0.0.1,0\nroute3_options=table=100",
-        "/64\ndhcp-timeout",
+        "dhcp-timeout=2147483647",
         "mtu=1500",
     ] {
         assert!(k.contains(want), "keyfile lacks {want:?}:\n{k}");
@@ -390,6 +390,14 @@ fn nm_keyfile_is_written_0600_with_the_unmanaged_bridge_drop_in() {
     assert!(
         read(&lab, "etc/NetworkManager/conf.d/90-ncp-bootstrap.conf")
             .contains("unmanaged-devices+=interface-name:br-int")
+    );
+    // Our keyfile is now NetworkManager's connection for eth1: a second run finds it as written.
+    let again = lab.tool(&["persist"], &[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stdout.contains("persist: converged"),
+        "{}",
+        again.stdout
     );
 }
 

@@ -207,7 +207,7 @@ fn containerfile_installs_exactly_what_the_code_runs() {
         .split_whitespace()
         .map(String::from)
         .collect();
-    let mut called: BTreeSet<String> = ncp_bootstrap::steps::ovs_run::DAEMONS
+    let mut called: BTreeSet<String> = ncp_bootstrap::host::ovs::DAEMONS
         .iter()
         .map(|s| s.to_string())
         .collect();

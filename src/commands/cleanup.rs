@@ -34,7 +34,7 @@ pub fn run(
     if ledger.is_empty() {
         step.notes.push("the ledger records nothing to undo".into());
         if !dry && env.host.exists(crate::host::paths::STATE_DIR)? {
-            undo::prune_state(&env.host, &ledger.state_dirs)?;
+            crate::ledger::prune_state(&env.host, &ledger.state_dirs)?;
         }
         step.notes.extend(config_file_note(env)?);
         report.steps.push(step);
@@ -84,7 +84,7 @@ pub fn run(
         }
     }
     if !dry && ledger.is_empty() {
-        if let Err(e) = undo::prune_state(&env.host, &ledger.state_dirs) {
+        if let Err(e) = crate::ledger::prune_state(&env.host, &ledger.state_dirs) {
             errors.push(format!("{e:#}"));
         }
     }
@@ -167,10 +167,7 @@ fn legacy_cleanup(env: &Env, report: &mut Report) -> Result<Outcome> {
         }
     }
     let profile_file = host.exists(paths::APPARMOR_PROFILE_FILE)?;
-    let profile = env
-        .config
-        .str("apparmor.profile")
-        .unwrap_or("node-agent-apparmor");
+    let profile = env.settings.apparmor_profile.as_str();
     let loaded = crate::steps::apparmor::loaded_mode(host, profile)?.is_some();
     let why = "NCP's documented node cleanup (no ledger)".to_string();
     let mut planned: Vec<String> = present.iter().map(|f| format!("remove {f}")).collect();
@@ -180,8 +177,8 @@ fn legacy_cleanup(env: &Env, report: &mut Report) -> Result<Outcome> {
     if profile_file {
         planned.push(format!("remove {}", paths::APPARMOR_PROFILE_FILE));
     }
-    let bridge = env.config.str("node.bridge").unwrap_or("br-int");
-    let uplink = env.config.str("node.uplink").is_some()
+    let bridge = env.settings.bridge.as_str();
+    let uplink = env.settings.uplink.is_some()
         && crate::host::netlink::Netlink::open()?
             .link(bridge)?
             .is_some();
@@ -196,15 +193,8 @@ fn legacy_cleanup(env: &Env, report: &mut Report) -> Result<Outcome> {
     }
     let dry = env.cli.dry_run();
     if !dry {
-        let ctx = crate::steps::Ctx {
-            host,
-            config: &env.config,
-            dry_run: false,
-            force: false,
-            progress: env.progress,
-        };
         if uplink {
-            crate::steps::uplink::detach(&ctx)?;
+            crate::steps::execute(&env.ctx(), &crate::steps::uplink::Detach)?;
         }
         if loaded {
             crate::steps::apparmor::Parser::find(host)?.unload(profile)?;

@@ -1,13 +1,18 @@
 //! Dispatch: build the context, run the command, print the report, pick the exit code.
 
+mod apparmor;
 mod cleanup;
+mod cni;
 mod config;
 mod demo;
 mod install;
+mod ovs;
+mod persist;
 mod status;
+mod uplink;
 
 use crate::cli::{Cli, Command, ConfigCommand, Output, OvsCommand, UplinkCommand};
-use crate::config::{Config, Inputs};
+use crate::config::{Config, Inputs, Settings};
 use crate::error::kind_of;
 use crate::host::HostRoot;
 use crate::report::{Progress, Report, Status};
@@ -35,8 +40,22 @@ impl Outcome {
 pub struct Env<'a> {
     pub cli: &'a Cli,
     pub host: HostRoot,
+    /// With provenance, for `config show` and the start line.
     pub config: Config,
+    pub settings: Settings,
     pub progress: &'a Progress,
+}
+
+impl Env<'_> {
+    /// The context every step runs in.
+    pub fn ctx(&self) -> crate::steps::Ctx<'_> {
+        crate::steps::Ctx {
+            host: &self.host,
+            settings: &self.settings,
+            dry_run: self.cli.dry_run(),
+            progress: self.progress,
+        }
+    }
 }
 
 pub fn run(cli: Cli) -> i32 {
@@ -77,8 +96,8 @@ pub fn run(cli: Cli) -> i32 {
             if let Some(failed) = e.downcast_ref::<StepFailed>() {
                 report.steps.push((*failed.0).clone());
             }
-            report.error = Some(format!("{e:#}"));
-            eprintln!("error: {e:#}");
+            report.error = Some(crate::error::render(&e));
+            eprintln!("error: {}", crate::error::render(&e));
         }
     }
     match cli.output {
@@ -178,6 +197,12 @@ fn build_env<'a>(cli: &'a Cli, progress: &'a Progress) -> Result<Env<'a>> {
             inputs.flags.push(("cni.force", "--force", "true".into()));
         }
     }
+    if let Command::Persist {
+        format: Some(f), ..
+    } = &cli.command
+    {
+        inputs.flags.push(("persist.format", "--format", f.clone()));
+    }
     if let Some(u) = uplink_flags(&cli.command) {
         if let Some(v) = &u.uplink {
             inputs.flags.push(("node.uplink", "--uplink", v.clone()));
@@ -187,10 +212,12 @@ fn build_env<'a>(cli: &'a Cli, progress: &'a Progress) -> Result<Env<'a>> {
         }
     }
     let config = Config::load(&host, &inputs)?;
+    let settings = Settings::from_config(&config)?;
     Ok(Env {
         cli,
         host,
         config,
+        settings,
         progress,
     })
 }
@@ -214,8 +241,8 @@ fn uplink_flags(c: &Command) -> Option<&crate::cli::UplinkArgs> {
 
 fn dispatch(env: &Env, report: &mut Report) -> Result<Outcome> {
     match &env.cli.command {
-        Command::Install(_) => install::install(env, report),
-        Command::Cni(_) => install::cni(env, report),
+        Command::Install(_) => install::run(env, report),
+        Command::Cni(_) => cni::run(env, report),
         Command::Status(_) => status::run(env, report),
         Command::Cleanup {
             legacy,
@@ -224,14 +251,12 @@ fn dispatch(env: &Env, report: &mut Report) -> Result<Outcome> {
         } => cleanup::run(env, *legacy, *forget_missing_backups, report),
         Command::Config(ConfigCommand::Show) => config::show(env),
         Command::Config(ConfigCommand::Set { key, value, .. }) => config::set(env, key, value),
-        Command::Apparmor(_) => install::apparmor(env, report),
-        Command::Ovs(OvsCommand::Run) => install::ovs_run(env),
-        Command::Ovs(OvsCommand::Health) => install::ovs_health(env),
-        Command::Uplink(UplinkCommand::Attach(_)) => install::uplink(env, true, report),
-        Command::Uplink(UplinkCommand::Detach(_)) => install::uplink(env, false, report),
-        Command::Persist { format, apply, .. } => {
-            install::persist(env, format.as_deref(), *apply, report)
-        }
+        Command::Apparmor(_) => apparmor::run(env, report),
+        Command::Ovs(OvsCommand::Run) => ovs::ovs_run(env),
+        Command::Ovs(OvsCommand::Health) => ovs::ovs_health(env),
+        Command::Uplink(UplinkCommand::Attach(_)) => uplink::run(env, true, report),
+        Command::Uplink(UplinkCommand::Detach(_)) => uplink::run(env, false, report),
+        Command::Persist { apply, .. } => persist::run(env, *apply, report),
         Command::Demo => demo::run(env),
     }
 }

@@ -54,11 +54,8 @@ struct CniStatus {
 pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
     let ledger = Ledger::load(&env.host)?;
     let ctx = Ctx {
-        host: &env.host,
-        config: &env.config,
         dry_run: true,
-        force: env.config.bool("cni.force"),
-        progress: env.progress,
+        ..env.ctx()
     };
     // Nothing recorded and no NSX conflist: a node never prepared, or cleaned up. What is
     // missing then is "not installed", not drift.
@@ -130,7 +127,7 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
         }
     }
     if let (Ok(b), HostConflist::Version(h)) = (&bundle, &host) {
-        if h > b && !ctx.force {
+        if h > b && !ctx.settings.cni_force {
             drift.push(crate::steps::cni::downgrade_refused(h, b));
         }
     }
@@ -174,7 +171,7 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
     let not_ready: Vec<String> = others
         .iter()
         .filter(|c| c.component == "ovs" && c.state == "missing")
-        .filter(|_| installed && env.config.str("node.uplink").is_some())
+        .filter(|_| installed && env.settings.uplink.is_some())
         .map(|c| {
             format!(
                 "the containerized OVS is not running ({}); the nsx-ovs container (`ovs run`) \
@@ -242,8 +239,12 @@ fn component_lines(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Vec<Component> {
         ),
         None => line("host-ovs", "n/a", "install stopped no host OVS"),
     });
-    let health = crate::steps::ovs_run::health(ctx);
-    let attached = env.config.str("node.uplink").and_then(|u| ledger.uplink(u));
+    let health = super::ovs::health(ctx);
+    let attached = env
+        .settings
+        .uplink
+        .as_deref()
+        .and_then(|u| ledger.uplink(u));
     out.push(match (&health, attached) {
         (Ok(()), _) => line(
             "ovs",

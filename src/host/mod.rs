@@ -1,6 +1,7 @@
 //! Every side effect on the host goes through here: path resolution under the host root (which
 //! refuses to escape it), atomic writes with an explicit mode, and removal.
 
+pub mod apparmor;
 pub mod netlink;
 pub mod nm;
 pub mod ovs;

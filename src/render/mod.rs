@@ -12,6 +12,36 @@ use netlink_packet_route::route::{RouteProtocol, RouteScope};
 use netlink_packet_route::AddressFamily;
 use std::net::IpAddr;
 
+/// The network configuration formats `persist` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Ifupdown,
+    Netplan,
+    Ifcfg,
+    NmKeyfile,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Format> {
+        match s {
+            "ifupdown" => Some(Format::Ifupdown),
+            "netplan" => Some(Format::Netplan),
+            "ifcfg" => Some(Format::Ifcfg),
+            "nm-keyfile" => Some(Format::NmKeyfile),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Ifupdown => "ifupdown",
+            Format::Netplan => "netplan",
+            Format::Ifcfg => "ifcfg",
+            Format::NmKeyfile => "nm-keyfile",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Addr {
     pub ip: IpAddr,

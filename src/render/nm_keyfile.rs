@@ -238,6 +238,20 @@ mod tests {
     use super::super::fixtures::*;
     use super::*;
 
+    /// A keyfile as `persist` first writes it (merged into itself, which orders its keys as
+    /// every later merge does) is a fixed point, so a second `persist` writes nothing.
+    #[test]
+    fn a_written_keyfile_merges_into_itself_unchanged() {
+        for cfg in [static_dual(), dynamic()] {
+            for (path, text) in render(&cfg, "br-int").unwrap() {
+                if path.starts_with(CONN_DIR) {
+                    let written = merge(&text, &text);
+                    assert_eq!(merge(&written, &text), written);
+                }
+            }
+        }
+    }
+
     #[test]
     fn snapshots() {
         for (path, text) in render(&static_dual(), "br-int").unwrap() {

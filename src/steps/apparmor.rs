@@ -6,36 +6,18 @@
 //! cache): a cache file would be one more host change to track, and the host's own AppArmor
 //! service compiles the profile from /etc/apparmor.d at boot anyway.
 
-use super::cni::install_file;
 use super::{Action, Ctx, Plan, Step};
 use crate::error::{input, precondition};
-use crate::host::{paths, run, sha256_hex, HostRoot};
+use crate::host::{paths, sha256_hex, HostRoot};
+use crate::ledger::install_file;
 use crate::ledger::{Entry, Ledger};
 use anyhow::{Context, Result};
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 pub const NAME: &str = "apparmor";
-pub const ENABLED: &str = "/sys/module/apparmor/parameters/enabled";
-pub const SECURITYFS: &str = "/sys/kernel/security/apparmor";
-pub const PROFILES: &str = "/sys/kernel/security/apparmor/profiles";
+pub use crate::host::apparmor::{loaded_mode, module_enabled, Parser, ENABLED};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Auto,
-    Required,
-    Off,
-}
-
-impl Mode {
-    pub fn from_config(s: Option<&str>) -> Mode {
-        match s {
-            Some("required") => Mode::Required,
-            Some("off") => Mode::Off,
-            _ => Mode::Auto,
-        }
-    }
-}
+use crate::config::AppArmorMode as Mode;
 
 /// The pod annotation a DaemonSet container needs to run under the profile.
 pub fn annotation(container: &str, profile: &str) -> String {
@@ -83,108 +65,12 @@ impl Action for AppArmorAction {
     }
 }
 
-/// Whether the host kernel has AppArmor enabled.
-pub fn module_enabled(host: &HostRoot) -> Result<bool> {
-    Ok(host
-        .read(ENABLED)?
-        .is_some_and(|b| String::from_utf8_lossy(&b).trim() == "Y"))
-}
-
-/// The mode the kernel lists a profile in (`enforce`, `complain`, …), if loaded.
-pub fn loaded_mode(host: &HostRoot, profile: &str) -> Result<Option<String>> {
-    let Some(bytes) = host.read(PROFILES)? else {
-        return Ok(None);
-    };
-    let text = String::from_utf8_lossy(&bytes);
-    Ok(text.lines().find_map(|l| {
-        let (name, mode) = l.rsplit_once(" (")?;
-        (name == profile).then(|| mode.trim_end_matches(')').to_string())
-    }))
-}
-
-/// `apparmor_parser`, always pointed at the host's directories.
-pub struct Parser {
-    tool: PathBuf,
-    base: PathBuf,
-    securityfs: PathBuf,
-}
-
-impl Parser {
-    pub fn find(host: &HostRoot) -> Result<Parser> {
-        Ok(Parser {
-            tool: run::find_tool("apparmor_parser", "load the AppArmor profile")?,
-            base: host.resolve(paths::APPARMOR_DIR)?,
-            securityfs: host.resolve(SECURITYFS)?,
-        })
-    }
-
-    fn args(&self, extra: &[&str], file: Option<&Path>) -> Vec<OsString> {
-        let mut a: Vec<OsString> = vec![
-            "-K".into(),
-            "--base".into(),
-            self.base.clone().into(),
-            "-I".into(),
-            self.base.clone().into(),
-            "-f".into(),
-            self.securityfs.clone().into(),
-        ];
-        a.extend(extra.iter().map(OsString::from));
-        if let Some(f) = file {
-            a.push(f.into());
-        }
-        a
-    }
-
-    /// The profile names a file defines (parsed only, nothing loaded).
-    pub fn names(&self, file: &Path) -> Result<Vec<String>> {
-        let out = run::run(&self.tool, self.args(&["-N"], Some(file)))?;
-        Ok(out
-            .stdout
-            .lines()
-            .map(|l| l.trim().to_string())
-            .filter(|l| !l.is_empty())
-            .collect())
-    }
-
-    /// Compiles without loading: proves the kernel would be handed valid policy.
-    pub fn check(&self, file: &Path) -> Result<()> {
-        run::run(&self.tool, self.args(&["-Q"], Some(file))).map(|_| ())
-    }
-
-    pub fn load(&self, file: &Path) -> Result<()> {
-        run::run(&self.tool, self.args(&["-r"], Some(file))).map(|_| ())
-    }
-
-    /// Unloads by name (a stub profile on stdin names it): works even when the profile file
-    /// is already gone.
-    pub fn unload(&self, profile: &str) -> Result<()> {
-        let out = duct::cmd(&self.tool, self.args(&["-R"], None))
-            .stdin_bytes(format!("profile {profile} {{}}\n"))
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked()
-            .run()
-            .with_context(|| format!("running {} -R", self.tool.display()))?;
-        if !out.status.success() {
-            anyhow::bail!(
-                "`apparmor_parser -R` for profile {profile} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
-    }
-}
-
 impl AppArmor {
     pub fn from_ctx(ctx: &Ctx) -> Self {
         AppArmor {
-            mode: Mode::from_config(ctx.config.str("apparmor.mode")),
-            profile: ctx
-                .config
-                .str("apparmor.profile")
-                .unwrap_or("node-agent-apparmor")
-                .to_string(),
-            bundle: PathBuf::from(ctx.config.str("cni.bundle").unwrap_or_default()),
+            mode: ctx.settings.apparmor_mode,
+            profile: ctx.settings.apparmor_profile.clone(),
+            bundle: ctx.settings.bundle.clone(),
         }
     }
 
@@ -294,7 +180,13 @@ impl Step for AppArmor {
         Ok(plan)
     }
 
-    fn apply(&self, ctx: &Ctx, action: &AppArmorAction, ledger: &mut Ledger) -> Result<()> {
+    fn apply(
+        &self,
+        ctx: &Ctx,
+        action: &AppArmorAction,
+        ledger: &mut Ledger,
+        _report: &mut crate::report::StepReport,
+    ) -> Result<()> {
         match action {
             AppArmorAction::InstallFile { source, .. } => {
                 let bytes =

@@ -6,7 +6,7 @@ use super::legacy_pkg::{self, Detection, LegacyPackage};
 use super::{Action, Ctx, Plan, Step};
 use crate::error::input;
 use crate::host::{paths, sha256_hex, HostRoot};
-use crate::ledger::{backup_path, Backup, Before, Entry, Ledger};
+use crate::ledger::{install_file, take_backup, write_backup, Entry, Ledger};
 use crate::version::NsxVersion;
 use anyhow::{Context, Result};
 use serde_json::Value as Json;
@@ -104,7 +104,7 @@ pub enum HostConflist {
 impl Cni {
     pub fn from_ctx(ctx: &Ctx) -> Self {
         Cni {
-            bundle: PathBuf::from(ctx.config.str("cni.bundle").unwrap_or_default()),
+            bundle: ctx.settings.bundle.clone(),
         }
     }
 
@@ -263,7 +263,7 @@ impl Step for Cni {
             HostConflist::Version(h) if *h < bundle_version => Some(format!(
                 "host nsxBuildVersion {h} is older than the bundle's {bundle_version}"
             )),
-            HostConflist::Version(h) if *h > bundle_version && ctx.force => Some(format!(
+            HostConflist::Version(h) if *h > bundle_version && ctx.settings.cni_force => Some(format!(
                 "host nsxBuildVersion {h} is newer than the bundle's {bundle_version}; cni.force downgrades"
             )),
             HostConflist::Version(h) if *h > bundle_version => {
@@ -310,7 +310,13 @@ impl Step for Cni {
         Ok(plan)
     }
 
-    fn apply(&self, ctx: &Ctx, action: &CniAction, ledger: &mut Ledger) -> Result<()> {
+    fn apply(
+        &self,
+        ctx: &Ctx,
+        action: &CniAction,
+        ledger: &mut Ledger,
+        _report: &mut crate::report::StepReport,
+    ) -> Result<()> {
         match action {
             CniAction::RemovePackage(pkg) => remove_package(ctx.host, pkg, ledger),
             CniAction::Install { file, source, .. } => {
@@ -382,94 +388,6 @@ fn remove_package(host: &HostRoot, pkg: &LegacyPackage, ledger: &mut Ledger) -> 
         write_backup(host, b, bytes)?;
     }
     legacy_pkg::remove(host, pkg)
-}
-
-/// A host file's bytes and where its backup goes; nothing is written yet.
-fn take_backup(host: &HostRoot, path: &str) -> Result<(Backup, Vec<u8>)> {
-    let state = host
-        .file_state(path)?
-        .with_context(|| format!("{path} vanished before it could be backed up"))?;
-    let bytes = host
-        .read(path)?
-        .with_context(|| format!("{path} vanished before it could be backed up"))?;
-    if sha256_hex(&bytes) != state.sha256 {
-        anyhow::bail!("{path} changed while it was being backed up; run again");
-    }
-    Ok((
-        Backup {
-            path: path.into(),
-            backup: backup_path(path),
-            sha256: state.sha256,
-            mode: state.mode,
-        },
-        bytes,
-    ))
-}
-
-fn write_backup(host: &HostRoot, b: &Backup, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = Path::new(&b.backup).parent() {
-        host.create_dirs(&dir.to_string_lossy())?;
-    }
-    host.write_atomic(&b.backup, bytes, b.mode)
-}
-
-/// Writes one host file, recording it (and the backup of what it replaces) first.
-pub fn install_file(
-    host: &HostRoot,
-    step: &str,
-    path: &str,
-    bytes: &[u8],
-    mode: u32,
-    ledger: &mut Ledger,
-) -> Result<()> {
-    let parent = Path::new(path)
-        .parent()
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "/".into());
-    // Record the directories before creating them, so that a crash in between cannot leave one
-    // unrecorded; undo removes only empty ones.
-    let missing = host.missing_dirs(&parent)?;
-    for d in &missing {
-        ledger.record(
-            host,
-            Entry::DirCreated {
-                step: step.into(),
-                path: d.clone(),
-            },
-        )?;
-    }
-    host.create_dirs(&parent)?;
-    let original = match host.file_state(path)? {
-        None => None,
-        Some(_) => Some(take_backup(host, path)?),
-    };
-    let before = match &original {
-        None => Before::Absent,
-        Some((b, _)) => Before::Replaced {
-            backup: b.backup.clone(),
-            sha256: b.sha256.clone(),
-            mode: b.mode,
-        },
-    };
-    ledger.record(
-        host,
-        Entry::File {
-            step: step.into(),
-            path: path.into(),
-            sha256: sha256_hex(bytes),
-            mode,
-            before,
-        },
-    )?;
-    // Only the host's original is backed up: a file written twice keeps its first `before`,
-    // whose backup must not be overwritten with our own earlier copy.
-    if let (Some((b, original)), Some(Entry::File { before, .. })) = (&original, ledger.file(path))
-    {
-        if matches!(before, Before::Replaced { sha256, .. } if *sha256 == b.sha256) {
-            write_backup(host, b, original)?;
-        }
-    }
-    host.write_atomic(path, bytes, mode)
 }
 
 #[cfg(test)]

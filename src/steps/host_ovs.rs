@@ -2,12 +2,12 @@
 //! from the bridge to node-if, then stop that OVS so that it stays stopped, recording what was
 //! stopped so that `cleanup` can start it again the same way.
 
-use super::ovs_run::{live_daemons, terminate, OvsDirs};
-use super::{uplink, Ctx};
+use super::{uplink, Action, Ctx, Plan, Step};
 use crate::error::{Error, Kind};
+use crate::host::ovs::{live_daemons, terminate, OvsDirs, DAEMONS};
 use crate::host::{proc, run};
 use crate::ledger::{Entry, Ledger, StoppedDaemon};
-use crate::report::{Change, Status, StepReport};
+use crate::report::StepReport;
 use anyhow::Result;
 use std::time::{Duration, Instant};
 
@@ -32,49 +32,105 @@ fn host_systemctl(args: &[&str]) -> Result<String> {
     Ok(run::run(&nsenter, a)?.stdout)
 }
 
-pub fn step(ctx: &Ctx) -> Result<StepReport> {
-    let started = Instant::now();
-    let mut report = StepReport::new(NAME);
-    let dirs = OvsDirs::from_ctx(ctx)?;
-    let live = live_daemons(ctx.host, &dirs)?;
-    if live.is_empty() {
-        report.notes.push(format!(
-            "no OVS runs on the host (no live pid in {})",
-            dirs.run.display()
-        ));
-        report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        return Ok(report);
+/// The host-OVS step of `install`.
+pub struct HostOvs;
+
+pub enum HostOvsAction {
+    /// The node's addresses back from the bridge to node-if first, while OVS still runs.
+    DetachUplink,
+    /// Stop (and with systemd, disable) the host's OVS, recording how to start it again.
+    Stop {
+        live: Vec<(&'static str, u32)>,
+        systemd: bool,
+    },
+}
+
+impl Action for HostOvsAction {
+    fn describe(&self) -> String {
+        match self {
+            HostOvsAction::DetachUplink => {
+                "move the node's addresses and routes from the bridge back to node-if".into()
+            }
+            HostOvsAction::Stop { live, .. } => format!(
+                "stop the host's OVS: {}",
+                live.iter()
+                    .map(|(d, p)| format!("{d} (pid {p})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
     }
-    let names: Vec<String> = live.iter().map(|(d, p)| format!("{d} (pid {p})")).collect();
-    let mut planned = Vec::new();
-    if ctx.config.str("node.uplink").is_some() {
-        planned.push(
-            "move the node's addresses and routes from the bridge back to node-if".to_string(),
-        );
+
+    fn why(&self) -> String {
+        "OVS runs in the nsx-ovs container, not on the host".into()
     }
-    planned.push(format!("stop the host's OVS: {}", names.join(", ")));
-    if systemd_host(ctx) {
-        planned.push("stop and disable the host's OVS units".into());
+
+    fn lines(&self) -> Vec<String> {
+        match self {
+            HostOvsAction::Stop { systemd: true, .. } => vec![
+                self.describe(),
+                "stop and disable the host's OVS units".into(),
+            ],
+            _ => vec![self.describe()],
+        }
     }
-    if ctx.dry_run {
-        report.status = Status::Planned;
-        report.changes = planned
-            .into_iter()
-            .map(|action| Change {
-                action,
-                why: "OVS runs in the nsx-ovs container, not on the host".into(),
-                done: false,
-            })
-            .collect();
-        return Ok(report);
+}
+
+impl Step for HostOvs {
+    type Action = HostOvsAction;
+
+    fn name(&self) -> &'static str {
+        NAME
     }
-    report.status = Status::Changed;
-    if ctx.config.str("node.uplink").is_some() {
-        let d = uplink::detach(ctx)?;
-        report.changes.extend(d.changes);
+
+    fn plan(&self, ctx: &Ctx) -> Result<Plan<HostOvsAction>> {
+        let mut plan = Plan::new();
+        let dirs = OvsDirs::from_settings(ctx.host, ctx.settings)?;
+        let live = live_daemons(ctx.host, &dirs)?;
+        if live.is_empty() {
+            plan.notes.push(format!(
+                "no OVS runs on the host (no live pid in {})",
+                dirs.run.display()
+            ));
+            return Ok(plan);
+        }
+        if ctx.settings.uplink.is_some() {
+            plan.actions.push(HostOvsAction::DetachUplink);
+        }
+        plan.actions.push(HostOvsAction::Stop {
+            live,
+            systemd: systemd_host(ctx),
+        });
+        Ok(plan)
     }
+
+    fn apply(
+        &self,
+        ctx: &Ctx,
+        action: &HostOvsAction,
+        ledger: &mut Ledger,
+        report: &mut StepReport,
+    ) -> Result<()> {
+        match action {
+            HostOvsAction::DetachUplink => {
+                // The uplink step, run inside this one (under the same lock).
+                let detach = uplink::Detach;
+                for a in detach.plan(ctx)?.actions {
+                    detach.apply(ctx, &a, ledger, report)?;
+                    report.notes.extend(a.lines());
+                }
+                Ok(())
+            }
+            HostOvsAction::Stop { live, systemd } => stop(ctx, live, *systemd, ledger),
+        }
+    }
+}
+
+/// Records what runs, then stops it: ovs-vswitchd first, so that the database outlives the
+/// switch that reads it.
+fn stop(ctx: &Ctx, live: &[(&'static str, u32)], systemd: bool, ledger: &mut Ledger) -> Result<()> {
     let mut stopped = Vec::new();
-    for (name, pid) in &live {
+    for (name, pid) in live {
         let cmdline = proc::cmdline(ctx.host, *pid)?.unwrap_or_default();
         let env = proc::ovs_environ(ctx.host, *pid)?;
         stopped.push(StoppedDaemon {
@@ -83,7 +139,7 @@ pub fn step(ctx: &Ctx) -> Result<StepReport> {
             env,
         });
     }
-    let units = if systemd_host(ctx) {
+    let units: Vec<String> = if systemd {
         UNITS
             .iter()
             .filter(|u| host_systemctl(&["is-enabled", u]).is_ok_and(|s| s.trim() == "enabled"))
@@ -92,8 +148,6 @@ pub fn step(ctx: &Ctx) -> Result<StepReport> {
     } else {
         Vec::new()
     };
-    let _lock = super::lock(ctx.host)?;
-    let mut ledger = Ledger::load(ctx.host)?;
     ledger.record(
         ctx.host,
         Entry::HostOvsStopped {
@@ -102,7 +156,7 @@ pub fn step(ctx: &Ctx) -> Result<StepReport> {
             units: units.clone(),
         },
     )?;
-    if systemd_host(ctx) {
+    if systemd {
         let mut args = vec!["stop"];
         args.extend(UNITS.iter().copied());
         let _ = host_systemctl(&args);
@@ -111,13 +165,14 @@ pub fn step(ctx: &Ctx) -> Result<StepReport> {
                 .map_err(|e| Error::new(Kind::Apply, format!("disabling {u}: {e:#}")))?;
         }
     }
-    // ovs-vswitchd first, so that the database outlives the switch that reads it.
     for (_, pid) in live.iter().rev() {
         terminate(*pid);
     }
+    let dirs = OvsDirs::from_settings(ctx.host, ctx.settings)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !live_daemons(ctx.host, &dirs)?.is_empty() {
         if Instant::now() > deadline {
+            let names: Vec<String> = live.iter().map(|(d, p)| format!("{d} (pid {p})")).collect();
             return Err(Error::new(
                 Kind::Apply,
                 format!(
@@ -129,18 +184,7 @@ pub fn step(ctx: &Ctx) -> Result<StepReport> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    report.changes.extend(
-        planned
-            .into_iter()
-            .skip(usize::from(ctx.config.str("node.uplink").is_some()))
-            .map(|action| Change {
-                action,
-                why: "OVS runs in the nsx-ovs container, not on the host".into(),
-                done: true,
-            }),
-    );
-    report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    Ok(report)
+    Ok(())
 }
 
 /// Where a host's OVS daemons are installed (Debian/Ubuntu, RHEL, a local build).
@@ -178,7 +222,7 @@ pub fn validate(daemons: &[StoppedDaemon], units: &[String]) -> Result<Vec<std::
     }
     let mut programs = Vec::new();
     for d in daemons {
-        if !super::ovs_run::DAEMONS.contains(&d.name.as_str()) {
+        if !DAEMONS.contains(&d.name.as_str()) {
             return Err(refuse(format!("names the daemon `{}`, not an OVS daemon", d.name)).into());
         }
         let Some(argv0) = d.cmdline.first() else {

@@ -6,11 +6,10 @@ pub mod apparmor;
 pub mod cni;
 pub mod host_ovs;
 pub mod legacy_pkg;
-pub mod ovs_run;
 pub mod persist;
 pub mod uplink;
 
-use crate::config::Config;
+use crate::config::Settings;
 use crate::error::{classify, Kind};
 use crate::host::{paths, HostRoot};
 use crate::ledger::Ledger;
@@ -21,16 +20,32 @@ use std::time::Instant;
 /// What every step sees.
 pub struct Ctx<'a> {
     pub host: &'a HostRoot,
-    pub config: &'a Config,
+    pub settings: &'a Settings,
     pub dry_run: bool,
-    pub force: bool,
     pub progress: &'a Progress,
+}
+
+impl Ctx<'_> {
+    /// The same context, planning only.
+    pub fn planning(&self) -> Ctx<'_> {
+        Ctx {
+            host: self.host,
+            settings: self.settings,
+            dry_run: true,
+            progress: self.progress,
+        }
+    }
 }
 
 /// One planned change, with the reason for it.
 pub trait Action {
     fn describe(&self) -> String;
     fn why(&self) -> String;
+    /// The lines the report lists for it: one, or one per part of a change made as a whole
+    /// (the uplink's move lists each address and route).
+    fn lines(&self) -> Vec<String> {
+        vec![self.describe()]
+    }
 }
 
 pub struct Plan<A> {
@@ -65,19 +80,34 @@ impl<A> Default for Plan<A> {
     }
 }
 
+/// Every host change: plan (read only), apply (record in the ledger, then act), verify (planning
+/// again finds nothing to do). `execute` runs the three under the lock.
 pub trait Step {
     type Action: Action;
     fn name(&self) -> &'static str;
     /// Observes the host and decides; reads only.
     fn plan(&self, ctx: &Ctx) -> Result<Plan<Self::Action>>;
-    /// Makes one planned change, recording it in the ledger before acting.
-    fn apply(&self, ctx: &Ctx, action: &Self::Action, ledger: &mut Ledger) -> Result<()>;
+    /// Makes one planned change, recording it in the ledger before acting. What it measured or
+    /// noticed goes into `report`.
+    fn apply(
+        &self,
+        ctx: &Ctx,
+        action: &Self::Action,
+        ledger: &mut Ledger,
+        report: &mut StepReport,
+    ) -> Result<()>;
+    /// Whether a plan made after applying shows the step converged: by default, nothing is
+    /// left to do. A step with a best-effort part (a hand-off another program may decline)
+    /// leaves that part out.
+    fn converged(&self, plan: &Plan<Self::Action>) -> bool {
+        plan.actions.is_empty()
+    }
 }
 
 /// Plans a step without acting, so that `install` can refuse bad input for every step before
 /// the first one changes anything.
 pub fn preflight<S: Step>(ctx: &Ctx, step: &S) -> Result<()> {
-    step.plan(ctx)
+    step.plan(&ctx.planning())
         .map(|_| ())
         .map_err(|e| classify(e, Kind::Precondition).context(format!("step {}", step.name())))
 }
@@ -109,6 +139,12 @@ impl std::fmt::Display for StepFailed {
 }
 
 fn execute_inner<S: Step>(ctx: &Ctx, step: &S, report: &mut StepReport) -> Result<()> {
+    // A real run plans under the lock, so that it acts on what is there now and a run that
+    // waited finds the work of the one before it done. The lock creates nothing on the host.
+    let _lock = match ctx.dry_run {
+        true => None,
+        false => Some(lock_only(ctx.host).map_err(|e| classify(e, Kind::Precondition))?),
+    };
     let plan = step
         .plan(ctx)
         .map_err(|e| classify(e, Kind::Precondition))?;
@@ -138,23 +174,15 @@ fn execute_inner<S: Step>(ctx: &Ctx, step: &S, report: &mut StepReport) -> Resul
     }
     if ctx.dry_run {
         report.status = Status::Planned;
-        report.changes = plan.actions.iter().map(|a| change(a, false)).collect();
+        report.changes = plan
+            .actions
+            .iter()
+            .flat_map(|a| changes(a, false))
+            .collect();
         return Ok(());
     }
-    let _lock = lock(ctx.host).map_err(|e| classify(e, Kind::Precondition))?;
-    // Another run may have converged the host while we waited for nothing: plan again under
-    // the lock so that we act on what is there now.
-    let plan = step
-        .plan(ctx)
-        .map_err(|e| classify(e, Kind::Precondition))?;
+    crate::ledger::create_state_dir(ctx.host)?;
     let mut ledger = Ledger::load(ctx.host)?;
-    if plan.actions.is_empty() {
-        // A state directory made just for this run, which turned out to have nothing to do.
-        if ledger.is_empty() {
-            crate::undo::prune_state(ctx.host, &ledger.state_dirs)?;
-        }
-        return Ok(());
-    }
     report.status = Status::Changed;
     ctx.progress.info(&format!(
         "{}: applying {} change{}",
@@ -165,7 +193,9 @@ fn execute_inner<S: Step>(ctx: &Ctx, step: &S, report: &mut StepReport) -> Resul
     for action in &plan.actions {
         ctx.progress
             .doing(&format!("{}: {}", step.name(), action.describe()));
-        step.apply(ctx, action, &mut ledger).map_err(|e| {
+        // Changes an apply adds itself (a hand-off it made) are listed after the action's own.
+        let at = report.changes.len();
+        step.apply(ctx, action, &mut ledger, report).map_err(|e| {
             classify(
                 e.context(format!(
                     "{}: {} failed; what was done is recorded in {} — re-run to finish, or run \
@@ -177,21 +207,24 @@ fn execute_inner<S: Step>(ctx: &Ctx, step: &S, report: &mut StepReport) -> Resul
                 Kind::Apply,
             )
         })?;
-        report.changes.push(change(action, true));
+        let extra = report.changes.split_off(at);
+        report.changes.extend(changes(action, true));
+        report.changes.extend(extra);
+    }
+    // An undo (a detach) may leave nothing recorded: then the state directory goes too.
+    if ledger.is_empty() {
+        crate::ledger::prune_state(ctx.host, &ledger.state_dirs)?;
     }
     verify(ctx, step)
 }
 
 /// A step has converged when planning again finds nothing to do.
 fn verify<S: Step>(ctx: &Ctx, step: &S) -> Result<()> {
-    let again = step
-        .plan(ctx)
-        .map_err(|e| classify(e, Kind::Apply))?
-        .actions;
-    if again.is_empty() {
+    let again = step.plan(ctx).map_err(|e| classify(e, Kind::Apply))?;
+    if step.converged(&again) {
         return Ok(());
     }
-    let left: Vec<String> = again.iter().map(|a| a.describe()).collect();
+    let left: Vec<String> = again.actions.iter().map(|a| a.describe()).collect();
     Err(crate::error::Error::new(
         Kind::Apply,
         format!(
@@ -203,12 +236,16 @@ fn verify<S: Step>(ctx: &Ctx, step: &S) -> Result<()> {
     .into())
 }
 
-fn change<A: Action>(a: &A, done: bool) -> Change {
-    Change {
-        action: a.describe(),
-        why: a.why(),
-        done,
-    }
+fn changes<A: Action>(a: &A, done: bool) -> Vec<Change> {
+    let why = a.why();
+    a.lines()
+        .into_iter()
+        .map(|action| Change {
+            action,
+            why: why.clone(),
+            done,
+        })
+        .collect()
 }
 
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);

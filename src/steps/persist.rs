@@ -2,53 +2,23 @@
 //! the format the host uses, so that the node reaches its cluster after a reboot before the
 //! nsx-ovs container runs.
 
-use super::cni::install_file;
-use super::Ctx;
+use super::{Action, Ctx, Plan, Step};
 use crate::error::{input, precondition};
 use crate::host::netlink::Netlink;
 use crate::host::ovs::mac_string;
 use crate::host::{sha256_hex, HostRoot};
+use crate::ledger::install_file;
 use crate::ledger::Ledger;
 use crate::netmodel::{self as nm, Carried};
-use crate::render::{self, ifcfg, ifupdown, netplan, nm_keyfile, NetConfig};
-use crate::report::{Change, Status, StepReport};
+use crate::render::{self, ifcfg, ifupdown, netplan, nm_keyfile, Format, NetConfig};
+use crate::report::StepReport;
 use anyhow::{anyhow, Context, Result};
-use std::time::Instant;
 
 pub const NAME: &str = "persist";
 const INTERFACES: &str = "/etc/network/interfaces";
 const INTERFACES_D: &str = "/etc/network/interfaces.d";
 const NETWORK_SCRIPTS: &str = "/etc/sysconfig/network-scripts";
 const NETPLAN_DIRS: [&str; 3] = ["/etc/netplan", "/run/netplan", "/lib/netplan"];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Ifupdown,
-    Netplan,
-    Ifcfg,
-    NmKeyfile,
-}
-
-impl Format {
-    pub fn parse(s: &str) -> Option<Format> {
-        match s {
-            "ifupdown" => Some(Format::Ifupdown),
-            "netplan" => Some(Format::Netplan),
-            "ifcfg" => Some(Format::Ifcfg),
-            "nm-keyfile" => Some(Format::NmKeyfile),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Ifupdown => "ifupdown",
-            Format::Netplan => "netplan",
-            Format::Ifcfg => "ifcfg",
-            Format::NmKeyfile => "nm-keyfile",
-        }
-    }
-}
 
 /// Files of a host directory (host paths), sorted; empty when it does not exist.
 fn list(host: &HostRoot, dir: &str, suffix: &str) -> Result<Vec<String>> {
@@ -250,7 +220,7 @@ fn files(
 /// updated in place (its IP sections replaced, everything else kept, a backup taken), so that
 /// NetworkManager never holds two connections for node-if that compete at boot.
 fn nm_files(ctx: &Ctx, cfg: &NetConfig) -> Result<Vec<(String, String, u32)>> {
-    let bridge = ctx.config.str("node.bridge").unwrap_or("br-int");
+    let bridge = ctx.settings.bridge.as_str();
     let existing = nm_connections(ctx.host, &cfg.iface)?;
     if existing.len() > 1 {
         return Err(input(format!(
@@ -276,7 +246,8 @@ fn nm_files(ctx: &Ctx, cfg: &NetConfig) -> Result<Vec<(String, String, u32)>> {
                     mode,
                 ));
             }
-            None => out.push((path, content, 0o600)),
+            // In the key order a later merge gives, so that re-planning finds it as written.
+            None => out.push((path, nm_keyfile::merge(&content, &content), 0o600)),
         }
     }
     Ok(out)
@@ -292,81 +263,101 @@ fn cloud_init_network_disabled(host: &HostRoot) -> Result<bool> {
     Ok(false)
 }
 
-pub fn step(ctx: &Ctx, format_flag: Option<&str>, apply: bool) -> Result<StepReport> {
-    let started = Instant::now();
-    let mut report = StepReport::new(NAME);
-    let iface = ctx
-        .config
-        .str("node.uplink")
-        .ok_or_else(|| precondition("no uplink configured: pass --uplink IF or set node.uplink"))?
-        .to_string();
-    let wanted = format_flag
-        .or(ctx.config.str("persist.format"))
-        .unwrap_or("auto");
-    let (format, why) = match wanted {
-        "auto" => detect(ctx.host, &iface)?,
-        f => (
-            Format::parse(f).ok_or_else(|| {
-                input(format!(
-                    "--format {f}: use auto, ifupdown, netplan, ifcfg or nm-keyfile"
-                ))
-            })?,
-            format!("--format {f}"),
-        ),
-    };
-    report
-        .notes
-        .push(format!("format {}: {why}", format.name()));
-    let (cfg, source) = model(ctx, &iface)?;
-    report.notes.push(format!("source: {source}"));
-    let mut warnings = Vec::new();
-    let wanted_files = files(ctx, format, &cfg, &mut warnings)?;
-    report.warnings.extend(warnings);
-    let mut todo = Vec::new();
-    for (path, content, mode) in wanted_files {
-        let same = ctx
-            .host
-            .file_state(&path)?
-            .is_some_and(|s| s.sha256 == sha256_hex(content.as_bytes()) && s.mode == mode);
-        if !same {
-            todo.push((path, content, mode));
-        }
-    }
-    let changes = |done: bool, todo: &[(String, String, u32)]| -> Vec<Change> {
-        todo.iter()
-            .map(|(p, _, m)| Change {
-                action: format!("write {p} (mode {m:04o})"),
-                why: format!("{} config for {iface}", format.name()),
-                done,
-            })
-            .collect()
-    };
-    if todo.is_empty() {
-        report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        return Ok(report);
-    }
-    if ctx.dry_run {
-        report.status = Status::Planned;
-        report.changes = changes(false, &todo);
-        return Ok(report);
-    }
-    let _lock = super::lock(ctx.host)?;
-    let mut ledger = Ledger::load(ctx.host)?;
-    for (path, content, mode) in &todo {
-        install_file(ctx.host, NAME, path, content.as_bytes(), *mode, &mut ledger)
-            .with_context(|| format!("writing {path}"))?;
-    }
-    report.status = Status::Changed;
-    report.changes = changes(true, &todo);
-    if apply {
-        report.notes.push(apply_note(&ledger, &iface, format));
-    }
-    report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    Ok(report)
+/// The persist step: the uplink's config files, each written through the ledger.
+pub struct Persist;
+
+/// One file of the host's network config.
+pub struct WriteFile {
+    path: String,
+    content: String,
+    mode: u32,
+    why: String,
 }
 
-/// `--apply`: what is reloaded, and what is deliberately not.
-fn apply_note(ledger: &Ledger, iface: &str, format: Format) -> String {
+impl Action for WriteFile {
+    fn describe(&self) -> String {
+        format!("write {} (mode {:04o})", self.path, self.mode)
+    }
+
+    fn why(&self) -> String {
+        self.why.clone()
+    }
+}
+
+fn uplink(ctx: &Ctx) -> Result<String> {
+    ctx.settings
+        .uplink
+        .clone()
+        .ok_or_else(|| precondition("no uplink configured: pass --uplink IF or set node.uplink"))
+}
+
+/// The format to write, and why: `persist.format` (or `--format`), otherwise detected.
+fn format(ctx: &Ctx, iface: &str) -> Result<(Format, String)> {
+    Ok(match ctx.settings.persist_format {
+        None => detect(ctx.host, iface)?,
+        Some(f) => (f, format!("persist.format = {} (--format)", f.name())),
+    })
+}
+
+impl Step for Persist {
+    type Action = WriteFile;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn plan(&self, ctx: &Ctx) -> Result<Plan<WriteFile>> {
+        let mut plan = Plan::new();
+        let iface = uplink(ctx)?;
+        let (format, why) = format(ctx, &iface)?;
+        plan.notes.push(format!("format {}: {why}", format.name()));
+        let (cfg, source) = model(ctx, &iface)?;
+        plan.notes.push(format!("source: {source}"));
+        for (path, content, mode) in files(ctx, format, &cfg, &mut plan.warnings)? {
+            let same = ctx
+                .host
+                .file_state(&path)?
+                .is_some_and(|s| s.sha256 == sha256_hex(content.as_bytes()) && s.mode == mode);
+            if !same {
+                plan.actions.push(WriteFile {
+                    path,
+                    content,
+                    mode,
+                    why: format!("{} config for {iface}", format.name()),
+                });
+            }
+        }
+        Ok(plan)
+    }
+
+    fn apply(
+        &self,
+        ctx: &Ctx,
+        f: &WriteFile,
+        ledger: &mut Ledger,
+        _report: &mut StepReport,
+    ) -> Result<()> {
+        install_file(
+            ctx.host,
+            NAME,
+            &f.path,
+            f.content.as_bytes(),
+            f.mode,
+            ledger,
+        )
+        .with_context(|| format!("writing {}", f.path))
+    }
+}
+
+/// `--apply` after files were written: what is reloaded, and what is deliberately not.
+pub fn apply_note(ctx: &Ctx) -> Result<String> {
+    let iface = uplink(ctx)?;
+    let (format, _) = format(ctx, &iface)?;
+    Ok(reload(&Ledger::load(ctx.host)?, &iface, format))
+}
+
+/// What is reloaded, and what is deliberately not.
+fn reload(ledger: &Ledger, iface: &str, format: Format) -> String {
     if ledger.uplink(iface).is_some() {
         return format!(
             "--apply: {iface} is attached to the OVS bridge; re-activating it now would take the \

@@ -14,7 +14,7 @@ use crate::host::probe::{self, Target};
 use crate::host::HostRoot;
 use crate::ledger::{Entry, Ledger, UplinkPreState};
 use crate::netmodel::{self as nm, Carried, End, Op};
-use crate::report::{Change, Status, StepReport};
+use crate::report::{Change, StepReport};
 use anyhow::{anyhow, Context, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -28,21 +28,13 @@ pub struct Names {
 
 impl Names {
     pub fn from_ctx(ctx: &Ctx) -> Result<Names> {
-        let uplink = ctx
-            .config
-            .str("node.uplink")
-            .map(String::from)
-            .ok_or_else(|| {
-                precondition(
-                    "no uplink configured: pass --uplink IF, or set node.uplink (config file, \
+        let uplink = ctx.settings.uplink.clone().ok_or_else(|| {
+            precondition(
+                "no uplink configured: pass --uplink IF, or set node.uplink (config file, \
                  NCP_BOOTSTRAP_NODE_UPLINK) or ovs_uplink_port in ncp.ini [nsx_kube_proxy]",
-                )
-            })?;
-        let bridge = ctx
-            .config
-            .str("node.bridge")
-            .unwrap_or("br-int")
-            .to_string();
+            )
+        })?;
+        let bridge = ctx.settings.bridge.clone();
         if uplink == bridge {
             return Err(precondition(format!(
                 "the uplink and the bridge are both `{uplink}`; node.uplink must name the NIC"
@@ -53,11 +45,7 @@ impl Names {
 }
 
 fn ovs_dir(ctx: &Ctx) -> Result<PathBuf> {
-    ctx.host.resolve(
-        ctx.config
-            .str("ovs.run_dir")
-            .unwrap_or("/var/run/openvswitch"),
-    )
+    ctx.host.resolve(&ctx.settings.ovs_run_dir)
 }
 
 struct Live {
@@ -153,14 +141,14 @@ fn dynamic_warnings(ctx: &Ctx, uplink: &str, bridge: &str, c: &Carried) -> Vec<S
 
 fn resolve_targets(ctx: &Ctx, c: &Carried) -> Result<Vec<(String, Target)>> {
     let mut out = Vec::new();
-    for t in ctx.config.list("probe.targets") {
-        match probe::parse_target(&t)? {
+    for t in &ctx.settings.probe_targets {
+        match t {
             Target::Gateway => {
                 for gw in nm::default_gateways(c) {
                     out.push((format!("gateway {gw}"), Target::Icmp(gw)));
                 }
             }
-            other => out.push((other.to_string(), other)),
+            other => out.push((other.to_string(), other.clone())),
         }
     }
     Ok(out)
@@ -294,222 +282,255 @@ fn pre_state(
     }
 }
 
-pub fn attach(ctx: &Ctx) -> Result<StepReport> {
-    let started = Instant::now();
-    let mut report = StepReport::new(NAME);
-    let Session {
-        names,
-        mut nl,
-        uplink,
-        ovs,
-    } = open(ctx)?;
-    if let Some(other) = ovs.port_bridge(&names.uplink)? {
-        if other != names.bridge {
-            return Err(precondition(format!(
-                "{} is already a port of OVS bridge {other}, not {}; remove it there first",
-                names.uplink, names.bridge
-            )));
-        }
-    }
-    let ledger = Ledger::load(ctx.host)?;
-    let bridge_exists = ovs.bridge_exists(&names.bridge)?;
-    let bridge_link = nl.link(&names.bridge)?;
-    let live = dump(&mut nl)?;
-    let up_end = End {
-        index: uplink.index,
-        name: &names.uplink,
-    };
-    // Before creating the bridge its index is unknown; 0 stands in for the plan's description.
-    let br_index = bridge_link.as_ref().map_or(0, |l| l.index);
-    let br_end = End {
-        index: br_index,
-        name: &names.bridge,
-    };
+/// `uplink attach` as a step: one transaction in the manner of nmstate's checkpoint. The
+/// pre-state is recorded, then bridge, port and the netlink burst, then the check (probes);
+/// a failed check rolls everything back to the pre-state.
+pub struct Attach;
 
-    let (hwaddr, mtu_request) = if bridge_exists {
-        ovs.bridge_settings(&names.bridge)?
-    } else {
-        (None, None)
-    };
-    let before = BridgeBefore {
-        created: !bridge_exists,
-        hwaddr,
-        mtu_request,
-    };
-    let (pre, carried_on_uplink) = match ledger.uplink(&names.uplink) {
-        Some(p) => {
-            let c = restore_carried(p, br_end)?;
-            (p.clone(), on_uplink(&c, br_end, up_end))
-        }
-        None => {
-            let c = nm::carried_by(
-                uplink.index,
-                &names.uplink,
-                &live.addrs,
-                &live.routes,
-                &live.rules,
-            );
-            let db = ovs_dir(ctx)?.display().to_string();
-            let mut pre = pre_state(&names, &uplink, db, before, &c);
-            pre.conf_db = super::ovs_run::OvsDirs::from_ctx(ctx)
-                .and_then(|d| d.conf_db())
-                .ok()
-                .map(|p| p.display().to_string());
-            (pre, c)
-        }
-    };
-    report.warnings.extend(dynamic_warnings(
-        ctx,
-        &names.uplink,
-        &names.bridge,
-        &carried_on_uplink,
-    ));
-    let port_present = ovs
-        .ports(&names.bridge)
-        .map(|p| p.contains(&names.uplink))
-        .unwrap_or(false);
-    let ops = nm::plan_move(
-        &carried_on_uplink,
-        up_end,
-        br_end,
-        &live.addrs,
-        &live.routes,
-        &live.rules,
-    );
-    let links_up = uplink.up && bridge_link.as_ref().is_some_and(|l| l.up);
-
-    let mut planned = Vec::new();
-    if !bridge_exists {
-        planned.push(format!(
-            "create OVS bridge {} (datapath {})",
-            names.bridge,
-            datapath(ctx)
-        ));
-    }
-    if !port_present {
-        planned.push(format!(
-            "add {} to {} with ofport_request=1",
-            names.uplink, names.bridge
-        ));
-    }
-    if !links_up {
-        planned.push(format!("set {} and {} up", names.uplink, names.bridge));
-    }
-    planned.extend(describe_ops(&ops));
-    // Reported as done only when the hand-off finds something to do (see below).
-    let nm_item = crate::host::nm::needs_hand_off(ctx.host, &names.uplink)?.then(|| {
-        format!(
-            "tell NetworkManager to leave {} unmanaged while attached",
-            names.uplink
-        )
-    });
-    if planned.is_empty() && nm_item.is_none() {
-        report
-            .notes
-            .push(format!("{} is attached to {}", names.uplink, names.bridge));
-        report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        return Ok(report);
-    }
-    if ctx.dry_run {
-        report.status = Status::Planned;
-        planned.extend(nm_item);
-        report.changes = changes(
-            planned,
-            &format!("move {} onto {}", names.uplink, names.bridge),
-            false,
-        );
-        return Ok(report);
-    }
-
-    let _lock = super::lock(ctx.host)?;
-    let mut ledger = Ledger::load(ctx.host)?;
-    let targets = resolve_targets(ctx, &carried_on_uplink)?;
-    let timeout = Duration::from_millis(ctx.config.int("probe.timeout_ms").unwrap_or(5000));
-    let answered = probe_all(&targets, timeout.min(Duration::from_secs(1)));
-    if answered.is_empty() {
-        report.warnings.push(if targets.is_empty() {
-            "no probe target (no default gateway on the uplink and probe.targets names none); the move is not checked".into()
-        } else {
-            format!(
-                "no probe target answered before the move ({}); continuing without a connectivity check",
-                targets.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
-            )
-        });
-    }
-    if ledger.uplink(&names.uplink).is_none() {
-        ledger.record(ctx.host, Entry::UplinkAttached(Box::new(pre.clone())))?;
-    }
-    fault("after-record");
-    report.status = Status::Changed;
-    let result = do_attach(ctx, &mut nl, &ovs, &names, &pre, &mut report);
-    let result = result.and_then(|window| {
-        report.metrics.insert("switch_window_ms".into(), window);
-        if answered.is_empty() || probe_after(&targets, &answered, timeout) {
-            Ok(())
-        } else {
-            Err(anyhow!(
-                "connectivity lost after the move: none of {} answered within {} ms",
-                answered.join(", "),
-                timeout.as_millis()
-            ))
-        }
-    });
-    if let Err(e) = result {
-        let rollback = detach_recorded(ctx.host, &mut nl, &ovs, &pre).map(|_| ());
-        let msg = match rollback {
-            Ok(()) => {
-                let _ = ledger.forget(ctx.host, &Entry::UplinkAttached(Box::new(pre.clone())));
-                if ledger.is_empty() {
-                    let _ = crate::undo::prune_state(ctx.host, &ledger.state_dirs);
-                }
-                format!("uplink attach failed and was rolled back to the pre-state: {e:#}")
-            }
-            Err(r) => format!(
-                "uplink attach failed ({e:#}) and the rollback failed too ({r:#}); the pre-state is \
-                 in {}: run `ncp-bootstrap uplink detach` to restore it",
-                crate::host::paths::LEDGER
-            ),
-        };
-        return Err(Error::new(Kind::Apply, msg).into());
-    }
-    // After the move and its check: NetworkManager finds the uplink already without addresses.
-    match crate::host::nm::hand_off(ctx.host, &names.uplink) {
-        Ok(Some(note)) => {
-            planned.extend(nm_item);
-            report.notes.push(note);
-        }
-        Ok(None) => {}
-        Err(e) => report.warnings.push(format!(
-            "could not tell NetworkManager to leave {} alone ({e:#}); a restart of \
-             NetworkManager would put the node's addresses back on it",
-            names.uplink
-        )),
-    }
-    report.changes = changes(
-        planned,
-        &format!("move {} onto {}", names.uplink, names.bridge),
-        true,
-    );
-    report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    Ok(report)
+/// The planned move onto the bridge.
+pub struct AttachPlan {
+    names: Names,
+    pre: UplinkPreState,
+    carried_on_uplink: Carried,
+    lines: Vec<String>,
+    /// The hand-off from NetworkManager, listed when it happens.
+    nm_line: Option<String>,
 }
 
-fn changes(planned: Vec<String>, why: &str, done: bool) -> Vec<Change> {
-    planned
-        .into_iter()
-        .map(|action| Change {
-            action,
-            why: why.to_string(),
-            done,
-        })
-        .collect()
+impl super::Action for AttachPlan {
+    fn describe(&self) -> String {
+        format!(
+            "move {}'s addresses and routes onto {}",
+            self.names.uplink, self.names.bridge
+        )
+    }
+
+    fn why(&self) -> String {
+        format!("move {} onto {}", self.names.uplink, self.names.bridge)
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.clone()
+    }
+}
+
+pub fn attach(ctx: &Ctx) -> Result<StepReport> {
+    super::execute(ctx, &Attach)
+}
+
+impl super::Step for Attach {
+    type Action = AttachPlan;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn plan(&self, ctx: &Ctx) -> Result<super::Plan<AttachPlan>> {
+        let mut plan = super::Plan::new();
+        let Session {
+            names,
+            mut nl,
+            uplink,
+            ovs,
+        } = open(ctx)?;
+        if let Some(other) = ovs.port_bridge(&names.uplink)? {
+            if other != names.bridge {
+                return Err(precondition(format!(
+                    "{} is already a port of OVS bridge {other}, not {}; remove it there first",
+                    names.uplink, names.bridge
+                )));
+            }
+        }
+        let ledger = Ledger::load(ctx.host)?;
+        let bridge_exists = ovs.bridge_exists(&names.bridge)?;
+        let bridge_link = nl.link(&names.bridge)?;
+        let live = dump(&mut nl)?;
+        let up_end = End {
+            index: uplink.index,
+            name: &names.uplink,
+        };
+        // Before creating the bridge its index is unknown; 0 stands in for the plan's description.
+        let br_index = bridge_link.as_ref().map_or(0, |l| l.index);
+        let br_end = End {
+            index: br_index,
+            name: &names.bridge,
+        };
+        let (hwaddr, mtu_request) = if bridge_exists {
+            ovs.bridge_settings(&names.bridge)?
+        } else {
+            (None, None)
+        };
+        let before = BridgeBefore {
+            created: !bridge_exists,
+            hwaddr,
+            mtu_request,
+        };
+        let (pre, carried_on_uplink) = match ledger.uplink(&names.uplink) {
+            Some(p) => {
+                let c = restore_carried(p, br_end)?;
+                (p.clone(), on_uplink(&c, br_end, up_end))
+            }
+            None => {
+                let c = nm::carried_by(
+                    uplink.index,
+                    &names.uplink,
+                    &live.addrs,
+                    &live.routes,
+                    &live.rules,
+                );
+                let db = ovs_dir(ctx)?.display().to_string();
+                let mut pre = pre_state(&names, &uplink, db, before, &c);
+                pre.conf_db = crate::host::ovs::OvsDirs::from_settings(ctx.host, ctx.settings)
+                    .and_then(|d| d.conf_db())
+                    .ok()
+                    .map(|p| p.display().to_string());
+                (pre, c)
+            }
+        };
+        plan.warnings.extend(dynamic_warnings(
+            ctx,
+            &names.uplink,
+            &names.bridge,
+            &carried_on_uplink,
+        ));
+        let port_present = ovs
+            .ports(&names.bridge)
+            .map(|p| p.contains(&names.uplink))
+            .unwrap_or(false);
+        let ops = nm::plan_move(
+            &carried_on_uplink,
+            up_end,
+            br_end,
+            &live.addrs,
+            &live.routes,
+            &live.rules,
+        );
+        let links_up = uplink.up && bridge_link.as_ref().is_some_and(|l| l.up);
+        let mut lines = Vec::new();
+        if !bridge_exists {
+            lines.push(format!(
+                "create OVS bridge {} (datapath {})",
+                names.bridge,
+                datapath(ctx)
+            ));
+        }
+        if !port_present {
+            lines.push(format!(
+                "add {} to {} with ofport_request=1",
+                names.uplink, names.bridge
+            ));
+        }
+        if !links_up {
+            lines.push(format!("set {} and {} up", names.uplink, names.bridge));
+        }
+        lines.extend(describe_ops(&ops));
+        let nm_line = crate::host::nm::needs_hand_off(ctx.host, &names.uplink)?.then(|| {
+            format!(
+                "tell NetworkManager to leave {} unmanaged while attached",
+                names.uplink
+            )
+        });
+        if lines.is_empty() && nm_line.is_none() {
+            plan.notes
+                .push(format!("{} is attached to {}", names.uplink, names.bridge));
+            return Ok(plan);
+        }
+        if ctx.dry_run {
+            lines.extend(nm_line.clone());
+        }
+        plan.actions.push(AttachPlan {
+            names,
+            pre,
+            carried_on_uplink,
+            lines,
+            nm_line,
+        });
+        Ok(plan)
+    }
+
+    /// The hand-off from NetworkManager is best effort (NetworkManager may not know the
+    /// device, or not answer; both are reported): converged means nothing is left to move.
+    fn converged(&self, plan: &super::Plan<AttachPlan>) -> bool {
+        plan.actions.iter().all(|a| a.lines.is_empty())
+    }
+
+    fn apply(
+        &self,
+        ctx: &Ctx,
+        p: &AttachPlan,
+        ledger: &mut Ledger,
+        report: &mut StepReport,
+    ) -> Result<()> {
+        let Session { mut nl, ovs, .. } = open(ctx)?;
+        let names = &p.names;
+        let targets = resolve_targets(ctx, &p.carried_on_uplink)?;
+        let timeout = ctx.settings.probe_timeout;
+        let answered = probe_all(&targets, timeout.min(Duration::from_secs(1)));
+        if answered.is_empty() {
+            report.warnings.push(if targets.is_empty() {
+                "no probe target (no default gateway on the uplink and probe.targets names none); the move is not checked".into()
+            } else {
+                format!(
+                    "no probe target answered before the move ({}); continuing without a connectivity check",
+                    targets.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                )
+            });
+        }
+        if ledger.uplink(&names.uplink).is_none() {
+            ledger.record(ctx.host, Entry::UplinkAttached(Box::new(p.pre.clone())))?;
+        }
+        fault("after-record");
+        let result = do_attach(ctx, &mut nl, &ovs, names, &p.pre, report);
+        let result = result.and_then(|window| {
+            report.metrics.insert("switch_window_ms".into(), window);
+            if answered.is_empty() || probe_after(&targets, &answered, timeout) {
+                Ok(())
+            } else {
+                Err(anyhow!(
+                    "connectivity lost after the move: none of {} answered within {} ms",
+                    answered.join(", "),
+                    timeout.as_millis()
+                ))
+            }
+        });
+        if let Err(e) = result {
+            let rollback = detach_recorded(ctx.host, &mut nl, &ovs, &p.pre).map(|_| ());
+            let msg = match rollback {
+                Ok(()) => {
+                    let _ = ledger.forget(ctx.host, &Entry::UplinkAttached(Box::new(p.pre.clone())));
+                    format!("uplink attach failed and was rolled back to the pre-state: {e:#}")
+                }
+                Err(r) => format!(
+                    "uplink attach failed ({e:#}) and the rollback failed too ({r:#}); the pre-state is \
+                     in {}: run `ncp-bootstrap uplink detach` to restore it",
+                    crate::host::paths::LEDGER
+                ),
+            };
+            return Err(Error::new(Kind::Apply, msg).into());
+        }
+        // After the move and its check: NetworkManager finds the uplink already without addresses.
+        match crate::host::nm::hand_off(ctx.host, &names.uplink) {
+            Ok(Some(note)) => {
+                report.changes.extend(p.nm_line.iter().map(|l| Change {
+                    action: l.clone(),
+                    why: format!("move {} onto {}", names.uplink, names.bridge),
+                    done: true,
+                }));
+                report.notes.push(note);
+            }
+            Ok(None) => {}
+            Err(e) => report.warnings.push(format!(
+                "could not tell NetworkManager to leave {} alone ({e:#}); a restart of \
+                 NetworkManager would put the node's addresses back on it",
+                names.uplink
+            )),
+        }
+        Ok(())
+    }
 }
 
 fn datapath(ctx: &Ctx) -> String {
-    ctx.config
-        .str("ovs.datapath_type")
-        .unwrap_or("system")
-        .to_string()
+    ctx.settings.datapath.as_str().to_string()
 }
 
 /// Bridge, port, links, then the burst. Returns the switch window in ms (port added → last
@@ -654,135 +675,188 @@ pub fn detach_recorded(
     Ok(window)
 }
 
-pub fn detach(ctx: &Ctx) -> Result<StepReport> {
-    let started = Instant::now();
-    let mut report = StepReport::new(NAME);
-    let Session {
-        names,
-        mut nl,
-        uplink,
-        ovs,
-    } = open(ctx)?;
-    // Under the lock before looking, so that a detach started while an attach is in flight
-    // waits for it and then sees what it recorded.
-    let _lock = match ctx.dry_run {
-        true => None,
-        false => Some(super::lock_only(ctx.host)?),
-    };
-    let mut ledger = Ledger::load(ctx.host)?;
-    let recorded = ledger.uplink(&names.uplink).cloned();
-    let bridge = nl.link(&names.bridge)?;
-    let ports = ovs.ports(&names.bridge).unwrap_or_default();
-    let port_present = ports.contains(&names.uplink);
-    let mut planned = Vec::new();
-    if let Some(br) = &bridge {
-        let br_end = End {
-            index: br.index,
-            name: &names.bridge,
-        };
-        let up_end = End {
-            index: uplink.index,
-            name: &names.uplink,
-        };
-        let live = dump(&mut nl)?;
-        let carried = match &recorded {
-            Some(p) => restore_carried(p, br_end)?,
-            None => nm::carried_by(
-                br.index,
-                &names.bridge,
-                &live.addrs,
-                &live.routes,
-                &live.rules,
-            ),
-        };
-        planned.extend(describe_ops(&nm::plan_move(
-            &carried,
-            br_end,
-            up_end,
-            &live.addrs,
-            &live.routes,
-            &live.rules,
-        )));
-    }
-    if port_present {
-        planned.push(format!(
-            "remove port {} from {}",
-            names.uplink, names.bridge
-        ));
-    }
-    let bridge_goes = recorded.as_ref().is_some_and(|p| p.bridge_created)
-        && ovs.bridge_exists(&names.bridge).unwrap_or(false)
-        && ports.iter().all(|p| *p == names.uplink);
-    if bridge_goes {
-        planned.push(format!(
-            "remove OVS bridge {} (uplink attach created it)",
-            names.bridge
-        ));
-    }
-    if planned.is_empty() && recorded.is_none() {
-        report.notes.push(format!(
-            "{} is not attached to {}",
-            names.uplink, names.bridge
-        ));
-        return Ok(report);
-    }
-    let why = format!("move {} back off {}", names.uplink, names.bridge);
-    if ctx.dry_run {
-        report.status = Status::Planned;
-        report.changes = changes(planned, &why, false);
-        return Ok(report);
-    }
-    report.status = Status::Changed;
-    let pre = match recorded {
-        Some(p) => p,
-        // No record (attached by something else): move what the bridge carries, keep the bridge.
-        None => {
-            let br = bridge.as_ref().context("no bridge")?;
-            let live = dump(&mut nl)?;
-            let c = nm::carried_by(
-                br.index,
-                &names.bridge,
-                &live.addrs,
-                &live.routes,
-                &live.rules,
-            );
-            let back = on_uplink(
-                &c,
-                End {
-                    index: br.index,
-                    name: &names.bridge,
-                },
-                End {
-                    index: uplink.index,
-                    name: &names.uplink,
-                },
-            );
-            // No ovs_db_dir: the bridge is not ours, its settings are left alone.
-            let kept = BridgeBefore {
-                created: false,
-                hwaddr: None,
-                mtu_request: None,
-            };
-            pre_state(&names, &uplink, String::new(), kept, &back)
-        }
-    };
-    let window = detach_recorded(ctx.host, &mut nl, &ovs, &pre).map_err(|e| {
-        Error::new(
-            Kind::Apply,
-            format!("uplink detach failed: {e:#}; re-run it to finish"),
+/// `uplink detach` as a step: everything back on node-if from the recorded pre-state (or, with
+/// no record, what the bridge carries), the port removed, the bridge too when attach made it.
+pub struct Detach;
+
+/// The planned move back.
+pub struct DetachPlan {
+    names: Names,
+    /// The recorded attach; `None` when something else attached the uplink.
+    recorded: Option<UplinkPreState>,
+    lines: Vec<String>,
+}
+
+impl super::Action for DetachPlan {
+    fn describe(&self) -> String {
+        format!(
+            "move {}'s addresses and routes back from {}",
+            self.names.uplink, self.names.bridge
         )
-    })?;
-    report.metrics.insert("switch_window_ms".into(), window);
-    let entry = Entry::UplinkAttached(Box::new(pre));
-    if ledger.entries.contains(&entry) {
-        ledger.forget(ctx.host, &entry)?;
-        if ledger.is_empty() {
-            crate::undo::prune_state(ctx.host, &ledger.state_dirs)?;
-        }
     }
-    report.changes = changes(planned, &why, true);
-    report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    Ok(report)
+
+    fn why(&self) -> String {
+        format!("move {} back off {}", self.names.uplink, self.names.bridge)
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.clone()
+    }
+}
+
+pub fn detach(ctx: &Ctx) -> Result<StepReport> {
+    super::execute(ctx, &Detach)
+}
+
+impl super::Step for Detach {
+    type Action = DetachPlan;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn plan(&self, ctx: &Ctx) -> Result<super::Plan<DetachPlan>> {
+        let mut plan = super::Plan::new();
+        let Session {
+            names,
+            mut nl,
+            uplink,
+            ovs,
+        } = open(ctx)?;
+        let ledger = Ledger::load(ctx.host)?;
+        let recorded = ledger.uplink(&names.uplink).cloned();
+        let bridge = nl.link(&names.bridge)?;
+        let ports = ovs.ports(&names.bridge).unwrap_or_default();
+        let mut lines = Vec::new();
+        if let Some(br) = &bridge {
+            let br_end = End {
+                index: br.index,
+                name: &names.bridge,
+            };
+            let up_end = End {
+                index: uplink.index,
+                name: &names.uplink,
+            };
+            let live = dump(&mut nl)?;
+            let carried = match &recorded {
+                Some(p) => restore_carried(p, br_end)?,
+                None => nm::carried_by(
+                    br.index,
+                    &names.bridge,
+                    &live.addrs,
+                    &live.routes,
+                    &live.rules,
+                ),
+            };
+            lines.extend(describe_ops(&nm::plan_move(
+                &carried,
+                br_end,
+                up_end,
+                &live.addrs,
+                &live.routes,
+                &live.rules,
+            )));
+        }
+        if ports.contains(&names.uplink) {
+            lines.push(format!(
+                "remove port {} from {}",
+                names.uplink, names.bridge
+            ));
+        }
+        let bridge_goes = recorded.as_ref().is_some_and(|p| p.bridge_created)
+            && ovs.bridge_exists(&names.bridge).unwrap_or(false)
+            && ports.iter().all(|p| *p == names.uplink);
+        if bridge_goes {
+            lines.push(format!(
+                "remove OVS bridge {} (uplink attach created it)",
+                names.bridge
+            ));
+        }
+        if lines.is_empty() {
+            match &recorded {
+                None => {
+                    plan.notes.push(format!(
+                        "{} is not attached to {}",
+                        names.uplink, names.bridge
+                    ));
+                    return Ok(plan);
+                }
+                Some(_) => lines.push(format!(
+                    "forget the recorded attach of {} (nothing is left on {})",
+                    names.uplink, names.bridge
+                )),
+            }
+        }
+        plan.actions.push(DetachPlan {
+            names,
+            recorded,
+            lines,
+        });
+        Ok(plan)
+    }
+
+    fn apply(
+        &self,
+        ctx: &Ctx,
+        p: &DetachPlan,
+        ledger: &mut Ledger,
+        report: &mut StepReport,
+    ) -> Result<()> {
+        let Session {
+            names,
+            mut nl,
+            uplink,
+            ovs,
+        } = open(ctx)?;
+        let pre = match &p.recorded {
+            Some(pre) => pre.clone(),
+            // No record (attached by something else): move what the bridge carries, keep the
+            // bridge.
+            None => {
+                let br = nl
+                    .link(&names.bridge)?
+                    .with_context(|| format!("{} vanished", names.bridge))?;
+                let live = dump(&mut nl)?;
+                let c = nm::carried_by(
+                    br.index,
+                    &names.bridge,
+                    &live.addrs,
+                    &live.routes,
+                    &live.rules,
+                );
+                let back = on_uplink(
+                    &c,
+                    End {
+                        index: br.index,
+                        name: &names.bridge,
+                    },
+                    End {
+                        index: uplink.index,
+                        name: &names.uplink,
+                    },
+                );
+                // No ovs_db_dir: the bridge is not ours, its settings are left alone.
+                let kept = BridgeBefore {
+                    created: false,
+                    hwaddr: None,
+                    mtu_request: None,
+                };
+                pre_state(&names, &uplink, String::new(), kept, &back)
+            }
+        };
+        let window = detach_recorded(ctx.host, &mut nl, &ovs, &pre).map_err(|e| {
+            Error::new(
+                Kind::Apply,
+                format!("uplink detach failed: {e:#}; re-run it to finish"),
+            )
+        })?;
+        report.metrics.insert("switch_window_ms".into(), window);
+        let entry = Entry::UplinkAttached(Box::new(pre));
+        if ledger.entries.contains(&entry) {
+            ledger.forget(ctx.host, &entry)?;
+        }
+        Ok(())
+    }
 }
 
 /// For `cleanup`: detach from a ledger entry alone. When no OVS runs any more (the nsx-ovs

@@ -31,6 +31,10 @@
 //! Paths are host paths (as the host sees them). Entries are undone in reverse order. A file
 //! written twice keeps its first `before`, so the backup is always of the host's original.
 
+mod files;
+
+pub use files::{install_file, prune_state, take_backup, write_backup};
+
 use crate::host::{paths, HostRoot};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,12 @@
 //! `ovs-vsctl`, pointed at one OVSDB socket (the host's run dir under the host root, unless
 //! `OVS_RUNDIR` says otherwise, as the OVS tools themselves honour it).
 
+mod daemons;
+mod dirs;
+
+pub use daemons::{terminate, Daemons};
+pub use dirs::{clean_stale, live_daemons, prepare_db, OvsDirs, DAEMONS};
+
 use super::{run, HostRoot};
 use crate::error::precondition;
 use anyhow::{Context, Result};

@@ -1,0 +1,166 @@
+//! `ovs run`, the nsx-ovs container's entrypoint (a supervisor, not a step: it prepares the
+//! database, starts the daemons, attaches the uplink through the uplink step and stays in the
+//! foreground until a signal or a daemon's death), and `ovs health`.
+
+use super::{Env, Outcome};
+use crate::error::{precondition, Error, Kind};
+use crate::host::ovs::{clean_stale, live_daemons, prepare_db, Daemons, OvsDirs, DAEMONS};
+use crate::host::run;
+use crate::steps::{uplink, Ctx};
+use anyhow::{Context, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn ovs_run(env: &Env) -> Result<Outcome> {
+    let code = run(&env.ctx())?;
+    Ok(Outcome {
+        code,
+        text: String::new(),
+        details: None,
+    })
+}
+
+/// Liveness/readiness: exit 0, or exit 1 with a one-line reason.
+pub fn ovs_health(env: &Env) -> Result<Outcome> {
+    Ok(match health(&env.ctx()) {
+        Ok(()) => Outcome {
+            code: 0,
+            text: "healthy\n".into(),
+            details: None,
+        },
+        Err(why) => Outcome {
+            code: 1,
+            text: format!("unhealthy: {why}\n"),
+            details: Some(serde_json::json!({ "unhealthy": why })),
+        },
+    })
+}
+
+/// For the kernel datapath the openvswitch module must be there; say clearly when it cannot be.
+fn ensure_module(ctx: &Ctx) -> Result<()> {
+    if ctx.settings.datapath != crate::config::Datapath::System
+        || ctx.host.exists("/sys/module/openvswitch")?
+    {
+        return Ok(());
+    }
+    let loaded = which::which("modprobe")
+        .ok()
+        .map(|m| run::run(&m, ["openvswitch"]).is_ok())
+        .unwrap_or(false);
+    if loaded || ctx.host.exists("/sys/module/openvswitch")? {
+        return Ok(());
+    }
+    Err(precondition(
+        "ovs.datapath_type = system needs the kernel's openvswitch module, which is not loaded and \
+         `modprobe openvswitch` could not load it (is the host's /lib/modules mounted, and CAP_SYS_MODULE \
+         granted?); load it on the host, or set ovs.datapath_type = netdev for the userspace datapath",
+    ))
+}
+
+/// The whole entrypoint. Returns the exit code.
+pub fn run(ctx: &Ctx) -> Result<i32> {
+    let started = Instant::now();
+    let dirs = OvsDirs::from_settings(ctx.host, ctx.settings)?;
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&term))
+            .context("installing signal handlers")?;
+    }
+    for f in clean_stale(ctx.host, &dirs)? {
+        ctx.progress
+            .info(&format!("ovs run: removed stale {}", f.display()));
+    }
+    ensure_module(ctx)?;
+    if let Some(done) = prepare_db(&dirs)? {
+        ctx.progress.info(&format!("ovs run: {done}"));
+    }
+    let mut daemons = Daemons::start(&dirs)
+        .map_err(|e| Error::new(Kind::Apply, format!("starting OVS: {e:#}")))?;
+    ctx.progress.info(&format!(
+        "ovs run: daemons up after {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    ));
+    let attach = if ctx.settings.uplink.is_some() {
+        Some(uplink::attach(ctx))
+    } else {
+        ctx.progress
+            .warn("ovs run: no uplink configured (node.uplink); OVS runs without one");
+        None
+    };
+    match attach {
+        Some(Err(e)) => {
+            daemons.stop(Duration::from_secs(5));
+            return Err(e.context("ovs run: attaching the uplink"));
+        }
+        Some(Ok(report)) => {
+            // The container's log says what moved (and whom it was taken from).
+            for c in &report.changes {
+                ctx.progress.info(&format!("ovs run: {}", c.action));
+            }
+            for n in &report.notes {
+                ctx.progress.info(&format!("ovs run: {n}"));
+            }
+            for w in &report.warnings {
+                ctx.progress.warn(w);
+            }
+            ctx.progress.info(&format!(
+                "ovs run: uplink attached {:.0} ms after start; running",
+                started.elapsed().as_secs_f64() * 1000.0
+            ));
+        }
+        None => {}
+    }
+    loop {
+        if term.load(Ordering::Relaxed) {
+            ctx.progress.info("ovs run: signal received, stopping");
+            let mut code = 0;
+            if ctx.settings.on_exit == crate::config::OnExit::Restore
+                && ctx.settings.uplink.is_some()
+            {
+                if let Err(e) = uplink::detach(ctx) {
+                    ctx.progress.warn(&format!(
+                        "ovs run: restoring the uplink failed: {}",
+                        crate::error::render(&e)
+                    ));
+                    code = 3;
+                }
+            }
+            daemons.stop(Duration::from_secs(10));
+            return Ok(code);
+        }
+        if let Some(why) = daemons.dead() {
+            eprintln!("error: {why}");
+            daemons.stop(Duration::from_secs(5));
+            return Ok(1);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `ovs health`: `Ok(())` when both daemons answer and the uplink is attached as configured.
+pub fn health(ctx: &Ctx) -> Result<(), String> {
+    let dirs = OvsDirs::from_settings(ctx.host, ctx.settings).map_err(|e| format!("{e:#}"))?;
+    let live = live_daemons(ctx.host, &dirs).map_err(|e| format!("{e:#}"))?;
+    for d in DAEMONS {
+        if !live.iter().any(|(n, _)| *n == d) {
+            return Err(format!(
+                "{d} is not running (no live pid in {})",
+                dirs.run.display()
+            ));
+        }
+    }
+    let ovs = crate::host::ovs::Ovs::new(dirs.run.clone()).map_err(|e| format!("{e:#}"))?;
+    ovs.reachable().map_err(|e| format!("{e:#}"))?;
+    let Some(up) = ctx.settings.uplink.as_deref() else {
+        return Ok(());
+    };
+    let bridge = ctx.settings.bridge.as_str();
+    let ports = ovs
+        .ports(bridge)
+        .map_err(|e| format!("bridge {bridge}: {e:#}"))?;
+    if !ports.iter().any(|p| p == up) {
+        return Err(format!("{up} is not a port of {bridge}"));
+    }
+    uplink::holds_no_address(up).map_err(|e| format!("{e:#}"))
+}

@@ -1,0 +1,175 @@
+//! ovsdb-server and ovs-vswitchd as supervised children: started in the foreground (no
+//! `--detach`, so a dead daemon is noticed at once), dying with their supervisor, stopped in
+//! order.
+
+use super::dirs::OvsDirs;
+use crate::host::run;
+use anyhow::{Context, Result};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+pub struct Daemons {
+    children: Vec<(&'static str, Child)>,
+    dirs: OvsDirs,
+}
+
+impl Daemons {
+    fn spawn(dirs: &OvsDirs, name: &'static str, args: &[String]) -> Result<Child> {
+        let tool = run::find_tool(name, "run Open vSwitch")?;
+        let mut cmd = Command::new(&tool);
+        cmd.args(args)
+            .env("OVS_RUNDIR", &dirs.run)
+            .env("OVS_DBDIR", &dirs.db)
+            .env("OVS_LOGDIR", &dirs.log);
+        // A supervisor killed with -9 must not leave daemons that hold conf.db and the pid
+        // files, which would make the next `ovs run` refuse to start.
+        run::die_with_parent(&mut cmd)
+            .spawn()
+            .with_context(|| format!("starting {}", tool.display()))
+    }
+
+    pub fn start(dirs: &OvsDirs) -> Result<Daemons> {
+        for d in [&dirs.run, &dirs.log] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let db = dirs.conf_db()?;
+        let sock = dirs.run.join("db.sock");
+        let mut me = Daemons {
+            children: Vec::new(),
+            dirs: dirs.clone(),
+        };
+        let server = Self::spawn(
+            dirs,
+            "ovsdb-server",
+            &[
+                db.display().to_string(),
+                format!("--remote=punix:{}", sock.display()),
+                "--remote=db:Open_vSwitch,Open_vSwitch,manager_options".into(),
+                "--pidfile".into(),
+                "--log-file".into(),
+                // Warnings and errors to the container log; everything to the log file.
+                "-vconsole:warn".into(),
+                "-vfile:info".into(),
+            ],
+        )?;
+        me.children.push(("ovsdb-server", server));
+        let vsctl = run::find_tool("ovs-vsctl", "talk to Open vSwitch")?;
+        let db_arg = format!("--db=unix:{}", sock.display());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if run::run(
+                &vsctl,
+                [db_arg.as_str(), "--timeout=1", "--no-wait", "init"],
+            )
+            .is_ok()
+            {
+                break;
+            }
+            if let Some(exit) = me.dead() {
+                return Err(anyhow::anyhow!("{exit}"));
+            }
+            if Instant::now() > deadline {
+                return Err(anyhow::anyhow!(
+                    "ovsdb-server did not answer on {} within 10 s",
+                    sock.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let vswitchd = Self::spawn(
+            dirs,
+            "ovs-vswitchd",
+            &[
+                format!("unix:{}", sock.display()),
+                "--pidfile".into(),
+                "--log-file".into(),
+                "-vconsole:warn".into(),
+                "-vfile:info".into(),
+            ],
+        )?;
+        me.children.push(("ovs-vswitchd", vswitchd));
+        // ovs-vsctl waits for ovs-vswitchd to apply a change; a no-op change with waiting proves
+        // the switch is up and reading the database.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if run::run(
+                &vsctl,
+                [
+                    db_arg.as_str(),
+                    "--timeout=2",
+                    "set",
+                    "Open_vSwitch",
+                    ".",
+                    "external-ids:ncp-bootstrap=running",
+                ],
+            )
+            .is_ok()
+            {
+                break;
+            }
+            if let Some(exit) = me.dead() {
+                return Err(anyhow::anyhow!("{exit}"));
+            }
+            if Instant::now() > deadline {
+                return Err(anyhow::anyhow!("ovs-vswitchd did not come up within 20 s"));
+            }
+        }
+        Ok(me)
+    }
+
+    /// A description of the first daemon that exited, with the last lines of its log.
+    pub fn dead(&mut self) -> Option<String> {
+        for (name, child) in self.children.iter_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = self.dirs.log.join(format!("{name}.log"));
+                let tail = std::fs::read_to_string(&log)
+                    .map(|t| {
+                        t.lines()
+                            .rev()
+                            .take(10)
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .rev()
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_default();
+                return Some(format!(
+                    "{name} exited ({status}); last lines of {}:\n{tail}",
+                    log.display()
+                ));
+            }
+        }
+        None
+    }
+
+    /// SIGTERM to every daemon (ovs-vswitchd first), SIGKILL whatever is left after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        for (_, child) in self.children.iter().rev() {
+            terminate(child.id());
+        }
+        let deadline = Instant::now() + grace;
+        for (_, child) in self.children.iter_mut().rev() {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// SIGTERM: OVS daemons exit cleanly on it (ovs-vswitchd keeps the datapath flows).
+pub fn terminate(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}

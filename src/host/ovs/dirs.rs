@@ -1,0 +1,140 @@
+//! Where an OVS keeps its database, pid files and logs, which daemons are alive there, and the
+//! database's preparation (create, convert) and stale-file cleanup.
+
+use crate::config::Settings;
+use crate::error::precondition;
+use crate::host::{proc, run, HostRoot};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+pub const DAEMONS: [&str; 2] = ["ovsdb-server", "ovs-vswitchd"];
+const SCHEMA: &str = "vswitch.ovsschema";
+
+/// The OVS directories as this process must use them. `OVS_RUNDIR`, `OVS_DBDIR` and
+/// `OVS_LOGDIR` win, as they do for the OVS tools; otherwise config under the host root.
+#[derive(Debug, Clone)]
+pub struct OvsDirs {
+    pub run: PathBuf,
+    pub db: PathBuf,
+    pub log: PathBuf,
+}
+
+impl OvsDirs {
+    pub fn from_settings(host: &HostRoot, s: &Settings) -> Result<OvsDirs> {
+        let pick = |env: &str, host_dir: &str| -> Result<PathBuf> {
+            match std::env::var_os(env) {
+                Some(v) => Ok(PathBuf::from(v)),
+                None => host.resolve(host_dir),
+            }
+        };
+        Ok(OvsDirs {
+            run: pick("OVS_RUNDIR", &s.ovs_run_dir)?,
+            db: pick("OVS_DBDIR", &s.ovs_db_dir)?,
+            log: pick("OVS_LOGDIR", &s.ovs_log_dir)?,
+        })
+    }
+
+    pub fn pidfile(&self, daemon: &str) -> PathBuf {
+        self.run.join(format!("{daemon}.pid"))
+    }
+
+    /// The database file, following a symlinked conf.db to the file it names.
+    pub fn conf_db(&self) -> Result<PathBuf> {
+        let p = self.db.join("conf.db");
+        match std::fs::read_link(&p) {
+            Ok(target) => Ok(if target.is_absolute() {
+                target
+            } else {
+                self.db.join(target)
+            }),
+            Err(_) => Ok(p),
+        }
+    }
+}
+
+/// The live daemons that own a run dir: (name, pid).
+pub fn live_daemons(host: &HostRoot, dirs: &OvsDirs) -> Result<Vec<(&'static str, u32)>> {
+    let mut out = Vec::new();
+    for d in DAEMONS {
+        if let Some(pid) = proc::read_pidfile(&dirs.pidfile(d)) {
+            if proc::runs(host, pid, d)? {
+                out.push((d, pid));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn schema_path() -> PathBuf {
+    let dir = std::env::var_os("OVS_PKGDATADIR")
+        .map_or_else(|| PathBuf::from("/usr/share/openvswitch"), PathBuf::from);
+    dir.join(SCHEMA)
+}
+
+/// Creates the database from the schema if absent; converts an old one after a backup.
+/// Returns what it did, for the log.
+pub fn prepare_db(dirs: &OvsDirs) -> Result<Option<String>> {
+    let tool = run::find_tool("ovsdb-tool", "create or upgrade the OVS database")?;
+    let schema = schema_path();
+    let db = dirs.conf_db()?;
+    if !db.exists() {
+        if let Some(parent) = db.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        run::run(&tool, [Path::new("create"), &db, &schema])?;
+        return Ok(Some(format!(
+            "created {} from {}",
+            db.display(),
+            schema.display()
+        )));
+    }
+    let needs = run::run(&tool, [Path::new("needs-conversion"), &db, &schema])?;
+    if needs.stdout.trim() != "yes" {
+        return Ok(None);
+    }
+    let version = run::run(&tool, [Path::new("db-version"), &db])?
+        .stdout
+        .trim()
+        .to_string();
+    let backup = db.with_file_name(format!("conf.db.backup-{version}"));
+    std::fs::copy(&db, &backup)
+        .with_context(|| format!("backing up {} to {}", db.display(), backup.display()))?;
+    run::run(&tool, [Path::new("convert"), &db, &schema])?;
+    Ok(Some(format!(
+        "converted {} from schema {version} (backup {})",
+        db.display(),
+        backup.display()
+    )))
+}
+
+/// Removes pid, control-socket and lock files a killed run left behind. Refuses when a live
+/// daemon still owns the directory.
+pub fn clean_stale(host: &HostRoot, dirs: &OvsDirs) -> Result<Vec<PathBuf>> {
+    if let Some((d, pid)) = live_daemons(host, dirs)?.first() {
+        return Err(precondition(format!(
+            "a live {d} (pid {pid}) owns {}; stop the host's OVS first (`ncp-bootstrap install` does)",
+            dirs.run.display()
+        )));
+    }
+    let mut removed = Vec::new();
+    let mut candidates = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(&dirs.run) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = DAEMONS
+                .iter()
+                .any(|d| name.starts_with(d) && (name.ends_with(".pid") || name.ends_with(".ctl")));
+            if ours || name == "db.sock" {
+                candidates.push(e.path());
+            }
+        }
+    }
+    candidates.push(dirs.db.join(".conf.db.~lock~"));
+    for c in candidates {
+        if std::fs::remove_file(&c).is_ok() {
+            removed.push(c);
+        }
+    }
+    Ok(removed)
+}
