@@ -200,17 +200,16 @@ fn pinger() {
             let Ok(n) = (&rx).read(&mut buf) else {
                 continue;
             };
-            let ihl = usize::from(buf[0] & 0x0f) * 4;
-            let icmp = &buf[ihl..n];
-            if icmp.len() >= 8 && icmp[0] == 0 && icmp[4..6] == id.to_be_bytes() {
-                let seq = u16::from_be_bytes([icmp[6], icmp[7]]);
-                if got.insert(seq) {
-                    let now = Instant::now();
-                    if let Some(l) = last {
-                        gap = gap.max(now - l);
-                    }
-                    last = Some(now);
+            let Some((rid, seq, _)) = ncp_bootstrap::host::probe::echo_reply(false, &buf[..n])
+            else {
+                continue;
+            };
+            if rid == id && got.insert(seq) {
+                let now = Instant::now();
+                if let Some(l) = last {
+                    gap = gap.max(now - l);
                 }
+                last = Some(now);
             }
         }
         (got.len() as u32, gap)
@@ -219,17 +218,7 @@ fn pinger() {
     let mut seq: u16 = 0;
     let mut next = Instant::now();
     while Instant::now() < end {
-        let mut pkt = vec![8u8, 0, 0, 0];
-        pkt.extend_from_slice(&id.to_be_bytes());
-        pkt.extend_from_slice(&seq.to_be_bytes());
-        let mut sum: u32 = pkt
-            .chunks(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-            .sum();
-        while sum >> 16 != 0 {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        pkt[2..4].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        let pkt = ncp_bootstrap::host::probe::echo_request(false, id, seq, &[]);
         let _ = sock.send_to(&pkt, &dst);
         seq = seq.wrapping_add(1);
         next += Duration::from_millis(1);

@@ -350,25 +350,25 @@ impl Config {
         self.values.get(key).map(|r| &r.source)
     }
 
-    pub fn str(&self, key: &str) -> Option<&str> {
+    fn str(&self, key: &str) -> Option<&str> {
         match self.get(key) {
             Some(Value::Str(s)) => Some(s),
             _ => None,
         }
     }
 
-    pub fn bool(&self, key: &str) -> bool {
+    fn bool(&self, key: &str) -> bool {
         matches!(self.get(key), Some(Value::Bool(true)))
     }
 
-    pub fn int(&self, key: &str) -> Option<u64> {
+    fn int(&self, key: &str) -> Option<u64> {
         match self.get(key) {
             Some(Value::Int(i)) => Some(*i),
             _ => None,
         }
     }
 
-    pub fn list(&self, key: &str) -> Vec<String> {
+    fn list(&self, key: &str) -> Vec<String> {
         match self.get(key) {
             Some(Value::List(l)) => l.clone(),
             _ => Vec::new(),
@@ -489,57 +489,6 @@ pub fn set_in_text(text: &str, file: &str, key: &str, value_text: &str) -> Resul
     Ok(doc.to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn env_names() {
-        assert_eq!(env_var("node.uplink"), "NCP_BOOTSTRAP_NODE_UPLINK");
-        assert_eq!(
-            env_var("ovs.datapath_type"),
-            "NCP_BOOTSTRAP_OVS_DATAPATH_TYPE"
-        );
-    }
-
-    #[test]
-    fn defaults_parse() {
-        for k in KEYS {
-            if let Some(d) = k.default {
-                parse_text(k, d, "default").unwrap();
-            }
-        }
-    }
-
-    #[test]
-    fn set_keeps_comments() {
-        let text = "# site config\n[node]\n# the NSX NIC\nuplink = \"eth1\"  # trailing\n\n[ovs]\ndatapath_type = \"system\"\n";
-        let out = set_in_text(text, "f", "node.uplink", "ens192").unwrap();
-        assert_eq!(out, text.replace("\"eth1\"", "\"ens192\""));
-        let out = set_in_text(text, "f", "probe.targets", "gateway,10.0.0.1:6443").unwrap();
-        assert!(out.starts_with(text));
-        assert!(
-            out.contains("[probe]\ntargets = [\"gateway\", \"10.0.0.1:6443\"]"),
-            "{out}"
-        );
-        assert!(set_in_text(text, "f", "ovs.datapath_type", "fast").is_err());
-        assert!(set_in_text(text, "f", "node.nope", "x").is_err());
-    }
-
-    #[test]
-    fn ncp_ini_is_read() {
-        let text = "[DEFAULT]\n# c\n[nsx_kube_proxy]\novs_uplink_port = ens224\n[nsx_node_agent]\novs_bridge=br-nsx\nother = 1\n";
-        let v = ncp_ini_values(text, Path::new("ncp.ini")).unwrap();
-        assert_eq!(
-            v,
-            vec![
-                ("node.uplink", "ens224".into()),
-                ("node.bridge", "br-nsx".into())
-            ]
-        );
-    }
-}
-
 /// `apparmor.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppArmorMode {
@@ -653,5 +602,56 @@ impl Settings {
             persist_enabled: c.bool("persist.enabled"),
             persist_format: crate::render::Format::parse(&text("persist.format")?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names() {
+        assert_eq!(env_var("node.uplink"), "NCP_BOOTSTRAP_NODE_UPLINK");
+        assert_eq!(
+            env_var("ovs.datapath_type"),
+            "NCP_BOOTSTRAP_OVS_DATAPATH_TYPE"
+        );
+    }
+
+    #[test]
+    fn defaults_parse() {
+        for k in KEYS {
+            if let Some(d) = k.default {
+                parse_text(k, d, "default").unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn set_keeps_comments() {
+        let text = "# site config\n[node]\n# the NSX NIC\nuplink = \"eth1\"  # trailing\n\n[ovs]\ndatapath_type = \"system\"\n";
+        let out = set_in_text(text, "f", "node.uplink", "ens192").unwrap();
+        assert_eq!(out, text.replace("\"eth1\"", "\"ens192\""));
+        let out = set_in_text(text, "f", "probe.targets", "gateway,10.0.0.1:6443").unwrap();
+        assert!(out.starts_with(text));
+        assert!(
+            out.contains("[probe]\ntargets = [\"gateway\", \"10.0.0.1:6443\"]"),
+            "{out}"
+        );
+        assert!(set_in_text(text, "f", "ovs.datapath_type", "fast").is_err());
+        assert!(set_in_text(text, "f", "node.nope", "x").is_err());
+    }
+
+    #[test]
+    fn ncp_ini_is_read() {
+        let text = "[DEFAULT]\n# c\n[nsx_kube_proxy]\novs_uplink_port = ens224\n[nsx_node_agent]\novs_bridge=br-nsx\nother = 1\n";
+        let v = ncp_ini_values(text, Path::new("ncp.ini")).unwrap();
+        assert_eq!(
+            v,
+            vec![
+                ("node.uplink", "ens224".into()),
+                ("node.bridge", "br-nsx".into())
+            ]
+        );
     }
 }

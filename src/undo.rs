@@ -117,14 +117,9 @@ impl UndoAction {
 pub fn plan(host: &HostRoot, entry: &Entry, forget_missing_backups: bool) -> Result<UndoAction> {
     Ok(match entry {
         Entry::DirCreated { path, .. } => UndoAction::RemoveDir { path: path.clone() },
-        Entry::File {
-            path,
-            sha256,
-            before,
-            ..
-        } => {
+        Entry::File { path, before, .. } => {
             let now = host.file_state(path)?;
-            let ours = now.as_ref().is_some_and(|s| &s.sha256 == sha256);
+            let ours = entry.check(host)?.content_ours();
             match before {
                 Before::Absent => match (&now, ours) {
                     (None, _) => UndoAction::Nothing {
@@ -276,4 +271,132 @@ fn apply_action(host: &HostRoot, action: &UndoAction) -> Result<()> {
         UndoAction::KeepChanged { .. } | UndoAction::Nothing { .. } => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::sha256_hex;
+    use crate::ledger::backup_path;
+
+    fn root() -> (tempfile::TempDir, HostRoot) {
+        let t = tempfile::tempdir().unwrap();
+        let h = HostRoot::new(t.path()).unwrap();
+        (t, h)
+    }
+
+    fn put(h: &HostRoot, path: &str, bytes: &[u8]) {
+        let dir = std::path::Path::new(path).parent().unwrap();
+        h.create_dirs(&dir.to_string_lossy()).unwrap();
+        h.write_atomic(path, bytes, 0o644).unwrap();
+    }
+
+    fn file(path: &str, ours: &[u8], before: Before) -> Entry {
+        Entry::File {
+            step: "cni".into(),
+            path: path.into(),
+            sha256: sha256_hex(ours),
+            mode: 0o644,
+            before,
+        }
+    }
+
+    fn replaced(path: &str, original: &[u8]) -> Before {
+        Before::Replaced {
+            backup: backup_path(path),
+            sha256: sha256_hex(original),
+            mode: 0o644,
+        }
+    }
+
+    #[test]
+    fn a_file_we_created_goes_unless_someone_changed_it() {
+        let (_t, h) = root();
+        let e = file("/etc/x", b"ours", Before::Absent);
+        assert_eq!(
+            plan(&h, &e, false).unwrap(),
+            UndoAction::Nothing {
+                why: "/etc/x is already gone".into()
+            }
+        );
+        put(&h, "/etc/x", b"ours");
+        assert_eq!(
+            plan(&h, &e, false).unwrap(),
+            UndoAction::RemoveFile {
+                path: "/etc/x".into()
+            }
+        );
+        put(&h, "/etc/x", b"theirs");
+        assert!(plan(&h, &e, false).unwrap().is_warning());
+    }
+
+    #[test]
+    fn a_replaced_file_is_restored_from_its_backup_or_its_backup_dropped() {
+        let (_t, h) = root();
+        let e = file("/etc/x", b"ours", replaced("/etc/x", b"original"));
+        put(&h, "/etc/x", b"ours");
+        assert!(matches!(
+            plan(&h, &e, false).unwrap(),
+            UndoAction::Restore { ref backup, .. } if *backup == backup_path("/etc/x")
+        ));
+        // Killed between the record and the write: the host still has its original.
+        put(&h, "/etc/x", b"original");
+        assert!(matches!(
+            plan(&h, &e, false).unwrap(),
+            UndoAction::DropBackups { .. }
+        ));
+        // Ours, with the backup gone: an error at apply, or forgotten when asked.
+        put(&h, "/etc/x", b"ours");
+        assert!(apply(&h, &e, &plan(&h, &e, false).unwrap()).is_err());
+        assert_eq!(
+            plan(&h, &e, true).unwrap(),
+            UndoAction::ForgetMissingBackup {
+                path: "/etc/x".into(),
+                backup: backup_path("/etc/x")
+            }
+        );
+    }
+
+    #[test]
+    fn an_altered_backup_is_refused_and_the_file_left() {
+        let (_t, h) = root();
+        let e = file("/etc/x", b"ours", replaced("/etc/x", b"original"));
+        put(&h, "/etc/x", b"ours");
+        put(&h, &backup_path("/etc/x"), b"altered");
+        let err = apply(&h, &e, &plan(&h, &e, false).unwrap()).unwrap_err();
+        assert!(format!("{err:#}").contains("altered"), "{err:#}");
+        assert_eq!(h.read("/etc/x").unwrap().unwrap(), b"ours");
+        put(&h, &backup_path("/etc/x"), b"original");
+        apply(&h, &e, &plan(&h, &e, false).unwrap()).unwrap();
+        assert_eq!(h.read("/etc/x").unwrap().unwrap(), b"original");
+        assert!(!h.exists(&backup_path("/etc/x")).unwrap());
+    }
+
+    #[test]
+    fn a_profile_is_unloaded_only_when_we_loaded_it_and_it_is_loaded() {
+        let (_t, h) = root();
+        let e = |was_loaded| Entry::ProfileLoaded {
+            step: "apparmor".into(),
+            name: "node-agent-apparmor".into(),
+            was_loaded,
+            reload_from: None,
+        };
+        assert!(matches!(
+            plan(&h, &e(false), false).unwrap(),
+            UndoAction::Nothing { .. }
+        ));
+        put(
+            &h,
+            crate::host::apparmor::PROFILES,
+            b"node-agent-apparmor (enforce)\n",
+        );
+        assert!(matches!(
+            plan(&h, &e(false), false).unwrap(),
+            UndoAction::UnloadProfile { .. }
+        ));
+        assert!(matches!(
+            plan(&h, &e(true), false).unwrap(),
+            UndoAction::Nothing { .. }
+        ));
+    }
 }

@@ -2,7 +2,7 @@
 
 use super::{Env, Outcome};
 use crate::host::paths;
-use crate::ledger::{Entry, Ledger};
+use crate::ledger::{Entry, FileCheck, Ledger};
 use crate::report::Report;
 use crate::steps::apparmor::{annotation, loaded_mode, module_enabled, AppArmor};
 use crate::steps::cni::{host_conflist, Cni, HostConflist, FILES};
@@ -88,14 +88,8 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
     let mut files = Vec::new();
     for f in FILES {
         let state = env.host.file_state(f.path)?;
-        let recorded = ledger.file(f.path);
-        let drifted = match (recorded, &state) {
-            (Some(Entry::File { sha256, mode, .. }), Some(s)) => {
-                *sha256 != s.sha256 || *mode != s.mode
-            }
-            (Some(_), None) => true,
-            _ => false,
-        };
+        let check = ledger.check_file(&env.host, f.path)?;
+        let drifted = check.drifted();
         if drifted {
             drift.push(format!("{} changed since ncp-bootstrap wrote it", f.path));
         }
@@ -103,7 +97,7 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
             path: f.path.to_string(),
             present: state.is_some(),
             mode: state.as_ref().map(|s| format!("{:04o}", s.mode)),
-            ours: recorded.is_some(),
+            ours: check != FileCheck::NotRecorded,
             drifted,
         });
     }
@@ -295,26 +289,21 @@ fn component_lines(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Vec<Component> {
         None => line("uplink", "n/a", "not attached by ncp-bootstrap"),
     });
     for e in &ledger.entries {
-        let Entry::File {
-            step, path, sha256, ..
-        } = e
-        else {
+        let Entry::File { step, path, .. } = e else {
             continue;
         };
         if step == "cni" || step == "apparmor" {
             continue; // reported above, file by file
         }
-        let now = env.host.file_state(path).ok().flatten();
-        out.push(match now {
-            Some(s) if &s.sha256 == sha256 => {
-                line("persist", "ok", format!("{path} is as written"))
-            }
-            Some(_) => line(
+        out.push(match e.check(&env.host) {
+            Ok(c) if c.content_ours() => line("persist", "ok", format!("{path} is as written")),
+            Ok(FileCheck::Gone) => line("persist", "drift", format!("{path} is gone")),
+            Ok(_) => line(
                 "persist",
                 "drift",
                 format!("{path} changed since ncp-bootstrap wrote it"),
             ),
-            None => line("persist", "drift", format!("{path} is gone")),
+            Err(err) => line("persist", "drift", format!("{path}: {err:#}")),
         });
     }
     out
@@ -322,15 +311,16 @@ fn component_lines(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Vec<Component> {
 
 fn apparmor_status(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Result<AppArmorStatus> {
     let step = AppArmor::from_ctx(ctx);
-    let on_host = env.host.file_state(paths::APPARMOR_PROFILE_FILE)?;
-    let recorded = ledger.file(paths::APPARMOR_PROFILE_FILE);
-    let (file_present, file_ours) = (on_host.is_some(), recorded.is_some());
-    let file = match (on_host, recorded) {
-        (None, _) => "absent".to_string(),
-        (Some(s), Some(Entry::File { sha256, .. })) if *sha256 == s.sha256 => "ours".to_string(),
-        (Some(_), Some(_)) => "ours, DRIFTED".to_string(),
-        (Some(_), None) => "present (not ours)".to_string(),
-    };
+    let file_present = env.host.exists(paths::APPARMOR_PROFILE_FILE)?;
+    let check = ledger.check_file(&env.host, paths::APPARMOR_PROFILE_FILE)?;
+    let file_ours = check != FileCheck::NotRecorded;
+    let file = match (file_present, check) {
+        (false, _) => "absent",
+        (true, FileCheck::NotRecorded) => "present (not ours)",
+        (true, c) if c.content_ours() => "ours",
+        (true, _) => "ours, DRIFTED",
+    }
+    .to_string();
     // A bundle or parser problem is reported, not fatal: status must work on a bare host.
     let (skipped, pending) = match step.plan(ctx) {
         Ok(p) => (

@@ -466,7 +466,7 @@ pub fn os_release_field(host: &HostRoot, key: &str) -> Option<String> {
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(digest)
 }
 
 #[cfg(test)]

@@ -319,3 +319,92 @@ fn link_from(l: &LinkMessage) -> Link {
     }
     link
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netmodel::tests::{addr, route};
+    use crate::netmodel::{address_ip, route_dst, route_gateway};
+
+    /// Runs `f` in a network namespace of its own: `unshare` applies to this test's thread
+    /// only, and the `ip` it runs inherits it, so nothing reaches the machine's own network.
+    fn in_namespace(f: impl FnOnce() + Send + 'static) -> bool {
+        if !nix::unistd::geteuid().is_root() {
+            if std::env::var_os("CI").is_some() {
+                panic!("required in CI: root, for a network namespace");
+            }
+            eprintln!("SKIP: needs root for a network namespace");
+            return false;
+        }
+        std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            f()
+        })
+        .join()
+        .unwrap();
+        true
+    }
+
+    fn ip(args: &str) {
+        let st = std::process::Command::new("ip")
+            .args(args.split_whitespace())
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip {args}");
+    }
+
+    #[test]
+    fn a_batch_adds_replaces_and_deletes_in_one_burst() {
+        in_namespace(|| {
+            ip("link add name ncpa type veth peer name ncpb");
+            ip("link set ncpa up");
+            ip("link set ncpb up");
+            let mut nl = Netlink::open().unwrap();
+            let a = nl.link("ncpa").unwrap().unwrap();
+            assert_eq!(a.kind.as_deref(), Some("veth"));
+            assert!(nl.link("lo").unwrap().unwrap().loopback);
+            assert!(!a.loopback);
+
+            // The planner's fixtures, completed as the kernel dumps them (a label of the link's
+            // own name, a unicast route).
+            let without_label = |mut m: AddressMessage| {
+                m.attributes.retain(|x| {
+                    !matches!(x, netlink_packet_route::address::AddressAttribute::Label(_))
+                });
+                m
+            };
+            let address = without_label(addr(a.index, "10.9.0.1", 24, false));
+            let mut via = route(a.index, Some(("10.10.0.0", 24)), Some("10.9.0.2"), 254, 0);
+            via.header.kind = netlink_packet_route::route::RouteType::Unicast;
+            nl.apply(&[
+                Op::AddAddress(address.clone()),
+                Op::ReplaceRoute(via.clone()),
+            ])
+            .unwrap();
+            let has_addr = |nl: &mut Netlink| {
+                nl.addresses().unwrap().iter().any(|m| {
+                    m.header.index == a.index && address_ip(m) == Some("10.9.0.1".parse().unwrap())
+                })
+            };
+            let has_route = |nl: &mut Netlink| {
+                nl.routes().unwrap().iter().any(|r| {
+                    route_dst(r) == Some("10.10.0.0".parse().unwrap())
+                        && route_gateway(r).as_deref() == Some("10.9.0.2")
+                })
+            };
+            assert!(has_addr(&mut nl) && has_route(&mut nl));
+            // NLM_F_REPLACE: sending the route again is not an error.
+            nl.apply(&[Op::ReplaceRoute(via.clone())]).unwrap();
+            // A failing op is named in the error.
+            let absent = without_label(addr(a.index, "10.9.9.9", 24, false));
+            let e = nl.apply(&[Op::DelAddress(absent)]).unwrap_err();
+            assert!(
+                format!("{e:#}").contains("delete address 10.9.9.9/24"),
+                "{e:#}"
+            );
+            nl.apply(&[Op::DelRoute(via), Op::DelAddress(address)])
+                .unwrap();
+            assert!(!has_addr(&mut nl) && !has_route(&mut nl));
+        });
+    }
+}

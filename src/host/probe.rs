@@ -73,23 +73,48 @@ fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// An ICMP echo request: ICMPv4 with its checksum (the kernel fills ICMPv6's itself).
+pub fn echo_request(v6: bool, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
+    let mut pkt = vec![if v6 { 128 } else { 8 }, 0, 0, 0];
+    pkt.extend_from_slice(&id.to_be_bytes());
+    pkt.extend_from_slice(&seq.to_be_bytes());
+    pkt.extend_from_slice(payload);
+    if !v6 {
+        let c = checksum(&pkt);
+        pkt[2..4].copy_from_slice(&c.to_be_bytes());
+    }
+    pkt
+}
+
+/// The id and sequence of an echo reply as a raw socket delivers it, with its sender for IPv4
+/// (raw IPv4 sockets deliver the IP header too; ICMPv6 sockets the message only).
+pub fn echo_reply(v6: bool, data: &[u8]) -> Option<(u16, u16, Option<[u8; 4]>)> {
+    let (icmp, from) = if v6 {
+        (data, None)
+    } else {
+        let ihl = usize::from(data.first().copied().unwrap_or(0) & 0x0f) * 4;
+        let from = data.get(12..16).and_then(|s| <[u8; 4]>::try_from(s).ok());
+        (data.get(ihl..).unwrap_or(&[]), from)
+    };
+    let reply_type = if v6 { 129 } else { 0 };
+    (icmp.len() >= 8 && icmp[0] == reply_type).then(|| {
+        (
+            u16::from_be_bytes([icmp[4], icmp[5]]),
+            u16::from_be_bytes([icmp[6], icmp[7]]),
+            from,
+        )
+    })
+}
+
 fn icmp_echo(ip: IpAddr, timeout: Duration) -> std::io::Result<bool> {
-    let (domain, proto, req_type, reply_type) = match ip {
-        IpAddr::V4(_) => (Domain::IPV4, Protocol::ICMPV4, 8u8, 0u8),
-        IpAddr::V6(_) => (Domain::IPV6, Protocol::ICMPV6, 128u8, 129u8),
+    let (domain, proto) = match ip {
+        IpAddr::V4(_) => (Domain::IPV4, Protocol::ICMPV4),
+        IpAddr::V6(_) => (Domain::IPV6, Protocol::ICMPV6),
     };
     let sock = Socket::new(domain, Type::RAW, Some(proto))?;
     let id = (std::process::id() & 0xffff) as u16;
     let seq: u16 = 1;
-    let mut pkt = vec![req_type, 0, 0, 0];
-    pkt.extend_from_slice(&id.to_be_bytes());
-    pkt.extend_from_slice(&seq.to_be_bytes());
-    pkt.extend_from_slice(b"ncp-bootstrap probe");
-    if ip.is_ipv4() {
-        // The kernel fills the ICMPv6 checksum itself; ICMPv4's is ours.
-        let c = checksum(&pkt);
-        pkt[2..4].copy_from_slice(&c.to_be_bytes());
-    }
+    let pkt = echo_request(ip.is_ipv6(), id, seq, b"ncp-bootstrap probe");
     sock.send_to(&pkt, &SockAddr::from(SocketAddr::new(ip, 0)))?;
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 1500];
@@ -111,25 +136,14 @@ fn icmp_echo(ip: IpAddr, timeout: Duration) -> std::io::Result<bool> {
             }
             Err(e) => return Err(e),
         };
-        let data = &buf[..n];
-        // Raw IPv4 sockets deliver the IP header too: check the sender there. ICMPv6 sockets
-        // deliver the message only; the id and sequence identify our reply.
-        let (icmp, from_ok) = match ip {
-            IpAddr::V4(v4) => {
-                let ihl = usize::from(data.first().copied().unwrap_or(0) & 0x0f) * 4;
-                (
-                    data.get(ihl..).unwrap_or(&[]),
-                    data.get(12..16) == Some(&v4.octets()[..]),
-                )
-            }
-            IpAddr::V6(_) => (data, true),
+        let Some((rid, rseq, from)) = echo_reply(ip.is_ipv6(), &buf[..n]) else {
+            continue;
         };
-        if icmp.len() >= 8
-            && icmp[0] == reply_type
-            && icmp[4..6] == id.to_be_bytes()
-            && icmp[6..8] == seq.to_be_bytes()
-            && from_ok
-        {
+        let from_ok = match ip {
+            IpAddr::V4(v4) => from == Some(v4.octets()),
+            IpAddr::V6(_) => true,
+        };
+        if rid == id && rseq == seq && from_ok {
             return Ok(true);
         }
     }

@@ -124,6 +124,81 @@ pub struct UplinkPreState {
     pub rules: Vec<crate::netmodel::Recorded>,
 }
 
+/// A recorded file compared with what the host has now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileCheck {
+    /// The ledger does not record this path.
+    NotRecorded,
+    /// Recorded, and no longer on the host.
+    Gone,
+    /// Bytes and mode as written.
+    AsWritten,
+    /// Our bytes, another mode.
+    ModeChanged,
+    /// Other bytes: someone changed it after we wrote it.
+    ContentChanged,
+}
+
+impl FileCheck {
+    /// Whether the bytes on the host are the ones we wrote.
+    pub fn content_ours(self) -> bool {
+        matches!(self, FileCheck::AsWritten | FileCheck::ModeChanged)
+    }
+
+    /// Whether it drifted from what we wrote (changed in any way, or gone).
+    pub fn drifted(self) -> bool {
+        matches!(
+            self,
+            FileCheck::Gone | FileCheck::ModeChanged | FileCheck::ContentChanged
+        )
+    }
+}
+
+impl Entry {
+    /// A file entry against the host; any other entry is `NotRecorded`.
+    pub fn check(&self, host: &HostRoot) -> Result<FileCheck> {
+        let Entry::File {
+            path, sha256, mode, ..
+        } = self
+        else {
+            return Ok(FileCheck::NotRecorded);
+        };
+        Ok(match host.file_state(path)? {
+            None => FileCheck::Gone,
+            Some(s) if &s.sha256 != sha256 => FileCheck::ContentChanged,
+            Some(s) if s.mode != *mode => FileCheck::ModeChanged,
+            Some(_) => FileCheck::AsWritten,
+        })
+    }
+}
+
+impl UplinkPreState {
+    /// What the uplink carried, decoded from the recorded netlink bytes, as it was on the uplink.
+    pub fn carried(&self) -> Result<crate::netmodel::Carried> {
+        use crate::netmodel as nm;
+        let bad = |what: &str, s: &str| {
+            crate::error::input(format!(
+                "the ledger's {what} `{s}` cannot be decoded; {} was altered",
+                paths::LEDGER
+            ))
+        };
+        let mut c = nm::Carried::default();
+        for r in &self.addresses {
+            c.addresses
+                .push(nm::restore_address(r).ok_or_else(|| bad("address", &r.summary))?);
+        }
+        for r in &self.routes {
+            c.routes
+                .push(nm::restore_route(r).ok_or_else(|| bad("route", &r.summary))?);
+        }
+        for r in &self.rules {
+            c.rules
+                .push(nm::restore_rule(r).ok_or_else(|| bad("rule", &r.summary))?);
+        }
+        Ok(c)
+    }
+}
+
 impl Entry {
     pub fn step(&self) -> &str {
         match self {
@@ -204,6 +279,14 @@ impl Ledger {
             Entry::UplinkAttached(p) if p.uplink == uplink => Some(&**p),
             _ => None,
         })
+    }
+
+    /// A host path we may have written, against what is there now.
+    pub fn check_file(&self, host: &HostRoot, path: &str) -> Result<FileCheck> {
+        match self.file(path) {
+            Some(e) => e.check(host),
+            None => Ok(FileCheck::NotRecorded),
+        }
     }
 
     /// The file entry for a host path, if we wrote it.

@@ -60,7 +60,7 @@ impl Op {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use netlink_packet_route::address::CacheInfo;
     use netlink_packet_route::address::{
@@ -72,7 +72,7 @@ mod tests {
     use std::net::IpAddr;
     use std::net::Ipv4Addr;
 
-    fn addr(index: u32, ip: &str, len: u8, secondary: bool) -> AddressMessage {
+    pub(crate) fn addr(index: u32, ip: &str, len: u8, secondary: bool) -> AddressMessage {
         let mut a = AddressMessage::default();
         let ip: IpAddr = ip.parse().unwrap();
         a.header.family = if ip.is_ipv4() {
@@ -96,7 +96,7 @@ mod tests {
         a
     }
 
-    fn route(
+    pub(crate) fn route(
         oif: u32,
         dst: Option<(&str, u8)>,
         gw: Option<&str>,

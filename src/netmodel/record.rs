@@ -18,17 +18,11 @@ pub struct Recorded {
 pub(super) fn to_hex<T: Emitable>(m: &T) -> String {
     let mut buf = vec![0u8; m.buffer_len()];
     m.emit(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(buf)
 }
 
 pub(super) fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    hex::decode(s).ok()
 }
 
 pub fn record_address(a: &AddressMessage) -> Recorded {

@@ -230,3 +230,38 @@ impl Step for AppArmor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::steps::testing::host;
+
+    #[test]
+    fn off_and_hosts_without_apparmor_are_skipped_naming_the_host() {
+        let h = host(&[("NCP_BOOTSTRAP_APPARMOR_MODE", "off")]);
+        let plan = AppArmor::from_ctx(&h.ctx()).plan(&h.ctx()).unwrap();
+        assert_eq!(plan.skipped.as_deref(), Some("apparmor.mode = off"));
+
+        let h = host(&[]);
+        h.write(
+            crate::host::paths::OS_RELEASE,
+            b"NAME=\"Rocky Linux\"\nPRETTY_NAME=\"Rocky Linux 9.3\"\n",
+        );
+        let plan = AppArmor::from_ctx(&h.ctx()).plan(&h.ctx()).unwrap();
+        let why = plan.skipped.unwrap();
+        assert!(
+            why.contains("(Rocky Linux 9.3)") && why.contains(ENABLED),
+            "{why}"
+        );
+
+        let h = host(&[("NCP_BOOTSTRAP_APPARMOR_MODE", "required")]);
+        let e = AppArmor::from_ctx(&h.ctx())
+            .plan(&h.ctx())
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(
+            crate::error::kind_of(&e),
+            Some(crate::error::Kind::Precondition)
+        );
+    }
+}

@@ -393,6 +393,72 @@ fn remove_package(host: &HostRoot, pkg: &LegacyPackage, ledger: &mut Ledger) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steps::testing::{host, TestHost};
+
+    fn with_bundle(version: &str, env: &[(&str, &str)]) -> (TestHost, Cni) {
+        let h = host(env);
+        let bundle = h.dir.path().join("bundle");
+        for (f, body) in [
+            (paths::NSX_PLUGIN, "#!/bin/sh\n".to_string()),
+            (paths::LOOPBACK_PLUGIN, "#!/bin/sh\n".to_string()),
+            (
+                paths::NSX_CONFLIST,
+                format!("{{\"plugins\":[{{\"type\":\"nsx\",\"nsxBuildVersion\":\"{version}\"}}]}}"),
+            ),
+            (paths::LOOPBACK_CONF, "{}".to_string()),
+        ] {
+            let p = bundle.join(f.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, body).unwrap();
+        }
+        let cni = Cni { bundle };
+        (h, cni)
+    }
+
+    fn lines(plan: &Plan<CniAction>) -> Vec<String> {
+        plan.actions.iter().map(|a| a.describe()).collect()
+    }
+
+    #[test]
+    fn a_bare_host_gets_every_file_binaries_first() {
+        let (h, cni) = with_bundle("4.1.0", &[]);
+        let plan = cni.plan(&h.ctx()).unwrap();
+        assert_eq!(
+            lines(&plan),
+            [
+                "install /opt/cni/bin/nsx (mode 0755)",
+                "install /opt/cni/bin/loopback (mode 0755)",
+                "install /etc/cni/net.d/10-nsx.conflist (mode 0644)",
+                "install /etc/cni/net.d/99-loopback.conf (mode 0644)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_newer_host_is_kept_unless_forced_and_a_first_config_is_named() {
+        let newer = r#"{"plugins":[{"type":"nsx","nsxBuildVersion":"4.2"}]}"#;
+        let (h, cni) = with_bundle("4.1.0", &[]);
+        h.write(paths::NSX_CONFLIST, newer.as_bytes());
+        h.write(paths::NSX_PLUGIN, b"x");
+        h.write(paths::LOOPBACK_PLUGIN, b"x");
+        h.write(paths::LOOPBACK_CONF, b"{}");
+        h.write("/etc/cni/net.d/05-other.conf", b"{}");
+        let plan = cni.plan(&h.ctx()).unwrap();
+        assert!(plan.actions.is_empty());
+        assert!(plan
+            .warnings
+            .iter()
+            .any(|w| w.contains("NCP_BOOTSTRAP_CNI_FORCE")));
+        assert!(plan
+            .warnings
+            .iter()
+            .any(|w| w.contains("05-other.conf sorts before")));
+        let (h2, cni) = with_bundle("4.1.0", &[("NCP_BOOTSTRAP_CNI_FORCE", "yes")]);
+        h2.write(paths::NSX_CONFLIST, newer.as_bytes());
+        let plan = cni.plan(&h2.ctx()).unwrap();
+        assert!(lines(&plan)
+            .contains(&"replace /etc/cni/net.d/10-nsx.conflist (mode 0644)".to_string()));
+    }
 
     #[test]
     fn version_in_plugins_or_top() {

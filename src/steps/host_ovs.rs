@@ -296,3 +296,76 @@ pub fn undo(daemons: &[StoppedDaemon], units: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::steps::testing::host;
+
+    /// A host OVS as the step sees it: a pid file, and that pid in the host root's /proc.
+    fn with_host_ovsdb(h: &crate::steps::testing::TestHost) {
+        h.write("/proc/self/stat", b"");
+        h.write("/var/run/openvswitch/ovsdb-server.pid", b"4242\n");
+        h.write(
+            "/proc/4242/cmdline",
+            b"/usr/sbin/ovsdb-server\0/etc/openvswitch/conf.db\0--detach\0",
+        );
+    }
+
+    #[test]
+    fn a_host_without_ovs_plans_nothing() {
+        let h = host(&[]);
+        let plan = HostOvs.plan(&h.ctx()).unwrap();
+        assert!(plan.actions.is_empty());
+        assert!(
+            plan.notes[0].contains("no OVS runs on the host"),
+            "{:?}",
+            plan.notes
+        );
+    }
+
+    #[test]
+    fn a_running_host_ovs_is_stopped_after_the_uplink_comes_back() {
+        let h = host(&[]);
+        with_host_ovsdb(&h);
+        let plan = HostOvs.plan(&h.ctx()).unwrap();
+        let lines: Vec<String> = plan.actions.iter().flat_map(|a| a.lines()).collect();
+        assert_eq!(
+            lines,
+            vec!["stop the host's OVS: ovsdb-server (pid 4242)".to_string()]
+        );
+
+        let h = host(&[("NCP_BOOTSTRAP_NODE_UPLINK", "eth1")]);
+        with_host_ovsdb(&h);
+        let plan = HostOvs.plan(&h.ctx()).unwrap();
+        assert!(matches!(
+            plan.actions.as_slice(),
+            [HostOvsAction::DetachUplink, HostOvsAction::Stop { .. }]
+        ));
+    }
+
+    #[test]
+    fn a_recorded_daemon_runs_only_from_a_standard_directory() {
+        let d = |argv0: &str| StoppedDaemon {
+            name: "ovsdb-server".into(),
+            cmdline: vec![argv0.into(), "--pidfile".into()],
+            env: vec![("OVS_RUNDIR".into(), "/run/openvswitch".into())],
+        };
+        let ok = validate(
+            &[d("/usr/sbin/ovsdb-server")],
+            &["openvswitch-switch.service".into()],
+        );
+        assert_eq!(
+            ok.unwrap(),
+            vec![std::path::PathBuf::from("/usr/sbin/ovsdb-server")]
+        );
+        for bad in [
+            "/tmp/ovsdb-server",
+            "/usr/sbin/sh",
+            "/usr/sbin/../../tmp/ovsdb-server",
+        ] {
+            assert!(validate(&[d(bad)], &[]).is_err(), "{bad}");
+        }
+        assert!(validate(&[], &["sshd.service".into()]).is_err());
+    }
+}

@@ -297,3 +297,56 @@ pub fn lock_only(host: &HostRoot) -> Result<Lock> {
         }
     }
 }
+
+/// A temporary host root with settings from the given environment, for the steps' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Ctx;
+    use crate::config::{Config, Inputs, Settings};
+    use crate::host::HostRoot;
+    use crate::report::Progress;
+
+    pub struct TestHost {
+        pub dir: tempfile::TempDir,
+        pub host: HostRoot,
+        pub settings: Settings,
+        progress: Progress,
+    }
+
+    pub fn host(env: &[(&str, &str)]) -> TestHost {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        let host = HostRoot::new(dir.path()).unwrap();
+        let inputs = Inputs {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Inputs::default()
+        };
+        let settings = Settings::from_config(&Config::load(&host, &inputs).unwrap()).unwrap();
+        TestHost {
+            dir,
+            host,
+            settings,
+            progress: Progress::new(true, false),
+        }
+    }
+
+    impl TestHost {
+        pub fn ctx(&self) -> Ctx<'_> {
+            Ctx {
+                host: &self.host,
+                settings: &self.settings,
+                dry_run: true,
+                progress: &self.progress,
+            }
+        }
+
+        pub fn write(&self, path: &str, bytes: &[u8]) {
+            let p = self.dir.path().join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+        }
+    }
+}

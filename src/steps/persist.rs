@@ -9,10 +9,10 @@ use crate::host::ovs::mac_string;
 use crate::host::{sha256_hex, HostRoot};
 use crate::ledger::install_file;
 use crate::ledger::Ledger;
-use crate::netmodel::{self as nm, Carried};
+use crate::netmodel::{self as nm};
 use crate::render::{self, ifcfg, ifupdown, netplan, nm_keyfile, Format, NetConfig};
 use crate::report::StepReport;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 
 pub const NAME: &str = "persist";
 const INTERFACES: &str = "/etc/network/interfaces";
@@ -145,16 +145,7 @@ pub fn detect(host: &HostRoot, iface: &str) -> Result<(Format, String)> {
 pub fn model(ctx: &Ctx, iface: &str) -> Result<(NetConfig, &'static str)> {
     let ledger = Ledger::load(ctx.host)?;
     if let Some(pre) = ledger.uplink(iface) {
-        let bad = |s: &str| anyhow!("the ledger's record `{s}` cannot be decoded");
-        let mut c = Carried::default();
-        for r in &pre.addresses {
-            c.addresses
-                .push(nm::restore_address(r).ok_or_else(|| bad(&r.summary))?);
-        }
-        for r in &pre.routes {
-            c.routes
-                .push(nm::restore_route(r).ok_or_else(|| bad(&r.summary))?);
-        }
+        let c = pre.carried()?;
         let cfg = render::from_carried(iface, Some(pre.mac.clone()), Some(pre.mtu), &c);
         return Ok((cfg, "the pre-state recorded when the uplink was attached"));
     }
@@ -391,4 +382,89 @@ fn reload(ledger: &Ledger, iface: &str, format: Format) -> String {
         "--apply: {}; {iface} itself is not re-activated (that would interrupt it)",
         done.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Entry, UplinkPreState};
+    use crate::netmodel::tests::{addr, route};
+    use crate::steps::testing::host;
+
+    /// A node whose uplink is attached: the model comes from the recorded pre-state, so the
+    /// plan needs no netlink.
+    fn attached(h: &crate::steps::testing::TestHost) {
+        let pre = UplinkPreState {
+            step: "uplink".into(),
+            uplink: "eth1".into(),
+            uplink_index: 2,
+            bridge: "br-int".into(),
+            ovs_db_dir: "/var/run/openvswitch".into(),
+            bridge_created: true,
+            bridge_hwaddr_before: None,
+            bridge_mtu_request_before: None,
+            uplink_was_up: true,
+            mac: "52:54:00:aa:bb:01".into(),
+            mtu: 1500,
+            conf_db: None,
+            addresses: vec![nm::record_address(&addr(2, "10.0.0.5", 24, false))],
+            routes: vec![nm::record_route(&route(2, None, Some("10.0.0.1"), 254, 0))],
+            rules: vec![],
+        };
+        let mut l = Ledger::load(&h.host).unwrap();
+        l.record(&h.host, Entry::UplinkAttached(Box::new(pre)))
+            .unwrap();
+    }
+
+    #[test]
+    fn an_ifupdown_node_plans_its_interfaces_file_from_the_recorded_pre_state() {
+        let h = host(&[("NCP_BOOTSTRAP_NODE_UPLINK", "eth1")]);
+        h.write(
+            INTERFACES,
+            b"auto lo\niface lo inet loopback\n\nauto eth1\niface eth1 inet dhcp\n",
+        );
+        attached(&h);
+        let plan = Persist.plan(&h.ctx()).unwrap();
+        assert!(
+            plan.notes[0].starts_with("format ifupdown"),
+            "{:?}",
+            plan.notes
+        );
+        assert!(plan.notes[1].contains("pre-state"), "{:?}", plan.notes);
+        let [w] = plan.actions.as_slice() else {
+            panic!("one file: {:?}", plan.actions.len())
+        };
+        assert_eq!(w.path, INTERFACES);
+        assert!(
+            w.content.contains("address 10.0.0.5/24") && w.content.contains("gateway 10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn a_host_with_no_known_format_is_refused_naming_the_choice() {
+        let h = host(&[("NCP_BOOTSTRAP_NODE_UPLINK", "eth1")]);
+        let e = Persist.plan(&h.ctx()).map(|_| ()).unwrap_err();
+        assert_eq!(crate::error::kind_of(&e), Some(crate::error::Kind::Input));
+        assert!(format!("{e:#}").contains("--format"), "{e:#}");
+        let h = host(&[]);
+        assert!(Persist.plan(&h.ctx()).is_err(), "no uplink configured");
+    }
+
+    #[test]
+    fn a_netplan_file_that_also_defines_the_uplink_is_named() {
+        let h = host(&[
+            ("NCP_BOOTSTRAP_NODE_UPLINK", "eth1"),
+            ("NCP_BOOTSTRAP_PERSIST_FORMAT", "netplan"),
+        ]);
+        h.write(
+            "/etc/netplan/50-cloud-init.yaml",
+            b"network:\n  version: 2\n  ethernets:\n    eth1:\n      dhcp4: true\n",
+        );
+        attached(&h);
+        let e = Persist.plan(&h.ctx()).map(|_| ()).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("50-cloud-init.yaml also defines eth1"),
+            "{e:#}"
+        );
+    }
 }

@@ -64,23 +64,24 @@ fn dump(nl: &mut Netlink) -> Result<Live> {
 
 /// What the pre-state says the uplink carried, expressed as it must be on the bridge.
 fn restore_carried(pre: &UplinkPreState, bridge: End) -> Result<Carried> {
-    let bad = |what: &str, s: &str| anyhow!("the ledger's {what} `{s}` cannot be decoded");
-    let mut c = Carried::default();
-    for r in &pre.addresses {
-        let a = nm::restore_address(r).ok_or_else(|| bad("address", &r.summary))?;
-        c.addresses
-            .push(nm::address_on(&a, bridge.index, &pre.uplink, bridge.name));
-    }
-    for r in &pre.routes {
-        let m = nm::restore_route(r).ok_or_else(|| bad("route", &r.summary))?;
-        c.routes
-            .push(nm::route_on(&m, pre.uplink_index, bridge.index));
-    }
-    for r in &pre.rules {
-        let m = nm::restore_rule(r).ok_or_else(|| bad("rule", &r.summary))?;
-        c.rules.push(nm::rule_on(&m, &pre.uplink, bridge.name));
-    }
-    Ok(c)
+    let on_uplink = pre.carried()?;
+    Ok(Carried {
+        addresses: on_uplink
+            .addresses
+            .iter()
+            .map(|a| nm::address_on(a, bridge.index, &pre.uplink, bridge.name))
+            .collect(),
+        routes: on_uplink
+            .routes
+            .iter()
+            .map(|r| nm::route_on(r, pre.uplink_index, bridge.index))
+            .collect(),
+        rules: on_uplink
+            .rules
+            .iter()
+            .map(|r| nm::rule_on(r, &pre.uplink, bridge.name))
+            .collect(),
+    })
 }
 
 /// `carried` as it is on the uplink (for attach planning).

@@ -55,27 +55,18 @@ impl Daemons {
         me.children.push(("ovsdb-server", server));
         let vsctl = run::find_tool("ovs-vsctl", "talk to Open vSwitch")?;
         let db_arg = format!("--db=unix:{}", sock.display());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if run::run(
-                &vsctl,
-                [db_arg.as_str(), "--timeout=1", "--no-wait", "init"],
-            )
-            .is_ok()
-            {
-                break;
-            }
-            if let Some(exit) = me.dead() {
-                return Err(anyhow::anyhow!("{exit}"));
-            }
-            if Instant::now() > deadline {
-                return Err(anyhow::anyhow!(
-                    "ovsdb-server did not answer on {} within 10 s",
-                    sock.display()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_until(
+            &format!("ovsdb-server answering on {}", sock.display()),
+            Duration::from_secs(10),
+            || {
+                run::run(
+                    &vsctl,
+                    [db_arg.as_str(), "--timeout=1", "--no-wait", "init"],
+                )
+                .is_ok()
+            },
+            || me.dead(),
+        )?;
         let vswitchd = Self::spawn(
             dirs,
             "ovs-vswitchd",
@@ -90,30 +81,20 @@ impl Daemons {
         me.children.push(("ovs-vswitchd", vswitchd));
         // ovs-vsctl waits for ovs-vswitchd to apply a change; a no-op change with waiting proves
         // the switch is up and reading the database.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if run::run(
-                &vsctl,
-                [
-                    db_arg.as_str(),
-                    "--timeout=2",
-                    "set",
-                    "Open_vSwitch",
-                    ".",
-                    "external-ids:ncp-bootstrap=running",
-                ],
-            )
-            .is_ok()
-            {
-                break;
-            }
-            if let Some(exit) = me.dead() {
-                return Err(anyhow::anyhow!("{exit}"));
-            }
-            if Instant::now() > deadline {
-                return Err(anyhow::anyhow!("ovs-vswitchd did not come up within 20 s"));
-            }
-        }
+        let mark = [
+            db_arg.as_str(),
+            "--timeout=2",
+            "set",
+            "Open_vSwitch",
+            ".",
+            "external-ids:ncp-bootstrap=running",
+        ];
+        super::wait_until(
+            "ovs-vswitchd coming up",
+            Duration::from_secs(20),
+            || run::run(&vsctl, mark).is_ok(),
+            || me.dead(),
+        )?;
         Ok(me)
     }
 

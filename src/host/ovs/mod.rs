@@ -231,22 +231,44 @@ impl Offline {
             no_wait: true,
         };
         let mut me = Offline { ovs, child, dir };
-        for _ in 0..100 {
-            if me.ovs.vsctl(&["--timeout=1", "show"]).is_ok() {
-                return Ok(me);
-            }
-            if let Ok(Some(st)) = me.child.try_wait() {
-                anyhow::bail!(
-                    "the private ovsdb-server on {} exited ({st}); is another OVS holding it?",
-                    conf_db.display()
-                );
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        let db = conf_db.display().to_string();
+        let ovs = &me.ovs;
+        let child = &mut me.child;
+        wait_until(
+            &format!("the private ovsdb-server on {db} answering"),
+            std::time::Duration::from_secs(5),
+            || ovs.vsctl(&["--timeout=1", "show"]).is_ok(),
+            || match child.try_wait() {
+                Ok(Some(st)) => Some(format!(
+                    "the private ovsdb-server on {db} exited ({st}); is another OVS holding it?"
+                )),
+                _ => None,
+            },
+        )?;
+        Ok(me)
+    }
+}
+
+/// Polls `ready` every 20 ms until it holds; fails at once with what `dead` says when a daemon
+/// being waited for has exited, or after `limit`.
+pub fn wait_until(
+    what: &str,
+    limit: std::time::Duration,
+    mut ready: impl FnMut() -> bool,
+    mut dead: impl FnMut() -> Option<String>,
+) -> Result<()> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if ready() {
+            return Ok(());
         }
-        anyhow::bail!(
-            "the private ovsdb-server on {} did not answer",
-            conf_db.display()
-        )
+        if let Some(why) = dead() {
+            anyhow::bail!("{why}");
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("timed out after {} s waiting for {what}", limit.as_secs());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
