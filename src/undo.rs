@@ -279,11 +279,7 @@ mod tests {
     use crate::host::sha256_hex;
     use crate::ledger::backup_path;
 
-    fn root() -> (tempfile::TempDir, HostRoot) {
-        let t = tempfile::tempdir().unwrap();
-        let h = HostRoot::new(t.path()).unwrap();
-        (t, h)
-    }
+    use crate::host::temp_root as root;
 
     fn put(h: &HostRoot, path: &str, bytes: &[u8]) {
         let dir = std::path::Path::new(path).parent().unwrap();

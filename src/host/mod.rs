@@ -469,16 +469,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(digest)
 }
 
+/// A host root in a temporary directory, for unit tests.
+#[cfg(test)]
+pub(crate) fn temp_root() -> (tempfile::TempDir, HostRoot) {
+    let t = tempfile::tempdir().unwrap();
+    let h = HostRoot::new(t.path()).unwrap();
+    (t, h)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::temp_root as root;
     use super::*;
     use std::os::unix::fs::symlink;
-
-    fn root() -> (tempfile::TempDir, HostRoot) {
-        let t = tempfile::tempdir().unwrap();
-        let h = HostRoot::new(t.path()).unwrap();
-        (t, h)
-    }
 
     #[test]
     fn plain_path_resolves_under_root() {
