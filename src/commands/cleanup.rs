@@ -3,7 +3,7 @@
 //! not stop the others, and all failures are reported together.
 
 use super::{Env, Outcome};
-use crate::error::{precondition, Error, Kind};
+use crate::error::{precondition, Kind};
 use crate::ledger::Ledger;
 use crate::report::{Change, Report, Status, StepReport};
 use crate::steps::lock_only;
@@ -40,7 +40,7 @@ pub fn run(
         report.steps.push(step);
         return Ok(Outcome::ok());
     }
-    let mut errors = Vec::new();
+    let mut failures = UndoFailures::default();
     if !dry {
         env.progress.info(&format!(
             "cleanup: undoing {} ledger entr{}",
@@ -80,12 +80,18 @@ pub fn run(
                     done: !dry,
                 });
             }
-            Err(e) => errors.push(format!("{e:#}")),
+            Err(e) => failures.0.push(UndoFailure {
+                entry: format!("{} entry of step {}", entry_kind(entry), entry.step()),
+                error: crate::error::render(&e),
+            }),
         }
     }
     if !dry && ledger.is_empty() {
         if let Err(e) = crate::ledger::prune_state(&env.host, &ledger.state_dirs) {
-            errors.push(format!("{e:#}"));
+            failures.0.push(UndoFailure {
+                entry: "the state directory".into(),
+                error: crate::error::render(&e),
+            });
         }
     }
     step.status = if dry {
@@ -94,20 +100,10 @@ pub fn run(
         Status::Changed
     };
     step.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    if !errors.is_empty() {
+    if !failures.0.is_empty() {
         step.status = Status::Failed;
         report.steps.push(step);
-        return Err(Error::new(
-            Kind::Apply,
-            format!(
-                "cleanup could not undo {} entr{}: {}; the rest was undone, and the failed entries stay in \
-                 the ledger for the next `cleanup`",
-                errors.len(),
-                if errors.len() == 1 { "y" } else { "ies" },
-                errors.join("; ")
-            ),
-        )
-        .into());
+        return Err(crate::error::classify(failures.into(), Kind::Apply));
     }
     step.notes.extend(config_file_note(env)?);
     report.steps.push(step);
@@ -224,4 +220,43 @@ fn legacy_cleanup(env: &Env, report: &mut Report) -> Result<Outcome> {
     step.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     report.steps.push(step);
     Ok(Outcome::ok())
+}
+
+/// What cleanup could not undo, each failure with its entry; the rest was undone.
+#[derive(Debug, Default, thiserror::Error)]
+pub struct UndoFailures(pub Vec<UndoFailure>);
+
+#[derive(Debug)]
+pub struct UndoFailure {
+    pub entry: String,
+    pub error: String,
+}
+
+impl std::fmt::Display for UndoFailures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "cleanup could not undo {n} entr{}: {}; the rest was undone, and the failed entries \
+             stay in the ledger for the next `cleanup`",
+            if n == 1 { "y" } else { "ies" },
+            self.0
+                .iter()
+                .map(|u| format!("{} ({})", u.error, u.entry))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    }
+}
+
+fn entry_kind(e: &crate::ledger::Entry) -> &'static str {
+    use crate::ledger::Entry;
+    match e {
+        Entry::DirCreated { .. } => "dir_created",
+        Entry::File { .. } => "file",
+        Entry::PackageRemoved { .. } => "package_removed",
+        Entry::ProfileLoaded { .. } => "profile_loaded",
+        Entry::UplinkAttached(_) => "uplink_attached",
+        Entry::HostOvsStopped { .. } => "host_ovs_stopped",
+    }
 }
