@@ -340,3 +340,58 @@ fn install_host_needs_a_real_bundle_and_uninstall_removes_it_all() {
         .collect();
     assert!(left.is_empty(), "uninstall left {left:?}");
 }
+
+/// A step that fails after an earlier one changed the host: exit 3, and the JSON report keeps
+/// both the earlier step's changes and the failed step's partial report.
+#[test]
+fn a_late_failure_keeps_every_step_report_in_the_json() {
+    if !have("apparmor_parser") {
+        skip("apparmor_parser (apparmor) not installed");
+        return;
+    }
+    let n = node("4.1.0");
+    write(
+        &n.host.join("sys/module/apparmor/parameters/enabled"),
+        b"Y\n",
+        0o644,
+    );
+    write(
+        &n.host.join("sys/kernel/security/apparmor/profiles"),
+        b"",
+        0o644,
+    );
+    fs::create_dir_all(n.host.join("etc/apparmor.d")).unwrap();
+    // The real parser compiles (-Q, -N); the load (-r) fails as a kernel that refuses would.
+    let bin = n._tmp.path().join("bin");
+    write(
+        &bin.join("apparmor_parser"),
+        b"#!/bin/sh\nfor a; do [ \"$a\" = -r ] && { echo 'kernel refused' >&2; exit 1; }; done\nexec /usr/sbin/apparmor_parser \"$@\"\n",
+        0o755,
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let r = at(
+        &n,
+        &["--output", "json", "install", "--bundle", &b(&n)],
+        &[("PATH", &path)],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let steps = j["steps"].as_array().unwrap();
+    let status = |name: &str| {
+        steps
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["status"].clone())
+    };
+    assert_eq!(status("cni"), Some("changed".into()), "{j:#}");
+    assert_eq!(status("apparmor"), Some("failed".into()), "{j:#}");
+    let error = j["error"].as_str().unwrap();
+    assert!(
+        error.contains("earlier steps changed the host") && error.contains("kernel refused"),
+        "{error}"
+    );
+}
