@@ -2,9 +2,9 @@
 //! Each entry is planned (read only, for `--dry-run`) and then applied; undo never deletes a file
 //! that changed after we wrote it.
 
+use crate::host::apparmor::{loaded_mode, Parser};
 use crate::host::HostRoot;
 use crate::ledger::{Before, Entry};
-use crate::steps::apparmor::{loaded_mode, Parser};
 use anyhow::{Context, Result};
 
 #[derive(Debug, Clone, PartialEq)]

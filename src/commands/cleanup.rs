@@ -164,7 +164,7 @@ fn legacy_cleanup(env: &Env, report: &mut Report) -> Result<Outcome> {
     }
     let profile_file = host.exists(paths::APPARMOR_PROFILE_FILE)?;
     let profile = env.settings.apparmor_profile.as_str();
-    let loaded = crate::steps::apparmor::loaded_mode(host, profile)?.is_some();
+    let loaded = crate::host::apparmor::loaded_mode(host, profile)?.is_some();
     let why = "NCP's documented node cleanup (no ledger)".to_string();
     let mut planned: Vec<String> = present.iter().map(|f| format!("remove {f}")).collect();
     if loaded {
@@ -193,7 +193,7 @@ fn legacy_cleanup(env: &Env, report: &mut Report) -> Result<Outcome> {
             crate::steps::execute(&env.ctx(), &crate::steps::uplink::Detach)?;
         }
         if loaded {
-            crate::steps::apparmor::Parser::find(host)?.unload(profile)?;
+            crate::host::apparmor::Parser::find(host)?.unload(profile)?;
         }
         if profile_file {
             host.remove_file(paths::APPARMOR_PROFILE_FILE)?;

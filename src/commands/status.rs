@@ -1,10 +1,11 @@
 //! `status`: what is installed, and what drifted (exit 1 on drift).
 
 use super::{Env, Outcome};
+use crate::host::apparmor::{loaded_mode, module_enabled};
 use crate::host::paths;
 use crate::ledger::{Entry, FileCheck, Ledger};
 use crate::report::Report;
-use crate::steps::apparmor::{annotation, loaded_mode, module_enabled, AppArmor};
+use crate::steps::apparmor::{annotation, AppArmor};
 use crate::steps::cni::{host_conflist, Cni, HostConflist, FILES};
 use crate::steps::legacy_pkg::{self, Detection};
 use crate::steps::{Ctx, Step};

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
 pub const NAME: &str = "apparmor";
-pub use crate::host::apparmor::{loaded_mode, module_enabled, Parser, ENABLED};
+use crate::host::apparmor::{loaded_mode, module_enabled, Parser, ENABLED};
 
 use crate::config::AppArmorMode as Mode;
 

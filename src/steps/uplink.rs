@@ -45,7 +45,7 @@ impl Names {
 }
 
 fn ovs_dir(ctx: &Ctx) -> Result<PathBuf> {
-    ctx.host.resolve(&ctx.settings.ovs_run_dir)
+    Ok(crate::host::ovs::OvsDirs::from_settings(ctx.host, ctx.settings)?.run)
 }
 
 struct Live {

@@ -1,5 +1,5 @@
-//! `ovs-vsctl`, pointed at one OVSDB socket (the host's run dir under the host root, unless
-//! `OVS_RUNDIR` says otherwise, as the OVS tools themselves honour it).
+//! Open vSwitch on the host: `ovs-vsctl` pointed at one OVSDB socket, the private ovsdb-server
+//! cleanup starts on a database nobody serves, and (in submodules) dirs and supervised daemons.
 
 mod daemons;
 mod dirs;
@@ -20,13 +20,11 @@ pub struct Ovs {
 }
 
 impl Ovs {
+    /// The OVSDB socket in `run_dir` (`OvsDirs::run`, which honours `OVS_RUNDIR`).
     pub fn new(run_dir: PathBuf) -> Result<Ovs> {
-        let dir = std::env::var_os("OVS_RUNDIR")
-            .map(PathBuf::from)
-            .unwrap_or(run_dir);
         Ok(Ovs {
             tool: run::find_tool("ovs-vsctl", "talk to Open vSwitch")?,
-            db: format!("unix:{}", dir.join("db.sock").display()),
+            db: format!("unix:{}", run_dir.join("db.sock").display()),
             no_wait: false,
         })
     }
