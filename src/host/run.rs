@@ -40,6 +40,11 @@ where
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let shown = show(program, &args);
     let out = duct::cmd(program, &args)
+        // A tool still running when we are killed goes with us.
+        .before_spawn(|cmd| {
+            die_with_parent(cmd);
+            Ok(())
+        })
         .stdout_capture()
         .stderr_capture()
         .unchecked()
