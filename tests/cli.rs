@@ -52,12 +52,20 @@ fn the_demo_runs_the_whole_story_and_leaves_nothing() {
         skip("the demo needs root, openvswitch-switch and ping");
         return;
     }
-    let before = std::process::Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .unwrap()
-        .stdout;
-    let r = run(&["demo"]);
+    // This demo's own namespaces carry its pid: another demo may run at the same time.
+    let child = std::process::Command::new(BIN)
+        .arg("demo")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let r = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     for want in [
         "== install",
@@ -78,22 +86,19 @@ fn the_demo_runs_the_whole_story_and_leaves_nothing() {
         .output()
         .unwrap()
         .stdout;
-    let demo_ns = |o: &[u8]| {
-        String::from_utf8_lossy(o)
-            .lines()
-            .filter(|l| l.contains("ncpb-demo"))
-            .count()
-    };
-    assert_eq!(
-        demo_ns(&after),
-        demo_ns(&before),
-        "the demo left a namespace behind"
+    let left: Vec<String> = String::from_utf8_lossy(&after)
+        .lines()
+        .filter(|l| {
+            l.contains(&format!("ncpb-demo-node-{pid}"))
+                || l.contains(&format!("ncpb-demo-peer-{pid}"))
+        })
+        .map(String::from)
+        .collect();
+    assert!(left.is_empty(), "the demo left namespaces behind: {left:?}");
+    assert!(
+        !std::path::Path::new(&std::env::temp_dir().join(format!("ncp-bootstrap-demo-{pid}")))
+            .exists()
     );
-    assert!(!std::fs::read_dir(std::env::temp_dir()).unwrap().any(|e| e
-        .unwrap()
-        .file_name()
-        .to_string_lossy()
-        .starts_with("ncp-bootstrap-demo-")));
 }
 
 #[test]

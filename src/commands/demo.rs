@@ -70,6 +70,8 @@ pub fn run(_env: &Env) -> Result<Outcome> {
         .arg(SCRIPT)
         .env("WORK", &work)
         .env("BIN", &me)
+        // Names of this run's namespaces: unique per demo, and known to whoever started it.
+        .env("DEMO_ID", std::process::id().to_string())
         .status()
         .context("running the demo script")?;
     // The script removes $WORK itself; make sure, even if it was killed.

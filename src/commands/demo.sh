@@ -4,7 +4,7 @@
 # here, OVS runs in $WORK/ovs, the "host" is $WORK/host. Everything is removed on exit, Ctrl-C
 # included. Run by `ncp-bootstrap demo`, which prepares $WORK (bundle) and sets $BIN.
 set -euo pipefail
-NODE=ncpb-demo-node-$$ PEER=ncpb-demo-peer-$$
+NODE=ncpb-demo-node-$DEMO_ID PEER=ncpb-demo-peer-$DEMO_ID
 HOST=$WORK/host OVS=$WORK/ovs
 export OVS_RUNDIR=$OVS OVS_DBDIR=$OVS OVS_LOGDIR=$OVS
 export NCP_BOOTSTRAP_NODE_UPLINK=eth1 NCP_BOOTSTRAP_OVS_DATAPATH_TYPE=netdev NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=3000

@@ -200,6 +200,18 @@ impl UplinkPreState {
 }
 
 impl Entry {
+    /// The entry's kind as the ledger file names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Entry::DirCreated { .. } => "dir_created",
+            Entry::File { .. } => "file",
+            Entry::PackageRemoved { .. } => "package_removed",
+            Entry::ProfileLoaded { .. } => "profile_loaded",
+            Entry::UplinkAttached(_) => "uplink_attached",
+            Entry::HostOvsStopped { .. } => "host_ovs_stopped",
+        }
+    }
+
     pub fn step(&self) -> &str {
         match self {
             Entry::DirCreated { step, .. }

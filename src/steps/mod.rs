@@ -3,6 +3,7 @@
 //! undone by a later process.
 
 pub mod apparmor;
+pub mod cleanup;
 pub mod cni;
 pub mod host_ovs;
 pub mod legacy_pkg;
@@ -102,6 +103,42 @@ pub trait Step {
     fn converged(&self, plan: &Plan<Self::Action>) -> bool {
         plan.actions.is_empty()
     }
+    /// Whether the actions are independent, so that one failing does not stop the others
+    /// (cleanup's ledger entries); the failures are then reported together.
+    fn keep_going(&self) -> bool {
+        false
+    }
+}
+
+/// The actions of a `keep_going` step that failed, each with its error; the rest were applied.
+#[derive(Debug, thiserror::Error)]
+pub struct Failures {
+    pub step: &'static str,
+    pub failed: Vec<Failure>,
+}
+
+#[derive(Debug)]
+pub struct Failure {
+    pub action: String,
+    pub error: String,
+}
+
+impl std::fmt::Display for Failures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.failed.len();
+        write!(
+            f,
+            "{} could not do {n} of its changes: {}; the rest was done, and what failed stays \
+             recorded in {} for the next run",
+            self.step,
+            self.failed
+                .iter()
+                .map(|x| format!("{}: {}", x.action, x.error))
+                .collect::<Vec<_>>()
+                .join("; "),
+            paths::LEDGER
+        )
+    }
 }
 
 /// Plans a step without acting, so that `install` can refuse bad input for every step before
@@ -190,30 +227,46 @@ fn execute_inner<S: Step>(ctx: &Ctx, step: &S, report: &mut StepReport) -> Resul
         plan.actions.len(),
         if plan.actions.len() == 1 { "" } else { "s" }
     ));
+    let mut failed = Vec::new();
     for action in &plan.actions {
         ctx.progress
             .doing(&format!("{}: {}", step.name(), action.describe()));
         // Changes an apply adds itself (a hand-off it made) are listed after the action's own.
         let at = report.changes.len();
-        step.apply(ctx, action, &mut ledger, report).map_err(|e| {
-            classify(
-                e.context(format!(
-                    "{}: {} failed; what was done is recorded in {} — re-run to finish, or run \
-                     `ncp-bootstrap cleanup` to undo it",
-                    step.name(),
-                    action.describe(),
-                    paths::LEDGER
-                )),
-                Kind::Apply,
-            )
-        })?;
-        let extra = report.changes.split_off(at);
-        report.changes.extend(changes(action, true));
-        report.changes.extend(extra);
+        match step.apply(ctx, action, &mut ledger, report) {
+            Ok(()) => {
+                let extra = report.changes.split_off(at);
+                report.changes.extend(changes(action, true));
+                report.changes.extend(extra);
+            }
+            Err(e) if step.keep_going() => failed.push(Failure {
+                action: action.describe(),
+                error: crate::error::render(&e),
+            }),
+            Err(e) => {
+                return Err(classify(
+                    e.context(format!(
+                        "{}: {} failed; what was done is recorded in {} — re-run to finish, or \
+                         run `ncp-bootstrap cleanup` to undo it",
+                        step.name(),
+                        action.describe(),
+                        paths::LEDGER
+                    )),
+                    Kind::Apply,
+                ))
+            }
+        }
     }
-    // An undo (a detach) may leave nothing recorded: then the state directory goes too.
+    // An undo (a detach, a cleanup) may leave nothing recorded: then the state directory goes.
     if ledger.is_empty() {
         crate::ledger::prune_state(ctx.host, &ledger.state_dirs)?;
+    }
+    if !failed.is_empty() {
+        let failures = Failures {
+            step: step.name(),
+            failed,
+        };
+        return Err(classify(failures.into(), Kind::Apply));
     }
     verify(ctx, step)
 }
