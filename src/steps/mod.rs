@@ -180,7 +180,7 @@ fn execute_inner<S: Step>(ctx: &Ctx, step: &S, report: &mut StepReport) -> Resul
     // waited finds the work of the one before it done. The lock creates nothing on the host.
     let _lock = match ctx.dry_run {
         true => None,
-        false => Some(lock_only(ctx.host).map_err(|e| classify(e, Kind::Precondition))?),
+        false => Some(lock(ctx.host).map_err(|e| classify(e, Kind::Precondition))?),
     };
     let plan = step
         .plan(ctx)
@@ -308,22 +308,14 @@ pub struct Lock {
     _file: std::fs::File,
 }
 
-/// Serialises every run that reads, changes and writes the ledger, and makes sure the state
-/// directory exists. Taken only when there is something to change, so a converged re-run
-/// creates nothing on the host.
-pub fn lock(host: &HostRoot) -> Result<Lock> {
-    let lock = lock_only(host)?;
-    crate::ledger::create_state_dir(host)?;
-    Ok(lock)
-}
-
-/// The lock alone, creating nothing: for runs that only read and undo (`cleanup`, `detach`).
+/// Serialises every run that reads, changes and writes the ledger (`execute` takes it before
+/// planning); it creates nothing on the host, so a converged re-run leaves no trace.
 ///
 /// What is locked is the host root directory itself (flock on its inode, which a container's
 /// `/host` mount shares with the host's `/`). A lock file in the state directory would have to
 /// be deleted with that directory by `cleanup`, while another run may be waiting on it; the
 /// host root is never deleted, and the state directory is created and removed only under it.
-pub fn lock_only(host: &HostRoot) -> Result<Lock> {
+pub fn lock(host: &HostRoot) -> Result<Lock> {
     let p = host.root();
     let f =
         std::fs::File::open(p).with_context(|| format!("opening {} to lock it", p.display()))?;
