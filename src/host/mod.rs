@@ -331,7 +331,7 @@ fn sweep_temps_of(dir: &Path, name: &str) -> Result<()> {
 }
 
 /// What a non-regular file is, for the message that refuses it.
-fn file_kind(t: fs::FileType) -> &'static str {
+pub fn file_kind(t: fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if t.is_dir() {
         "a directory"

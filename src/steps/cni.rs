@@ -116,7 +116,7 @@ impl Cni {
     pub fn bundle_version(&self) -> Result<NsxVersion> {
         let mut missing = Vec::new();
         for f in &FILES {
-            if read_bundle_file(&self.bundle, f.path)?.is_none() {
+            if check_bundle_file(&self.bundle, f.path)?.is_none() {
                 missing.push(self.source(f).display().to_string());
             }
         }
@@ -340,6 +340,15 @@ fn same_as(host: &HostRoot, bundle: &Path, f: BundleFile) -> Result<bool> {
 /// bundle is input: a FIFO, directory or device there is refused by name, and so is a symlink
 /// that leads out of the bundle, which would install some other file onto every node.
 pub fn read_bundle_file(bundle: &Path, path: &str) -> Result<Option<Vec<u8>>> {
+    match check_bundle_file(bundle, path)? {
+        None => Ok(None),
+        Some(p) => crate::host::read_regular(&p).map_err(|e| input(format!("bundle file {e:#}"))),
+    }
+}
+
+/// Where a bundle file is, after the checks `read_bundle_file` makes, without reading it;
+/// `None` when absent.
+pub fn check_bundle_file(bundle: &Path, path: &str) -> Result<Option<PathBuf>> {
     let p = bundle.join(path.trim_start_matches('/'));
     match std::fs::symlink_metadata(&p) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -364,7 +373,16 @@ pub fn read_bundle_file(bundle: &Path, path: &str) -> Result<Option<Vec<u8>>> {
         }
         Ok(_) => {}
     }
-    crate::host::read_regular(&p).map_err(|e| input(format!("bundle file {e:#}")))
+    match std::fs::metadata(&p) {
+        Ok(m) if m.is_file() => Ok(Some(p)),
+        Ok(m) => Err(input(format!(
+            "bundle file {} is {}, not a regular file; put the file itself in the bundle",
+            p.display(),
+            crate::host::file_kind(m.file_type())
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("inspecting bundle file {}", p.display())),
+    }
 }
 
 fn remove_package(host: &HostRoot, pkg: &LegacyPackage, ledger: &mut Ledger) -> Result<()> {
