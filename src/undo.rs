@@ -4,7 +4,7 @@
 
 use crate::host::apparmor::{loaded_mode, Parser};
 use crate::host::HostRoot;
-use crate::ledger::{Before, Entry};
+use crate::ledger::{Before, Entry, FileCheck};
 use anyhow::{Context, Result};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,9 +117,15 @@ impl UndoAction {
 pub fn plan(host: &HostRoot, entry: &Entry, forget_missing_backups: bool) -> Result<UndoAction> {
     Ok(match entry {
         Entry::DirCreated { path, .. } => UndoAction::RemoveDir { path: path.clone() },
-        Entry::File { path, before, .. } => {
+        Entry::File {
+            path,
+            sha256,
+            mode,
+            before,
+            ..
+        } => {
             let now = host.file_state(path)?;
-            let ours = entry.check(host)?.content_ours();
+            let ours = FileCheck::of(sha256, *mode, now.as_ref()).content_ours();
             match before {
                 Before::Absent => match (&now, ours) {
                     (None, _) => UndoAction::Nothing {

@@ -140,6 +140,16 @@ pub enum FileCheck {
 }
 
 impl FileCheck {
+    /// What we wrote (`sha256`, `mode`) against what is there now.
+    pub fn of(sha256: &str, mode: u32, now: Option<&crate::host::FileState>) -> FileCheck {
+        match now {
+            None => FileCheck::Gone,
+            Some(s) if s.sha256 != sha256 => FileCheck::ContentChanged,
+            Some(s) if s.mode != mode => FileCheck::ModeChanged,
+            Some(_) => FileCheck::AsWritten,
+        }
+    }
+
     /// Whether the bytes on the host are the ones we wrote.
     pub fn content_ours(self) -> bool {
         matches!(self, FileCheck::AsWritten | FileCheck::ModeChanged)
@@ -163,12 +173,11 @@ impl Entry {
         else {
             return Ok(FileCheck::NotRecorded);
         };
-        Ok(match host.file_state(path)? {
-            None => FileCheck::Gone,
-            Some(s) if &s.sha256 != sha256 => FileCheck::ContentChanged,
-            Some(s) if s.mode != *mode => FileCheck::ModeChanged,
-            Some(_) => FileCheck::AsWritten,
-        })
+        Ok(FileCheck::of(
+            sha256,
+            *mode,
+            host.file_state(path)?.as_ref(),
+        ))
     }
 }
 
@@ -308,8 +317,17 @@ impl Ledger {
             .find(|e| matches!(e, Entry::File { path: p, .. } if p == path))
     }
 
-    pub fn save(&self, host: &HostRoot) -> Result<()> {
-        create_state_dir(host)?;
+    pub fn save(&mut self, host: &HostRoot) -> Result<()> {
+        // `steps::execute` makes it before the first change; made here, the directories it
+        // needed are kept with the rest.
+        if !host.is_dir(paths::STATE_DIR)? {
+            create_state_dir(host)?;
+            for d in Ledger::load(host)?.state_dirs {
+                if !self.state_dirs.contains(&d) {
+                    self.state_dirs.push(d);
+                }
+            }
+        }
         let mut bytes = serde_json::to_vec_pretty(self).context("serialising the ledger")?;
         bytes.push(b'\n');
         host.write_atomic(paths::LEDGER, &bytes, 0o600)
