@@ -74,6 +74,20 @@ fn to_microseconds<S: serde::Serializer>(ms: &f64, s: S) -> Result<S::Ok, S::Err
 }
 
 impl Report {
+    /// An empty report for a run of `command`.
+    pub fn new(command: &str, dry_run: bool, host_root: &str) -> Report {
+        Report {
+            command: command.to_string(),
+            dry_run,
+            host_root: host_root.to_string(),
+            steps: Vec::new(),
+            warnings: Vec::new(),
+            exit_code: 0,
+            error: None,
+            details: None,
+        }
+    }
+
     pub fn render_text(&self) -> String {
         let mut s = String::new();
         for step in &self.steps {

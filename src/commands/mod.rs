@@ -60,16 +60,11 @@ impl Env<'_> {
 
 pub fn run(cli: Cli) -> i32 {
     let progress = Progress::new(cli.quiet, cli.verbose);
-    let mut report = Report {
-        command: command_name(&cli.command).to_string(),
-        dry_run: cli.dry_run(),
-        host_root: cli.host_root.display().to_string(),
-        steps: Vec::new(),
-        warnings: Vec::new(),
-        exit_code: 0,
-        error: None,
-        details: None,
-    };
+    let mut report = Report::new(
+        command_name(&cli.command),
+        cli.dry_run(),
+        &cli.host_root.display().to_string(),
+    );
     let result = build_env(&cli, &progress).and_then(|env| {
         // Configuration warnings go into the report, which prints them once at the end.
         report.warnings.extend(env.config.warnings.iter().cloned());
@@ -127,16 +122,9 @@ pub fn usage_error(e: clap::Error) -> i32 {
         return 2;
     }
     let message = e.render().to_string();
-    let report = Report {
-        command: String::new(),
-        dry_run: false,
-        host_root: String::new(),
-        steps: Vec::new(),
-        warnings: Vec::new(),
-        exit_code: 2,
-        error: Some(format!("usage: {}", message.trim())),
-        details: None,
-    };
+    let mut report = Report::new("", false, "");
+    report.exit_code = 2;
+    report.error = Some(format!("usage: {}", message.trim()));
     eprint!("{message}");
     match serde_json::to_string_pretty(&report) {
         Ok(s) => println!("{s}"),

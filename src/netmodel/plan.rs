@@ -46,6 +46,29 @@ pub fn carried_by(
     }
 }
 
+impl Carried {
+    /// The same addresses, routes and rules rewritten from link `from` onto link `to`.
+    pub fn moved(&self, from: End, to: End) -> Carried {
+        Carried {
+            addresses: self
+                .addresses
+                .iter()
+                .map(|a| address_on(a, to.index, from.name, to.name))
+                .collect(),
+            routes: self
+                .routes
+                .iter()
+                .map(|r| route_on(r, from.index, to.index))
+                .collect(),
+            rules: self
+                .rules
+                .iter()
+                .map(|r| rule_on(r, from.name, to.name))
+                .collect(),
+        }
+    }
+}
+
 /// A link as the planner needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct End<'a> {

@@ -215,14 +215,7 @@ impl Step for LegacyCleanup {
         report: &mut StepReport,
     ) -> Result<()> {
         match action {
-            LegacyAction::DetachUplink => {
-                let detach = super::uplink::Detach;
-                for a in detach.plan(ctx)?.actions {
-                    detach.apply(ctx, &a, ledger, report)?;
-                    report.notes.extend(a.lines());
-                }
-                Ok(())
-            }
+            LegacyAction::DetachUplink => super::uplink::detach_within(ctx, ledger, report),
             LegacyAction::UnloadProfile(p) => {
                 crate::host::apparmor::Parser::find(ctx.host)?.unload(p)
             }

@@ -112,15 +112,7 @@ impl Step for HostOvs {
         report: &mut StepReport,
     ) -> Result<()> {
         match action {
-            HostOvsAction::DetachUplink => {
-                // The uplink step, run inside this one (under the same lock).
-                let detach = uplink::Detach;
-                for a in detach.plan(ctx)?.actions {
-                    detach.apply(ctx, &a, ledger, report)?;
-                    report.notes.extend(a.lines());
-                }
-                Ok(())
-            }
+            HostOvsAction::DetachUplink => uplink::detach_within(ctx, ledger, report),
             HostOvsAction::Stop { live, systemd } => stop(ctx, live, *systemd, ledger),
         }
     }

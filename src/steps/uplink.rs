@@ -64,45 +64,11 @@ fn dump(nl: &mut Netlink) -> Result<Live> {
 
 /// What the pre-state says the uplink carried, expressed as it must be on the bridge.
 fn restore_carried(pre: &UplinkPreState, bridge: End) -> Result<Carried> {
-    let on_uplink = pre.carried()?;
-    Ok(Carried {
-        addresses: on_uplink
-            .addresses
-            .iter()
-            .map(|a| nm::address_on(a, bridge.index, &pre.uplink, bridge.name))
-            .collect(),
-        routes: on_uplink
-            .routes
-            .iter()
-            .map(|r| nm::route_on(r, pre.uplink_index, bridge.index))
-            .collect(),
-        rules: on_uplink
-            .rules
-            .iter()
-            .map(|r| nm::rule_on(r, &pre.uplink, bridge.name))
-            .collect(),
-    })
-}
-
-/// `carried` as it is on the uplink (for attach planning).
-fn on_uplink(c: &Carried, bridge: End, uplink: End) -> Carried {
-    Carried {
-        addresses: c
-            .addresses
-            .iter()
-            .map(|a| nm::address_on(a, uplink.index, bridge.name, uplink.name))
-            .collect(),
-        routes: c
-            .routes
-            .iter()
-            .map(|r| nm::route_on(r, bridge.index, uplink.index))
-            .collect(),
-        rules: c
-            .rules
-            .iter()
-            .map(|r| nm::rule_on(r, bridge.name, uplink.name))
-            .collect(),
-    }
+    let uplink = End {
+        index: pre.uplink_index,
+        name: &pre.uplink,
+    };
+    Ok(pre.carried()?.moved(uplink, bridge))
 }
 
 fn describe_ops(ops: &[Op]) -> Vec<String> {
@@ -369,7 +335,7 @@ impl super::Step for Attach {
         let (pre, carried_on_uplink) = match ledger.uplink(&names.uplink) {
             Some(p) => {
                 let c = restore_carried(p, br_end)?;
-                (p.clone(), on_uplink(&c, br_end, up_end))
+                (p.clone(), c.moved(br_end, up_end))
             }
             None => {
                 let c = nm::carried_by(
@@ -563,7 +529,7 @@ fn do_attach(
         index: uplink.index,
         name: &names.uplink,
     };
-    let carried = on_uplink(&restore_carried(pre, br_end)?, br_end, up_end);
+    let carried = restore_carried(pre, br_end)?.moved(br_end, up_end);
     let live = dump(nl)?;
     let ops = nm::plan_move(
         &carried,
@@ -709,6 +675,17 @@ pub fn detach(ctx: &Ctx) -> Result<StepReport> {
     super::execute(ctx, &Detach)
 }
 
+/// The detach step run inside another step's apply (host-ovs, legacy cleanup), under the lock
+/// that step holds; what it moved goes into that step's notes.
+pub fn detach_within(ctx: &Ctx, ledger: &mut Ledger, report: &mut StepReport) -> Result<()> {
+    use super::{Action, Step};
+    for a in Detach.plan(ctx)?.actions {
+        Detach.apply(ctx, &a, ledger, report)?;
+        report.notes.extend(a.lines());
+    }
+    Ok(())
+}
+
 impl super::Step for Detach {
     type Action = DetachPlan;
 
@@ -825,8 +802,7 @@ impl super::Step for Detach {
                     &live.routes,
                     &live.rules,
                 );
-                let back = on_uplink(
-                    &c,
+                let back = c.moved(
                     End {
                         index: br.index,
                         name: &names.bridge,
