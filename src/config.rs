@@ -54,6 +54,8 @@ pub const KEYS: &[KeyDef] = &[
         doc: "OVS log directory on the host" },
     KeyDef { name: "ovs.on_exit", ty: Type::Choice(&["keep", "restore"]), default: Some("keep"),
         doc: "on SIGTERM, `ovs run` keeps the uplink on the bridge (fast restart) or restores it to node-if" },
+    KeyDef { name: "ovs.keep_flows", ty: Type::Bool, default: Some("true"),
+        doc: "`ovs run` saves the bridge's OpenFlow flows and restores them at its next start under flow-restore-wait, so a restart or upgrade does not flush the kernel datapath" },
     KeyDef { name: "probe.targets", ty: Type::List, default: Some("gateway"),
         doc: "connectivity probes around an uplink move: IPs, host:port (TCP), or `gateway`" },
     KeyDef { name: "probe.timeout_ms", ty: Type::Int, default: Some("5000"),
@@ -543,6 +545,8 @@ pub struct Settings {
     pub ovs_db_dir: String,
     pub ovs_log_dir: String,
     pub on_exit: OnExit,
+    /// `ovs.keep_flows`.
+    pub keep_flows: bool,
     pub probe_targets: Vec<crate::host::probe::Target>,
     pub probe_timeout: std::time::Duration,
     pub persist_enabled: bool,
@@ -594,6 +598,7 @@ impl Settings {
                 "restore" => OnExit::Restore,
                 _ => OnExit::Keep,
             },
+            keep_flows: c.bool("ovs.keep_flows"),
             probe_targets: targets,
             probe_timeout: std::time::Duration::from_millis(
                 c.int("probe.timeout_ms")

@@ -236,3 +236,174 @@ fn ovs_run_converts_an_old_database_after_a_backup() {
     sigterm(&run);
     assert!(exit_within(&mut run, Duration::from_secs(20)).is_some());
 }
+
+/// `ovs-ofctl` in the node namespace against the lab switch's bridge.
+fn ofctl(lab: &NetLab, args: &[&str]) -> String {
+    let mgmt = format!("unix:{}/br-int.mgmt", lab.ovs_dir.display());
+    let mut a = vec![
+        "ip",
+        "netns",
+        "exec",
+        &lab.node,
+        "ovs-ofctl",
+        "-O",
+        "OpenFlow15",
+    ];
+    a.push(args[0]);
+    a.push(&mgmt);
+    a.extend_from_slice(&args[1..]);
+    let out = common::netlab::sh(&a);
+    assert!(
+        out.status.success(),
+        "ovs-ofctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn restore_wait(lab: &NetLab) -> String {
+    lab.vsctl(&["get", "Open_vSwitch", ".", "other_config"])
+}
+
+/// What NCP's agent would have put on br-int: a meter, a group and flows that use them.
+fn add_agent_state(lab: &NetLab) {
+    ofctl(
+        lab,
+        &[
+            "add-meter",
+            "meter=3,kbps,burst,bands=type=drop,rate=1000,burst_size=100",
+        ],
+    );
+    ofctl(
+        lab,
+        &["add-group", "group_id=7,type=select,bucket=output:1"],
+    );
+    ofctl(
+        lab,
+        &[
+            "add-flow",
+            "table=0,priority=300,cookie=0xbeef,ip,nw_dst=10.9.9.9,actions=drop",
+        ],
+    );
+    ofctl(
+        lab,
+        &[
+            "add-flow",
+            "table=3,priority=10,cookie=0xcafe,ip,actions=meter:3,group:7",
+        ],
+    );
+}
+
+fn assert_agent_state(lab: &NetLab, when: &str) {
+    let flows = ofctl(lab, &["dump-flows", "--no-stats"]);
+    for cookie in ["0xbeef", "0xcafe"] {
+        assert!(
+            flows.contains(cookie),
+            "flow {cookie} lost {when}:\n{flows}"
+        );
+    }
+    assert!(
+        ofctl(lab, &["dump-groups"]).contains("group_id=7"),
+        "group lost {when}"
+    );
+    assert!(
+        ofctl(lab, &["dump-meters"]).contains("meter=3"),
+        "meter lost {when}"
+    );
+    // The switch's own default flow is there once, not doubled by the restore.
+    assert_eq!(flows.matches("actions=NORMAL").count(), 1, "{flows}");
+    assert!(
+        !restore_wait(lab).contains("flow-restore-wait"),
+        "flow-restore-wait left in the database {when}: {}",
+        restore_wait(lab)
+    );
+}
+
+#[test]
+fn a_restart_keeps_the_flows_groups_and_meters_on_the_bridge() {
+    let Some(lab) = NetLab::new() else { return };
+    lab.standard();
+    let mut run = start_run(&lab, &[]);
+    wait_for("ovs health", Duration::from_secs(20), || healthy(&lab));
+    assert!(!restore_wait(&lab).contains("flow-restore-wait"));
+    add_agent_state(&lab);
+
+    // SIGTERM: the table is saved on the way out and restored by the next run.
+    sigterm(&run);
+    assert!(exit_within(&mut run, Duration::from_secs(20)).is_some_and(|s| s.success()));
+    let mut run = start_run(&lab, &[]);
+    wait_for("ovs health after SIGTERM", Duration::from_secs(20), || {
+        healthy(&lab)
+    });
+    assert_agent_state(&lab, "across SIGTERM and start");
+    // The userspace datapath's br-int is a new tap; the peer may need one ARP round.
+    wait_for("the peer reaching the node", Duration::from_secs(5), || {
+        lab.ping_from_peer("10.0.0.5")
+    });
+
+    // kill -9 of the supervisor (its daemons die with it): the copy kept while it ran is
+    // restored. A flow added now must reach the copy before the kill.
+    ofctl(
+        &lab,
+        &["add-flow", "table=5,priority=1,cookie=0xf00d,actions=drop"],
+    );
+    let store = lab.ovs_dir.join("ncp-bootstrap.br-int.flows.json");
+    wait_for(
+        "the copy to take the new flow",
+        Duration::from_secs(10),
+        || std::fs::read_to_string(&store).is_ok_and(|s| s.contains("0xf00d")),
+    );
+    Command::new("kill")
+        .args(["-9", &run.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = run.wait();
+    wait_for("the daemons gone", Duration::from_secs(10), || {
+        lab.ovs_pids().is_empty()
+    });
+    let mut run = start_run(&lab, &[]);
+    wait_for("ovs health after kill -9", Duration::from_secs(20), || {
+        healthy(&lab)
+    });
+    assert_agent_state(&lab, "across kill -9 and start");
+    assert!(ofctl(&lab, &["dump-flows", "--no-stats"]).contains("0xf00d"));
+    sigterm(&run);
+    assert!(exit_within(&mut run, Duration::from_secs(20)).is_some());
+
+    // Decommission: cleanup removes the copy with everything else.
+    assert!(store.exists());
+    let c = lab.tool(&["cleanup"], &[]);
+    assert_eq!(c.code, 0, "{}\n{}", c.stdout, c.stderr);
+    assert!(!store.exists(), "cleanup left {}", store.display());
+}
+
+#[test]
+fn a_damaged_flow_copy_is_reported_and_the_switch_still_forwards() {
+    let Some(lab) = NetLab::new() else { return };
+    lab.standard();
+    let mut run = start_run(&lab, &[]);
+    wait_for("ovs health", Duration::from_secs(20), || healthy(&lab));
+    sigterm(&run);
+    assert!(exit_within(&mut run, Duration::from_secs(20)).is_some());
+    let store = lab.ovs_dir.join("ncp-bootstrap.br-int.flows.json");
+    std::fs::write(&store, r#"{"bridge":"br-int","protocol":"OpenFlow15","tlv_map":[],"meters":[],"groups":[],"flows":["priority=1 actions=drop\nx"]}"#).unwrap();
+    let out = lab
+        .tool_command(&["ovs", "run"], &[])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut run = Background(out);
+    wait_for("ovs health", Duration::from_secs(20), || healthy(&lab));
+    assert!(!restore_wait(&lab).contains("flow-restore-wait"));
+    wait_for("the peer reaching the node", Duration::from_secs(5), || {
+        lab.ping_from_peer("10.0.0.5")
+    });
+    sigterm(&run);
+    let mut err = String::new();
+    use std::io::Read;
+    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(
+        err.contains("could not be restored") && err.contains("ncp-bootstrap.br-int.flows.json"),
+        "{err}"
+    );
+}

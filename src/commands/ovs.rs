@@ -4,7 +4,8 @@
 
 use super::{Env, Outcome};
 use crate::error::{precondition, Error, Kind};
-use crate::host::ovs::{clean_stale, live_daemons, prepare_db, Daemons, OvsDirs, DAEMONS};
+use crate::host::ovs::flows::Keeper;
+use crate::host::ovs::{clean_stale, live_daemons, prepare_db, Daemons, Ovs, OvsDirs, DAEMONS};
 use crate::host::run;
 use crate::steps::{uplink, Ctx};
 use anyhow::{Context, Result};
@@ -75,12 +76,29 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
     if let Some(done) = prepare_db(&dirs)? {
         ctx.progress.info(&format!("ovs run: {done}"));
     }
-    let mut daemons = Daemons::start(&dirs)
+    let bridge = ctx.settings.bridge.as_str();
+    let mut daemons = Daemons::start(&dirs, ctx.settings.keep_flows.then_some(bridge))
         .map_err(|e| Error::new(Kind::Apply, format!("starting OVS: {e:#}")))?;
     ctx.progress.info(&format!(
-        "ovs run: daemons up after {:.0} ms",
-        started.elapsed().as_secs_f64() * 1000.0
+        "ovs run: daemons up after {:.0} ms{}",
+        started.elapsed().as_secs_f64() * 1000.0,
+        if daemons.restoring {
+            " (flow-restore-wait: the datapath keeps forwarding)"
+        } else {
+            ""
+        }
     ));
+    let mut keeper = None;
+    if daemons.restoring {
+        let k = keeper_for(&dirs, bridge)?;
+        restore_flows(ctx, &k);
+        keeper = Some(k);
+        // Never left set: a switch waiting for flows that do not come forwards nothing new.
+        if let Err(e) = daemons.end_restore_wait() {
+            daemons.stop(Duration::from_secs(5));
+            return Err(e.context("ovs run"));
+        }
+    }
     let attach = if ctx.settings.uplink.is_some() {
         Some(uplink::attach(ctx))
     } else {
@@ -111,9 +129,21 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         }
         None => {}
     }
+    let mut keeper = match keeper {
+        Some(k) => Some(k),
+        None if !ctx.settings.keep_flows => None,
+        None => keeper_for(&dirs, bridge)
+            .inspect_err(|e| {
+                ctx.progress.warn(&format!(
+                    "ovs run: flows of {bridge} are not kept across restarts: {e:#}"
+                ))
+            })
+            .ok(),
+    };
     loop {
         if term.load(Ordering::Relaxed) {
             ctx.progress.info("ovs run: signal received, stopping");
+            keep_flows(ctx, &mut keeper, true);
             let mut code = 0;
             if ctx.settings.on_exit == crate::config::OnExit::Restore
                 && ctx.settings.uplink.is_some()
@@ -134,7 +164,40 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
             daemons.stop(Duration::from_secs(5));
             return Ok(1);
         }
+        keep_flows(ctx, &mut keeper, false);
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The flow copy of `bridge`; the bridge must exist (OVS has its management socket).
+fn keeper_for(dirs: &OvsDirs, bridge: &str) -> Result<Keeper> {
+    let ovs = Ovs::new(dirs.run.clone())?;
+    Keeper::new(dirs, bridge, &ovs.bridge_protocols(bridge)?)
+}
+
+fn restore_flows(ctx: &Ctx, keeper: &Keeper) {
+    match keeper.restore() {
+        Ok(Some(r)) => ctx.progress.info(&format!(
+            "ovs run: restored {} flows, {} groups, {} meters, {} TLV mappings of the previous run",
+            r.flows, r.groups, r.meters, r.tlv
+        )),
+        Ok(None) => ctx
+            .progress
+            .info("ovs run: no saved flows to restore; the switch starts with its defaults"),
+        Err(e) => ctx.progress.warn(&format!(
+            "ovs run: the saved flows could not be restored, the switch starts with its defaults: {e:#}"
+        )),
+    }
+}
+
+/// Refreshes the saved copy; a failure is reported once per run, not on every tick.
+fn keep_flows(ctx: &Ctx, keeper: &mut Option<Keeper>, force: bool) {
+    let Some(k) = keeper.as_mut() else { return };
+    if let Err(e) = k.refresh(force) {
+        ctx.progress.warn(&format!(
+            "ovs run: flows are no longer saved for restarts: {e:#}"
+        ));
+        *keeper = None;
     }
 }
 
@@ -152,6 +215,12 @@ pub fn health(ctx: &Ctx) -> Result<(), String> {
     }
     let ovs = crate::host::ovs::Ovs::new(dirs.run.clone()).map_err(|e| format!("{e:#}"))?;
     ovs.reachable().map_err(|e| format!("{e:#}"))?;
+    if ovs.restore_wait().map_err(|e| format!("{e:#}"))? {
+        return Err(
+            "ovs-vswitchd waits for flows to be restored (other_config:flow-restore-wait=true)"
+                .into(),
+        );
+    }
     let Some(up) = ctx.settings.uplink.as_deref() else {
         return Ok(());
     };

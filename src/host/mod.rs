@@ -190,21 +190,7 @@ impl HostRoot {
     /// inode, so replacing a binary that is running works (no "text file busy").
     /// The parent directory must exist (see `create_dirs`).
     pub fn write_atomic(&self, host_path: &str, bytes: &[u8], mode: u32) -> Result<()> {
-        let target = self.resolve(host_path)?;
-        let dir = target
-            .parent()
-            .with_context(|| format!("{} has no parent directory", target.display()))?;
-        let name = target
-            .file_name()
-            .with_context(|| format!("{} has no file name", target.display()))?;
-        sweep_temps_of(dir, &name.to_string_lossy())?;
-        let tmp = dir.join(temp_name(&name.to_string_lossy(), std::process::id()));
-        let result = write_then_rename(&tmp, &target, bytes, mode);
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result?;
-        fsync_dir(dir)
+        write_atomic_at(&self.resolve(host_path)?, bytes, mode)
     }
 
     /// Removes the temp files a killed run left beside a host file (see `temp_name`).
@@ -396,6 +382,24 @@ fn read_regular_with_meta(p: &Path) -> Result<Option<(fs::Metadata, Vec<u8>)>> {
     f.read_to_end(&mut bytes)
         .with_context(|| format!("reading {}", p.display()))?;
     Ok(Some((meta, bytes)))
+}
+
+/// `HostRoot::write_atomic` for a path already resolved (OVS's own directories).
+pub fn write_atomic_at(target: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let dir = target
+        .parent()
+        .with_context(|| format!("{} has no parent directory", target.display()))?;
+    let name = target
+        .file_name()
+        .with_context(|| format!("{} has no file name", target.display()))?;
+    sweep_temps_of(dir, &name.to_string_lossy())?;
+    let tmp = dir.join(temp_name(&name.to_string_lossy(), std::process::id()));
+    let result = write_then_rename(&tmp, target, bytes, mode);
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    fsync_dir(dir)
 }
 
 fn write_then_rename(tmp: &Path, target: &Path, bytes: &[u8], mode: u32) -> Result<()> {

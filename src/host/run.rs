@@ -17,7 +17,9 @@ pub fn find_tool(name: &str, needed_for: &str) -> Result<PathBuf> {
 fn debian_package(tool: &str) -> &str {
     match tool {
         "apparmor_parser" => "apparmor",
-        "ovs-vsctl" | "ovsdb-tool" | "ovsdb-server" | "ovs-vswitchd" => "openvswitch-switch",
+        "ovs-vsctl" | "ovs-ofctl" | "ovsdb-tool" | "ovsdb-server" | "ovs-vswitchd" => {
+            "openvswitch-switch"
+        }
         "dpkg" => "dpkg",
         "rpm" => "rpm",
         other => other,
@@ -37,9 +39,26 @@ where
     I: IntoIterator<Item = S>,
     S: Into<OsString>,
 {
+    run_with_input(program, args, None)
+}
+
+/// `run`, with `input` on the tool's stdin (none: stdin is inherited).
+pub fn run_with_input<I, S>(
+    program: &std::path::Path,
+    args: I,
+    input: Option<&[u8]>,
+) -> Result<Output>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let shown = show(program, &args);
-    let out = duct::cmd(program, &args)
+    let mut expr = duct::cmd(program, &args);
+    if let Some(bytes) = input {
+        expr = expr.stdin_bytes(bytes.to_vec());
+    }
+    let out = expr
         // A tool still running when we are killed goes with us.
         .before_spawn(|cmd| {
             die_with_parent(cmd);

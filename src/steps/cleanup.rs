@@ -26,6 +26,8 @@ pub enum CleanupAction {
     },
     /// Nothing recorded, but the state directory is there (a run killed before recording).
     PruneState,
+    /// The bridge's flow table that `ovs run` keeps for its next start, in OVS's run directory.
+    ForgetFlows(std::path::PathBuf),
 }
 
 impl Action for CleanupAction {
@@ -36,6 +38,7 @@ impl Action for CleanupAction {
                 "remove the state directory {} (nothing is recorded)",
                 paths::STATE_DIR
             ),
+            CleanupAction::ForgetFlows(p) => format!("remove {}", p.display()),
         }
     }
 
@@ -43,6 +46,9 @@ impl Action for CleanupAction {
         match self {
             CleanupAction::Undo { entry, .. } => format!("recorded by step {}", entry.step()),
             CleanupAction::PruneState => "ncp-bootstrap's own state".into(),
+            CleanupAction::ForgetFlows(_) => {
+                "the flows `ovs run` saved for its next start; nothing will start it again".into()
+            }
         }
     }
 }
@@ -88,6 +94,11 @@ impl Step for Cleanup {
                 undo: Box::new(undo),
             });
         }
+        let dirs = crate::host::ovs::OvsDirs::from_settings(ctx.host, ctx.settings)?;
+        let flows = crate::host::ovs::flows::store_path(&dirs, &ctx.settings.bridge);
+        if flows.exists() {
+            plan.actions.push(CleanupAction::ForgetFlows(flows));
+        }
         plan.notes.extend(config_file_note(ctx)?);
         Ok(plan)
     }
@@ -107,6 +118,12 @@ impl Step for Cleanup {
             }
             // The skeleton prunes the state directory once the ledger is empty.
             CleanupAction::PruneState => Ok(()),
+            CleanupAction::ForgetFlows(p) => match std::fs::remove_file(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(anyhow::Error::new(e).context(format!("removing {}", p.display())))
+                }
+                _ => Ok(()),
+            },
         }
     }
 }

@@ -153,6 +153,8 @@ struct Session {
     nl: Netlink,
     uplink: crate::host::netlink::Link,
     ovs: Ovs,
+    /// OVSDB's bridges and ports as the session opened (read once: it also proves OVS answers).
+    view: crate::host::ovs::View,
 }
 
 fn open(ctx: &Ctx) -> Result<Session> {
@@ -169,12 +171,13 @@ fn open(ctx: &Ctx) -> Result<Session> {
         check_bridge(&names, &br)?;
     }
     let ovs = Ovs::new(ovs_dir(ctx)?)?;
-    ovs.reachable()?;
+    let view = ovs.view()?;
     Ok(Session {
         names,
         nl,
         uplink,
         ovs,
+        view,
     })
 }
 
@@ -298,9 +301,10 @@ impl super::Step for Attach {
             names,
             mut nl,
             uplink,
-            ovs,
+            view,
+            ..
         } = open(ctx)?;
-        if let Some(other) = ovs.port_bridge(&names.uplink)? {
+        if let Some(other) = view.port_bridge(&names.uplink) {
             if other != names.bridge {
                 return Err(precondition(format!(
                     "{} is already a port of OVS bridge {other}, not {}; remove it there first",
@@ -309,7 +313,8 @@ impl super::Step for Attach {
             }
         }
         let ledger = Ledger::load(ctx.host)?;
-        let bridge_exists = ovs.bridge_exists(&names.bridge)?;
+        let bridge_view = view.bridge(&names.bridge);
+        let bridge_exists = bridge_view.is_some();
         let bridge_link = nl.link(&names.bridge)?;
         let live = dump(&mut nl)?;
         let up_end = End {
@@ -322,11 +327,9 @@ impl super::Step for Attach {
             index: br_index,
             name: &names.bridge,
         };
-        let (hwaddr, mtu_request) = if bridge_exists {
-            ovs.bridge_settings(&names.bridge)?
-        } else {
-            (None, None)
-        };
+        let (hwaddr, mtu_request) = bridge_view
+            .map(|b| (b.hwaddr.clone(), b.mtu_request.clone()))
+            .unwrap_or_default();
         let before = BridgeBefore {
             created: !bridge_exists,
             hwaddr,
@@ -360,10 +363,7 @@ impl super::Step for Attach {
             &names.bridge,
             &carried_on_uplink,
         ));
-        let port_present = ovs
-            .ports(&names.bridge)
-            .map(|p| p.contains(&names.uplink))
-            .unwrap_or(false);
+        let port_present = bridge_view.is_some_and(|b| b.ports.contains(&names.uplink));
         let ops = nm::plan_move(
             &carried_on_uplink,
             up_end,
@@ -443,6 +443,11 @@ impl super::Step for Attach {
                 )
             });
         }
+        ctx.progress.debug(&format!(
+            "uplink: {} of {} probe targets answered before the move",
+            answered.len(),
+            targets.len()
+        ));
         if ledger.uplink(&names.uplink).is_none() {
             ledger.record(ctx.host, Entry::UplinkAttached(Box::new(p.pre.clone())))?;
         }
@@ -510,6 +515,8 @@ fn do_attach(
     pre: &UplinkPreState,
     report: &mut StepReport,
 ) -> Result<f64> {
+    ctx.progress
+        .debug(&format!("uplink: creating bridge {}", names.bridge));
     ovs.add_bridge(&names.bridge, &datapath(ctx), &pre.mac, pre.mtu)?;
     fault("after-bridge");
     let uplink = nl.link(&names.uplink)?.context("the uplink vanished")?;
@@ -541,7 +548,13 @@ fn do_attach(
     );
     let half = ops.len() / 2;
 
+    let p = ctx.progress;
+    p.debug(&format!("uplink: adding port {}", names.uplink));
     ovs.add_port(&names.bridge, &names.uplink)?;
+    p.debug(&format!(
+        "uplink: port added; moving {} operations",
+        ops.len()
+    ));
     // The window opens when OVS has taken the port (ovs-vsctl returns after vswitchd applied
     // it) and closes when the last address and route are in place.
     let window = Instant::now();
@@ -553,6 +566,7 @@ fn do_attach(
     fault("mid-move");
     nl.apply(&ops[half..])?;
     let window_ms = window.elapsed().as_secs_f64() * 1000.0;
+    p.debug("uplink: addresses and routes moved");
 
     match ovs.ofport(&names.uplink)? {
         Some(1) => {}
@@ -699,12 +713,16 @@ impl super::Step for Detach {
             names,
             mut nl,
             uplink,
-            ovs,
+            view,
+            ..
         } = open(ctx)?;
         let ledger = Ledger::load(ctx.host)?;
         let recorded = ledger.uplink(&names.uplink).cloned();
         let bridge = nl.link(&names.bridge)?;
-        let ports = ovs.ports(&names.bridge).unwrap_or_default();
+        let ports = view
+            .bridge(&names.bridge)
+            .map(|b| b.ports.clone())
+            .unwrap_or_default();
         let mut lines = Vec::new();
         if let Some(br) = &bridge {
             let br_end = End {
@@ -742,7 +760,7 @@ impl super::Step for Detach {
             ));
         }
         let bridge_goes = recorded.as_ref().is_some_and(|p| p.bridge_created)
-            && ovs.bridge_exists(&names.bridge).unwrap_or(false)
+            && view.bridge(&names.bridge).is_some()
             && ports.iter().all(|p| *p == names.uplink);
         if bridge_goes {
             lines.push(format!(
@@ -785,6 +803,7 @@ impl super::Step for Detach {
             mut nl,
             uplink,
             ovs,
+            ..
         } = open(ctx)?;
         let pre = match &p.recorded {
             Some(pre) => pre.clone(),
@@ -854,6 +873,7 @@ pub fn undo(host: &HostRoot, pre: &UplinkPreState) -> Result<()> {
     })?;
     let offline = crate::host::ovs::Offline::start(host, std::path::Path::new(db))?;
     detach_recorded(host, &mut nl, &offline.ovs, pre)?;
+    offline.ovs.clear_restore_wait()?;
     // The bridge's own device outlives a stopped ovs-vswitchd; with no switch to remove it,
     // remove it here when the bridge was ours.
     if pre.bridge_created {

@@ -39,13 +39,22 @@ ip -n "$NS" tuntap add dev tap0 mode tap
 ip -n "$NS" addr add 192.168.76.1/24 dev tap0
 ip -n "$NS" addr add fd00:76::1/64 dev tap0 nodad
 ip -n "$NS" link set tap0 up
-# The peer's side of the outage measurement: one round per peer-ping.go the guest creates.
+# The peer's side of the outage measurements: one round per peer-ping.go the guest creates
+# (it may name the interval and count: "0.001 3000"; default every 10 ms, 1500 probes), and one
+# TCP stream per peer-tcp.go ("SECONDS": the node connects to port 5001 and echoes).
 (
   while :; do
     if [ -e "$SHARE/peer-ping.go" ]; then
+      read -r interval count < "$SHARE/peer-ping.go" || true
       rm -f "$SHARE/peer-ping.go"
-      ip netns exec "$NS" ping -D -O -i 0.01 -c 1500 -W1 192.168.76.10 > "$SHARE/peer-ping.txt" 2>&1
-      touch "$SHARE/peer-ping.done"
+      ( ip netns exec "$NS" ping -D -O -i "${interval:-0.01}" -c "${count:-1500}" -W1 192.168.76.10 > "$SHARE/peer-ping.txt" 2>&1
+        touch "$SHARE/peer-ping.done" ) &
+    fi
+    if [ -e "$SHARE/peer-tcp.go" ]; then
+      read -r seconds < "$SHARE/peer-tcp.go" || true
+      rm -f "$SHARE/peer-tcp.go"
+      ( ip netns exec "$NS" timeout 100 python3 "$HERE/peer-tcp.py" 192.168.76.1 5001 "${seconds:-15}" "$SHARE/peer-tcp.txt" \
+          > "$SHARE/peer-tcp.err" 2>&1; touch "$SHARE/peer-tcp.done" ) &
     fi
     sleep 0.1
   done

@@ -18,14 +18,28 @@ wait_for() { # seconds, description, command...
 }
 # The harness's peer pings the node from outside (1500 probes, 10 ms apart) between these two
 # calls; without a harness peer (Vagrant) both do nothing.
-peer_ping_begin() {
+peer_ping_begin() { # [interval count]
   [ -e "$S/peer-watch" ] || return 0
   rm -f "$S/peer-ping.done"
-  touch "$S/peer-ping.go"
+  echo "$*" > "$S/peer-ping.go"
 }
 peer_ping_end() {
   [ -e "$S/peer-watch" ] || return 0
   wait_for 60 "the peer's ping round finished" test -e "$S/peer-ping.done"
+}
+# A TCP stream from the peer to the node for SECONDS: the peer sends every 2 ms, the node
+# echoes (bash's /dev/tcp and cat), the peer reports the longest gap between echoes.
+peer_tcp_begin() { # seconds
+  [ -e "$S/peer-watch" ] || return 0
+  rm -f "$S/peer-tcp.done" "$S/peer-tcp.txt"
+  echo "$1" > "$S/peer-tcp.go"
+  # Connect once the peer listens (it accepts one connection), then echo until it closes.
+  bash -c "n=0; until exec 3<>/dev/tcp/$GW/5001; do n=\$((n + 1)); [ \$n -ge 300 ] && exit 1; sleep 0.1; done 2>/dev/null; exec cat <&3 >&3" &
+}
+peer_tcp_end() {
+  [ -e "$S/peer-watch" ] || return 0
+  wait_for 60 "the peer's TCP stream finished" test -e "$S/peer-tcp.done"
+  cat "$S/peer-tcp.txt" 2>/dev/null || cat "$S/peer-tcp.err"
 }
 # The node before ncp-bootstrap: node-if's addresses and routes set by hand.
 configure_node_if() {

@@ -8,9 +8,21 @@ use anyhow::{Context, Result};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+/// Removing the key (rather than setting it false) leaves the database as the host's OVS had it.
+const RESTORE_WAIT_OFF: [&str; 5] = [
+    "remove",
+    "Open_vSwitch",
+    ".",
+    "other_config",
+    "flow-restore-wait",
+];
+
 pub struct Daemons {
     children: Vec<(&'static str, Child)>,
     dirs: OvsDirs,
+    /// The database already held the bridge, so ovs-vswitchd was started with
+    /// `flow-restore-wait=true`: the caller restores the flows, then calls `end_restore_wait`.
+    pub restoring: bool,
 }
 
 impl Daemons {
@@ -22,13 +34,21 @@ impl Daemons {
             .env("OVS_DBDIR", &dirs.db)
             .env("OVS_LOGDIR", &dirs.log);
         // A supervisor killed with -9 must not leave daemons that hold conf.db and the pid
-        // files, which would make the next `ovs run` refuse to start.
+        // files, which would make the next `ovs run` refuse to start. In a process group of
+        // their own, a signal to ours (Ctrl-C, `timeout`) reaches only the supervisor, which
+        // saves the flows and stops them in order.
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
         run::die_with_parent(&mut cmd)
             .spawn()
             .with_context(|| format!("starting {}", tool.display()))
     }
 
-    pub fn start(dirs: &OvsDirs) -> Result<Daemons> {
+    /// Starts both daemons. When the database already holds `keep` (a bridge whose flows are
+    /// kept across a restart or an upgrade), ovs-vswitchd starts with `other_config:flow-restore-wait=true`, so it neither
+    /// flushes the kernel datapath nor changes its flows until the caller has put the OpenFlow
+    /// tables back and called `end_restore_wait`.
+    pub fn start(dirs: &OvsDirs, keep: Option<&str>) -> Result<Daemons> {
         for d in [&dirs.run, &dirs.log] {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
@@ -37,6 +57,7 @@ impl Daemons {
         let mut me = Daemons {
             children: Vec::new(),
             dirs: dirs.clone(),
+            restoring: false,
         };
         let server = Self::spawn(
             dirs,
@@ -55,18 +76,45 @@ impl Daemons {
         me.children.push(("ovsdb-server", server));
         let vsctl = run::find_tool("ovs-vsctl", "talk to Open vSwitch")?;
         let db_arg = format!("--db=unix:{}", sock.display());
+        // The first answer also lists the bridges: whether this is a restart of the bridge.
+        let mut bridges = String::new();
         super::wait_until(
             &format!("ovsdb-server answering on {}", sock.display()),
             Duration::from_secs(10),
             || {
-                run::run(
-                    &vsctl,
-                    [db_arg.as_str(), "--timeout=1", "--no-wait", "init"],
-                )
-                .is_ok()
+                sock.exists()
+                    && run::run(
+                        &vsctl,
+                        [
+                            db_arg.as_str(),
+                            "--timeout=1",
+                            "--no-wait",
+                            "init",
+                            "--",
+                            "list-br",
+                        ],
+                    )
+                    .map(|o| bridges = o.stdout)
+                    .is_ok()
             },
             || me.dead(),
         )?;
+        // One transaction: a key a killed run left set must not hold a new switch back.
+        let restoring = keep.is_some_and(|bridge| bridges.lines().any(|b| b == bridge));
+        let mut set = vec![db_arg.as_str(), "--timeout=2", "--no-wait"];
+        set.extend(if restoring {
+            [
+                "set",
+                "Open_vSwitch",
+                ".",
+                "other_config:flow-restore-wait=true",
+            ]
+            .as_slice()
+        } else {
+            RESTORE_WAIT_OFF.as_slice()
+        });
+        run::run(&vsctl, set).context("setting flow-restore-wait")?;
+        me.restoring = restoring;
         let vswitchd = Self::spawn(
             dirs,
             "ovs-vswitchd",
@@ -79,15 +127,20 @@ impl Daemons {
             ],
         )?;
         me.children.push(("ovs-vswitchd", vswitchd));
-        // ovs-vsctl waits for ovs-vswitchd to apply a change; a no-op change with waiting proves
-        // the switch is up and reading the database.
+        // ovs-vsctl waits for ovs-vswitchd to apply a change, which proves the switch is up
+        // and reading the database. The value must differ from the last run's: ovs-vsctl does
+        // not wait on a transaction that changes nothing.
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let mark_value = format!("external-ids:ncp-bootstrap=\"running since {since}\"");
         let mark = [
             db_arg.as_str(),
             "--timeout=2",
             "set",
             "Open_vSwitch",
             ".",
-            "external-ids:ncp-bootstrap=running",
+            mark_value.as_str(),
         ];
         super::wait_until(
             "ovs-vswitchd coming up",
@@ -96,6 +149,21 @@ impl Daemons {
             || me.dead(),
         )?;
         Ok(me)
+    }
+
+    /// Lets ovs-vswitchd manage the datapath's flows again (waiting until it has read that).
+    pub fn end_restore_wait(&mut self) -> Result<()> {
+        let vsctl = run::find_tool("ovs-vsctl", "talk to Open vSwitch")?;
+        let db_arg = format!("--db=unix:{}", self.dirs.run.join("db.sock").display());
+        run::run(
+            &vsctl,
+            [db_arg.as_str(), "--timeout=5"]
+                .into_iter()
+                .chain(RESTORE_WAIT_OFF),
+        )
+        .context("clearing flow-restore-wait")?;
+        self.restoring = false;
+        Ok(())
     }
 
     /// A description of the first daemon that exited, with the last lines of its log.

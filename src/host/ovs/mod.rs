@@ -3,6 +3,7 @@
 
 mod daemons;
 mod dirs;
+pub mod flows;
 
 pub use daemons::{terminate, Daemons};
 pub use dirs::{clean_stale, live_daemons, prepare_db, OvsDirs, DAEMONS};
@@ -51,18 +52,68 @@ impl Ovs {
             })
     }
 
+    /// Bridges, their ports and settings, in one `ovs-vsctl` run (each run costs a process and
+    /// a database round trip; planning an attach needed six). Fails as `reachable` does.
+    pub fn view(&self) -> Result<View> {
+        let out = self
+            .vsctl(&[
+                "--format=json",
+                "--data=json",
+                "--",
+                "--columns=name,ports,other_config",
+                "list",
+                "Bridge",
+                "--",
+                "--columns=_uuid,name",
+                "list",
+                "Port",
+                "--",
+                "--columns=name,mtu_request",
+                "list",
+                "Interface",
+            ])
+            .map_err(|e| {
+                precondition(format!(
+                    "Open vSwitch is not reachable at {} ({e:#}); start it (`ovs run`, or the \
+                     host's openvswitch-switch) or set ovs.run_dir",
+                    self.db
+                ))
+            })?;
+        View::parse(&out)
+    }
+
     pub fn bridge_exists(&self, bridge: &str) -> Result<bool> {
         Ok(self.vsctl(&["list-br"])?.lines().any(|l| l == bridge))
     }
 
-    /// The bridge a port belongs to, if any.
-    pub fn port_bridge(&self, port: &str) -> Result<Option<String>> {
-        for br in self.vsctl(&["list-br"])?.lines() {
-            if self.ports(br)?.iter().any(|p| p == port) {
-                return Ok(Some(br.to_string()));
-            }
-        }
-        Ok(None)
+    /// The bridge's `protocols` column as printed ("[]" when every version is enabled).
+    pub fn bridge_protocols(&self, bridge: &str) -> Result<String> {
+        self.vsctl(&["get", "Bridge", bridge, "protocols"])
+    }
+
+    /// Whether ovs-vswitchd is told to leave the datapath alone until flows are restored.
+    pub fn restore_wait(&self) -> Result<bool> {
+        let v = self.vsctl(&[
+            "--if-exists",
+            "get",
+            "Open_vSwitch",
+            ".",
+            "other_config:flow-restore-wait",
+        ])?;
+        Ok(v.trim_matches('"') == "true")
+    }
+
+    /// Removes `flow-restore-wait`: an `ovs run` killed while restoring flows leaves it set,
+    /// and the host's own OVS, started on this database later, would forward nothing new.
+    pub fn clear_restore_wait(&self) -> Result<()> {
+        self.vsctl(&[
+            "remove",
+            "Open_vSwitch",
+            ".",
+            "other_config",
+            "flow-restore-wait",
+        ])
+        .map(|_| ())
     }
 
     pub fn ports(&self, bridge: &str) -> Result<Vec<String>> {
@@ -96,24 +147,7 @@ impl Ovs {
         .map(|_| ())
     }
 
-    /// The bridge's `other-config:hwaddr` and its interface's `mtu_request`, as set now.
-    pub fn bridge_settings(&self, bridge: &str) -> Result<(Option<String>, Option<String>)> {
-        let hw = self
-            .vsctl(&[
-                "--if-exists",
-                "get",
-                "Bridge",
-                bridge,
-                "other-config:hwaddr",
-            ])?
-            .trim_matches('"')
-            .to_string();
-        let mtu = self.vsctl(&["get", "Interface", bridge, "mtu_request"])?;
-        let some = |s: String| (!s.is_empty() && s != "[]").then_some(s);
-        Ok((some(hw), some(mtu)))
-    }
-
-    /// Puts back what `bridge_settings` returned.
+    /// Puts back the settings `View` read before the attach.
     pub fn restore_bridge_settings(
         &self,
         bridge: &str,
@@ -247,7 +281,7 @@ impl Offline {
     }
 }
 
-/// Polls `ready` every 20 ms until it holds; fails at once with what `dead` says when a daemon
+/// Polls `ready` every 5 ms until it holds; fails at once with what `dead` says when a daemon
 /// being waited for has exited, or after `limit`.
 pub fn wait_until(
     what: &str,
@@ -266,7 +300,7 @@ pub fn wait_until(
         if std::time::Instant::now() > deadline {
             anyhow::bail!("timed out after {} s waiting for {what}", limit.as_secs());
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
@@ -313,4 +347,141 @@ pub fn mac_string(mac: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// One bridge as `Ovs::view` read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BridgeView {
+    pub name: String,
+    pub ports: Vec<String>,
+    /// `other-config:hwaddr`.
+    pub hwaddr: Option<String>,
+    /// `mtu_request` of the bridge's own interface.
+    pub mtu_request: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct View {
+    pub bridges: Vec<BridgeView>,
+}
+
+impl View {
+    /// `ovs-vsctl --format=json --data=json` prints one table per line, in command order.
+    fn parse(out: &str) -> Result<View> {
+        use serde_json::Value;
+        let tables: Vec<Value> = out
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()
+            .context("reading ovs-vsctl's JSON")?;
+        let [bridges, ports, ifaces] = tables.as_slice() else {
+            anyhow::bail!("ovs-vsctl printed {} tables, not 3", tables.len());
+        };
+        let rows = |t: &Value| -> Vec<Vec<Value>> {
+            t["data"]
+                .as_array()
+                .map(|r| r.iter().filter_map(|row| row.as_array().cloned()).collect())
+                .unwrap_or_default()
+        };
+        // An OVSDB set is ["set", [..]] unless it has exactly one member; a uuid is ["uuid", ..].
+        let members = |v: &Value| -> Vec<Value> {
+            match v.as_array().map(Vec::as_slice) {
+                Some([tag, Value::Array(items)]) if tag == "set" => items.clone(),
+                Some(_) => vec![v.clone()],
+                None => Vec::new(),
+            }
+        };
+        let uuid = |v: &Value| v.get(1).and_then(Value::as_str).map(String::from);
+        let port_names: std::collections::HashMap<String, String> = rows(ports)
+            .iter()
+            .filter_map(|r| Some((uuid(r.first()?)?, r.get(1)?.as_str()?.to_string())))
+            .collect();
+        let mtu: std::collections::HashMap<String, String> = rows(ifaces)
+            .iter()
+            .filter_map(|r| {
+                let name = r.first()?.as_str()?.to_string();
+                let m = r.get(1)?.as_i64()?;
+                Some((name, m.to_string()))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for r in rows(bridges) {
+            let Some(name) = r.first().and_then(Value::as_str) else {
+                continue;
+            };
+            let ports = r
+                .get(1)
+                .map(|p| members(p).iter().filter_map(uuid).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|u| port_names.get(u).cloned())
+                // A bridge's own port is not one of "its ports" for list-ports either.
+                .filter(|p| p != name)
+                .collect::<Vec<_>>();
+            let hwaddr = r
+                .get(2)
+                .and_then(|m| m.get(1))
+                .and_then(Value::as_array)
+                .and_then(|pairs| {
+                    pairs
+                        .iter()
+                        .find_map(|kv| match kv.as_array().map(Vec::as_slice) {
+                            Some([k, v]) if k == "hwaddr" => v.as_str().map(String::from),
+                            _ => None,
+                        })
+                });
+            out.push(BridgeView {
+                name: name.to_string(),
+                ports,
+                hwaddr,
+                mtu_request: mtu.get(name).cloned(),
+            });
+        }
+        Ok(View { bridges: out })
+    }
+
+    pub fn bridge(&self, name: &str) -> Option<&BridgeView> {
+        self.bridges.iter().find(|b| b.name == name)
+    }
+
+    /// The bridge a port belongs to, if any.
+    pub fn port_bridge(&self, port: &str) -> Option<&str> {
+        self.bridges
+            .iter()
+            .find(|b| b.ports.iter().any(|p| p == port))
+            .map(|b| b.name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_reads_bridges_ports_and_settings_from_one_json_run() {
+        // As ovs-vsctl 3.1 prints it: br-int with its own port and eth1, br-ex with one port.
+        let out = concat!(
+            r#"{"data":[["br-int",["set",[["uuid","p1"],["uuid","p2"]]],["map",[["hwaddr","52:54:00:aa:bb:01"]]]],["br-ex",["uuid","p3"],["map",[]]]],"headings":["name","ports","other_config"]}"#,
+            "\n",
+            r#"{"data":[[["uuid","p1"],"br-int"],[["uuid","p2"],"eth1"],[["uuid","p3"],"br-ex"]],"headings":["_uuid","name"]}"#,
+            "\n",
+            r#"{"data":[["br-int",1400],["eth1",["set",[]]],["br-ex",["set",[]]]],"headings":["name","mtu_request"]}"#,
+            "\n"
+        );
+        let v = View::parse(out).unwrap();
+        assert_eq!(
+            v.bridge("br-int"),
+            Some(&BridgeView {
+                name: "br-int".into(),
+                ports: vec!["eth1".into()],
+                hwaddr: Some("52:54:00:aa:bb:01".into()),
+                mtu_request: Some("1400".into()),
+            })
+        );
+        assert_eq!(v.bridge("br-ex").map(|b| b.ports.len()), Some(0));
+        assert_eq!(v.port_bridge("eth1"), Some("br-int"));
+        assert_eq!(v.port_bridge("eth2"), None);
+        assert!(View::parse("{}\n").is_err());
+    }
 }

@@ -1,0 +1,139 @@
+#!/bin/sh
+# phases: 1
+# nsx-ovs restarts on the kernel datapath, while the peer pings the node every 10 ms and streams
+# TCP to it (the node echoes). Each kind of restart is done the way `ovs run` does it now
+# (ovs.keep_flows = true: flows saved and restored under flow-restore-wait) and the naive way
+# (keep_flows = false: the new ovs-vswitchd starts empty and flushes the datapath):
+#   restart   systemctl restart ncp-ovs (SIGTERM, then start)
+#   kill      kill -9 of ovs-vswitchd; `ovs run` exits, systemd starts it again (RestartSec=2)
+#   upgrade   a new binary (another file) started on the old database
+# Then the first attach, with the peer pinging every 1 ms: `uplink attach` against a plain
+# `ovs-vsctl add-port` and a control round that attaches nothing, with ovs-vswitchd's count of
+# packets dropped on an "unassociated datapath port" and, per lost probe, its time after the
+# attach began (the peer's clock against the guest's: approximate).
+# Checks behaviour (a flow added with ovs-ofctl survives each restart of ours; flow-restore-wait
+# is cleared; the peer answers at the end) and prints one ROW line per measurement for the
+# benchmark report.
+set -u
+. "$(dirname "$0")/common.sh"
+node_with_host_ovs
+# The baseline for start → attached: the OVS project's own start script on this database.
+systemctl stop openvswitch-switch ovs-vswitchd ovsdb-server
+t0=$(date +%s%N)
+/usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >/dev/null 2>&1 || fail "ovs-ctl start"
+t1=$(date +%s%N)
+/usr/share/openvswitch/scripts/ovs-ctl stop >/dev/null 2>&1
+systemctl start openvswitch-switch
+wait_for 90 "host OVS answers again" ovs-vsctl --timeout=2 show
+install_units ""
+systemctl start ncp-bootstrap.service || fail "install"
+systemctl start ncp-ovs.service || fail "ncp-ovs.service"
+wait_for 120 "ovs health (kernel datapath, uplink attached)" $B -q ovs health
+ours=$(journalctl -u ncp-ovs --no-pager -o cat | sed -n 's/.*uplink attached \([0-9]*\) ms after start.*/\1/p' | head -1)
+echo "ROW start-attached ours probes_received=- start_attached_ms=$ours ovs_ctl_start_ms=$(( (t1 - t0) / 1000000 ))"
+grep -q '^openvswitch ' /proc/modules || fail "no kernel datapath"
+# What NCP's agent would have installed: a flow of its own, above the NORMAL one.
+ovs-ofctl add-flow br-int "table=0,priority=200,cookie=0x77,ip,actions=NORMAL"
+install -m 0755 $B /usr/local/sbin/ncp-bootstrap-next
+
+healthy_again() {
+  wait_for 120 "ovs health after $1" $B -q ovs health
+  ovs-vsctl get Open_vSwitch . other_config | grep -q flow-restore-wait && fail "flow-restore-wait left set after $1"
+  wait_for 10 "the peer answers after $1" peer_answers
+}
+
+# keep_flows for ncp-ovs.service: true (ours) or false (naive), and which binary runs it.
+service_with() { # keep_flows binary
+  mkdir -p /run/systemd/system/ncp-ovs.service.d
+  printf '[Service]\nEnvironment=NCP_BOOTSTRAP_OVS_KEEP_FLOWS=%s\nExecStart=\nExecStart=%s ovs run --host-root /\n' "$1" "$2" \
+    > /run/systemd/system/ncp-ovs.service.d/round.conf
+  systemctl daemon-reload
+}
+
+measure() { # kind, way; the action is in "$@" after them
+  kind=$1 way=$2; shift 2
+  peer_tcp_begin 17
+  peer_ping_begin 0.01 1500
+  sleep 2
+  "$@"
+  peer_ping_end
+  tcp=$(peer_tcp_end)
+  lost=$(sed -n 's/.* \([0-9]*\) received.*/\1/p' $S/peer-ping.txt)
+  stall=$(echo "$tcp" | sed -n 's/.*ack_stall \([0-9]*\) ms.*/\1/p')
+  echo_stall=$(echo "$tcp" | sed -n 's/.*longest stall \([0-9]*\) ms.*/\1/p')
+  rtx=$(echo "$tcp" | sed -n 's/.*retransmits \([0-9]*\).*/\1/p')
+  echo "ROW $kind $way probes_received=$lost/1500 tcp_stall_ms=${stall:-none} echo_stall_ms=${echo_stall:-none} retransmits=${rtx:-none} ($tcp)"
+  cp $S/peer-ping.txt $S/peer-ping.$kind.$way.txt
+}
+
+do_restart() { systemctl restart ncp-ovs.service; healthy_again "$1"; }
+do_kill() {
+  pkill -9 -x ovs-vswitchd || fail "no ovs-vswitchd to kill"
+  wait_for 30 "ncp-ovs.service restarted by systemd" sh -c '[ "$(systemctl show -p NRestarts --value ncp-ovs.service)" -gt '"$RESTARTS"' ]'
+  healthy_again "$1"
+}
+
+# The noise floor: the same measurement with nothing restarted (TCG guest, host-side peer).
+measure none - true
+
+for way in ours naive; do
+  [ $way = ours ] && keep=true || keep=false
+  service_with $keep /usr/bin/ncp-bootstrap
+  systemctl restart ncp-ovs.service; healthy_again "switching to $way"
+  ovs-ofctl add-flow br-int "table=0,priority=200,cookie=0x77,ip,actions=NORMAL"
+
+  measure restart $way do_restart "restart ($way)"
+  RESTARTS=$(systemctl show -p NRestarts --value ncp-ovs.service)
+  measure kill $way do_kill "kill -9 of ovs-vswitchd ($way)"
+  if [ $way = ours ]; then
+    ovs-ofctl dump-flows br-int | grep -q cookie=0x77 && ok "the agent's flow survived restart and kill -9" || fail "flow lost ($way)"
+  fi
+  service_with $keep /usr/local/sbin/ncp-bootstrap-next
+  measure upgrade $way do_restart "upgrade ($way)"
+  if [ $way = ours ]; then
+    ovs-ofctl dump-flows br-int | grep -q cookie=0x77 && ok "the agent's flow survived the upgrade" || fail "flow lost in the upgrade"
+  fi
+done
+
+# First attach at 1 ms: the uplink back on node-if, then ours, the plain add-port and nothing,
+# three times each.
+service_with true /usr/bin/ncp-bootstrap
+systemctl restart ncp-ovs.service; healthy_again "the last restart"
+MAC=$(cat /sys/class/net/$UP/address)
+first_attach() { # way
+  case $1 in
+    none) ;;
+    ours) $B -q uplink attach || fail "uplink attach" ;;
+    naive) ovs-vsctl add-br br-int -- set bridge br-int other-config:hwaddr=\"$MAC\" && ip link set br-int up && ovs-vsctl add-port br-int $UP ;;
+  esac
+  sleep 1
+}
+dropped() { grep -c 'unassociated datapath port' /var/log/openvswitch/ovs-vswitchd.log; }
+# Which probes never came back, in ms after the attach began (-O prints late ones too).
+missing() { # ping output, start (s.ns)
+  awk -v t0="$2" '/no answer yet/ { s = $6; sub("icmp_seq=", "", s); late[s] = $1 }
+    /bytes from/ { for (i = 1; i <= NF; i++) if ($i ~ /^icmp_seq=/) { s = $i; sub("icmp_seq=", "", s); got[s] = 1 } }
+    END { for (s in late) if (!(s in got)) { t = late[s]; gsub(/[][]/, "", t); printf "seq %s at %+.0f ms; ", s, (t - t0) * 1000 } }' "$1"
+}
+$B -q uplink detach || fail "uplink detach"
+for round in 1 2 3; do
+  for way in ours naive none; do
+    ovs-vsctl --if-exists del-br br-int
+    wait_for 10 "the peer answers through $UP" peer_answers
+    d0=$(dropped)
+    peer_ping_begin 0.001 4000
+    sleep 1.5
+    t0=$(date +%s.%N)
+    first_attach $way
+    peer_ping_end
+    n=$(sed -n 's/.* \([0-9]*\) received.*/\1/p' $S/peer-ping.txt)
+    echo "ROW first-attach $way probes_received=$n/4000 round=$round unassociated_drops=$(( $(dropped) - d0 )) missing: $(missing $S/peer-ping.txt $t0)"
+    case $way in
+      ours) $B -q uplink detach || fail "uplink detach" ;;
+      naive) ovs-vsctl --if-exists del-br br-int ;;
+    esac
+  done
+done
+$B -q uplink attach || fail "attach at the end"
+wait_for 10 "the peer answers at the end" peer_answers
+exit 0
