@@ -169,6 +169,11 @@ pub enum Command {
         /// Also apply the written config with the host's network tool
         #[arg(long)]
         apply: bool,
+        /// When another netplan file (cloud-init's 50-cloud-init.yaml) defines node-if, move
+        /// that definition into ours and turn cloud-init's network rendering off, both
+        /// recorded for cleanup (config persist.take_over)
+        #[arg(long)]
+        take_over: bool,
     },
     /// Undo everything recorded
     #[command(after_help = "Example:\n  ncp-bootstrap --host-root /host cleanup --dry-run")]

@@ -62,6 +62,8 @@ pub const KEYS: &[KeyDef] = &[
         doc: "how long probes may take to answer after a move before it is rolled back" },
     KeyDef { name: "persist.enabled", ty: Type::Bool, default: Some("false"),
         doc: "whether `install` writes persistent network config for node-if" },
+    KeyDef { name: "persist.take_over", ty: Type::Bool, default: Some("false"),
+        doc: "netplan: when another file (cloud-init's) defines node-if, move that definition into ours and disable cloud-init's network rendering, both restored by cleanup (flag --take-over)" },
     KeyDef { name: "persist.format", ty: Type::Choice(&["auto", "ifupdown", "netplan", "ifcfg", "nm-keyfile"]), default: Some("auto"),
         doc: "which network config format `persist` writes" },
 ];
@@ -552,6 +554,8 @@ pub struct Settings {
     pub persist_enabled: bool,
     /// `None`: detect the format from the host.
     pub persist_format: Option<crate::render::Format>,
+    /// `persist.take_over`.
+    pub persist_take_over: bool,
 }
 
 impl Settings {
@@ -606,6 +610,7 @@ impl Settings {
             ),
             persist_enabled: c.bool("persist.enabled"),
             persist_format: crate::render::Format::parse(&text("persist.format")?),
+            persist_take_over: c.bool("persist.take_over"),
         })
     }
 }

@@ -255,7 +255,8 @@ fn netplan_conflict_and_unknown_layout_exit_2() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
         r.stderr
-            .contains("/etc/netplan/50-cloud-init.yaml also defines eth1"),
+            .contains("/etc/netplan/50-cloud-init.yaml also defines eth1")
+            && r.stderr.contains("persist --take-over"),
         "{}",
         r.stderr
     );
@@ -535,4 +536,141 @@ fn an_uplink_without_addresses_gets_ncps_manual_stanza_that_ifquery_reads() {
     assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
     let q = String::from_utf8_lossy(&q.stdout);
     assert!(q.contains("up: ip link set eth1 up"), "ifquery: {q}");
+}
+
+#[test]
+fn ifupdown_merge_keeps_the_operators_options_and_hooks_and_ifquery_reads_them() {
+    let Some(lab) = lab() else { return };
+    if !need("ifquery", "ifupdown") {
+        return;
+    }
+    // node-if as a site configures it: options of other tools (bonding, VLAN, resolvconf),
+    // hooks, and its own route command, in both families.
+    let original = "auto lo\niface lo inet loopback\n\nallow-hotplug eth1\niface eth1 inet static\n    bond-mode active-backup\n    vlan-raw-device eth0\n    pre-up /usr/local/sbin/nic-tune eth1\n    address 172.16.1.4/24\n    gateway 172.16.1.1\n    dns-nameservers 10.1.1.53 10.1.1.54\n    dns-search corp.example\n    up route add -net 10.50.0.0/16 gw 172.16.1.1 dev eth1\n    post-up /usr/local/sbin/announce eth1\n    pre-down /usr/local/sbin/drain eth1\n\niface eth1 inet6 static\n    address fd00:1::9/64\n    dns-nameservers fd00:1::53\n";
+    write(
+        &lab.host.join("etc/network/interfaces"),
+        original.as_bytes(),
+        0o644,
+    );
+    let before = snapshot(&lab.host, false);
+    let r = lab.tool(&["persist"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let file = lab.host.join("etc/network/interfaces");
+    let query = |args: &[&str]| {
+        let q = Command::new("ifquery")
+            .arg("-i")
+            .arg(&file)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+        String::from_utf8_lossy(&q.stdout).into_owned()
+    };
+    let q = query(&["eth1"]);
+    for want in [
+        "bond-mode: active-backup\n",
+        "vlan-raw-device: eth0\n",
+        "pre-up: /usr/local/sbin/nic-tune eth1\n",
+        "dns-nameservers: 10.1.1.53 10.1.1.54\n",
+        "dns-search: corp.example\n",
+        "up: route add -net 10.50.0.0/16 gw 172.16.1.1 dev eth1\n",
+        // ifupdown reads post-up as up and pre-down as down.
+        "up: /usr/local/sbin/announce eth1\n",
+        "down: /usr/local/sbin/drain eth1\n",
+        "address: 10.0.0.5\n",
+        "gateway: 10.0.0.1\n",
+        "up: ip route replace 192.168.50.0/24 via 10.0.0.1 dev eth1 metric 50\n",
+    ] {
+        assert!(q.contains(want), "ifquery lacks {want:?}:\n{q}");
+    }
+    assert!(
+        !q.contains("172.16.1.4"),
+        "the old address must be gone:\n{q}"
+    );
+    // ifupdown runs `up` lines in order: the operator's `route add` before our `replace`s.
+    assert!(
+        q.find("up: route add").unwrap_or(usize::MAX) < q.find("up: ip route replace").unwrap_or(0),
+        "{q}"
+    );
+    let out = read(&lab, "etc/network/interfaces");
+    let inet6 = out.find("iface eth1 inet6").expect("inet6 stanza");
+    assert!(
+        out[inet6..].contains("    dns-nameservers fd00:1::53\n"),
+        "the inet6 option stays in the inet6 stanza:\n{out}"
+    );
+    assert!(!out.contains("fd00:1::9/64"), "{out}");
+
+    // Converged, then cleanup gives the file back byte for byte.
+    let snap = snapshot(&lab.host, true);
+    assert_eq!(lab.tool(&["persist"], &[]).code, 0);
+    assert_eq!(snapshot(&lab.host, true), snap);
+    let c = lab.tool(&["cleanup"], &[]);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    assert_eq!(snapshot(&lab.host, false), before);
+}
+
+#[test]
+fn netplan_take_over_moves_node_if_out_of_cloud_inits_file_and_cleanup_restores_both() {
+    let Some(lab) = lab() else { return };
+    if !need("netplan", "netplan.io") {
+        return;
+    }
+    // As cloud-init writes it on an Ubuntu cloud image: the management NIC and node-if.
+    let cloud = "# This file is generated from information provided by the datasource.  Changes\n# to it will not persist across an instance reboot.\nnetwork:\n    ethernets:\n        eth0:\n            dhcp4: true\n            match:\n                macaddress: 52:54:00:aa:bb:00\n            set-name: eth0\n        eth1:\n            addresses:\n            - 172.16.1.4/24\n            match:\n                macaddress: 52:54:00:aa:bb:01\n            set-name: eth1\n    version: 2\n";
+    write(
+        &lab.host.join("etc/netplan/50-cloud-init.yaml"),
+        cloud.as_bytes(),
+        0o600,
+    );
+    write(
+        &lab.host.join("etc/cloud/cloud.cfg"),
+        b"# cloud-init\n",
+        0o644,
+    );
+    let before = snapshot(&lab.host, false);
+
+    let r = lab.tool(&["persist", "--take-over"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let ci = read(&lab, "etc/netplan/50-cloud-init.yaml");
+    assert!(!ci.contains("eth1") && ci.contains("eth0:"), "{ci}");
+    assert!(ci.starts_with("# This file is generated"), "{ci}");
+    let off = read(&lab, "etc/cloud/cloud.cfg.d/99-disable-network-config.cfg");
+    assert!(off.contains("network: {config: disabled}"), "{off}");
+
+    // netplan reads the pair as meant: eth0 still on DHCP, eth1 ours and static only.
+    let g = Command::new("netplan")
+        .arg("generate")
+        .arg("--root-dir")
+        .arg(&lab.host)
+        .output()
+        .unwrap();
+    assert!(
+        g.status.success(),
+        "netplan generate: {}",
+        String::from_utf8_lossy(&g.stderr)
+    );
+    let eth0 =
+        fs::read_to_string(lab.host.join("run/systemd/network/10-netplan-eth0.network")).unwrap();
+    assert!(eth0.contains("DHCP=ipv4"), "{eth0}");
+    let eth1 =
+        fs::read_to_string(lab.host.join("run/systemd/network/10-netplan-eth1.network")).unwrap();
+    assert!(
+        eth1.contains("Address=10.0.0.5/24") && !eth1.contains("172.16.1.4"),
+        "{eth1}"
+    );
+    assert!(
+        !eth1.contains("DHCP=ipv4") && !eth1.contains("DHCP=yes"),
+        "{eth1}"
+    );
+    // What netplan generated is not ours to compare (the host root had no /run).
+    fs::remove_dir_all(lab.host.join("run")).unwrap();
+
+    // Converged; cleanup gives both files back, byte for byte, and removes the switch.
+    let snap = snapshot(&lab.host, true);
+    let again = lab.tool(&["persist", "--take-over"], &[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(snapshot(&lab.host, true), snap);
+    let c = lab.tool(&["cleanup"], &[]);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    assert_eq!(snapshot(&lab.host, false), before);
 }

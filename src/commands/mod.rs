@@ -186,10 +186,17 @@ fn build_env<'a>(cli: &'a Cli, progress: &'a Progress) -> Result<Env<'a>> {
         }
     }
     if let Command::Persist {
-        format: Some(f), ..
+        format, take_over, ..
     } = &cli.command
     {
-        inputs.flags.push(("persist.format", "--format", f.clone()));
+        if let Some(f) = format {
+            inputs.flags.push(("persist.format", "--format", f.clone()));
+        }
+        if *take_over {
+            inputs
+                .flags
+                .push(("persist.take_over", "--take-over", "true".into()));
+        }
     }
     if let Some(u) = uplink_flags(&cli.command) {
         if let Some(v) = &u.uplink {

@@ -92,6 +92,112 @@ pub fn defines(text: &str, iface: &str) -> bool {
         })
 }
 
+const KINDS: [&str; 4] = ["ethernets", "bonds", "bridges", "vlans"];
+
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+fn is_filler(line: &str) -> bool {
+    let t = line.trim();
+    t.is_empty() || t.starts_with('#')
+}
+
+/// `text` (another netplan file, such as cloud-init's 50-cloud-init.yaml) without `iface`'s
+/// definition, every other byte kept; a device kind left empty goes too. Block-style YAML is
+/// edited as text, and the result is checked to mean exactly the original minus that
+/// definition: anything else (flow style, anchors) is an error rather than a guess.
+pub fn without(text: &str, iface: &str) -> Result<String, String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out: Vec<&str> = lines.clone();
+    let key = |l: &str| {
+        let t = l.trim();
+        [
+            format!("{iface}:"),
+            format!("\"{iface}\":"),
+            format!("'{iface}':"),
+        ]
+        .iter()
+        .any(|k| t == k.as_str())
+    };
+    let Some(at) = lines.iter().position(|l| {
+        key(l) && {
+            // Its parent: the nearest line above with less indentation must be a device kind.
+            let me = indent(l);
+            lines
+                .iter()
+                .take_while(|p| !std::ptr::eq(*p, l))
+                .filter(|p| !is_filler(p) && indent(p) < me)
+                .last()
+                .is_some_and(|p| KINDS.iter().any(|k| p.trim() == format!("{k}:")))
+        }
+    }) else {
+        return Err(format!(
+            "no block-style `{iface}:` entry under ethernets, bonds, bridges or vlans"
+        ));
+    };
+    let me = indent(lines[at]);
+    let mut end = at + 1;
+    while end < lines.len() && (is_filler(lines[end]) || indent(lines[end]) > me) {
+        end += 1;
+    }
+    // Comments and blank lines at the end of the block belong to what follows.
+    while end > at + 1 && is_filler(lines[end - 1]) {
+        end -= 1;
+    }
+    let mut cut = at..end;
+    let parent = (0..at)
+        .rev()
+        .find(|i| !is_filler(lines[*i]) && indent(lines[*i]) < me);
+    if let Some(p) = parent {
+        let siblings_before = lines[p + 1..at].iter().any(|l| !is_filler(l));
+        let siblings_after = lines[end..]
+            .iter()
+            .find(|l| !is_filler(l))
+            .is_some_and(|l| indent(l) >= me);
+        if !siblings_before && !siblings_after {
+            cut = p..end;
+        }
+    }
+    out.drain(cut);
+    let mut result = out.join("\n");
+    if text.ends_with('\n') {
+        result.push('\n');
+    }
+    check_without(text, &result, iface)?;
+    Ok(result)
+}
+
+/// `after` must parse to `before` with `iface` removed from its device kind (and the kind, if
+/// that left it empty).
+fn check_without(before: &str, after: &str, iface: &str) -> Result<(), String> {
+    use serde_yaml::Value;
+    let parse = |t: &str| serde_yaml::from_str::<Value>(t).map_err(|e| e.to_string());
+    let mut want = parse(before)?;
+    let got = parse(after)?;
+    if let Some(net) = want.get_mut("network").and_then(Value::as_mapping_mut) {
+        for kind in KINDS {
+            let emptied = match net.get_mut(kind).and_then(Value::as_mapping_mut) {
+                Some(devs) => {
+                    devs.remove(iface);
+                    devs.is_empty()
+                }
+                None => false,
+            };
+            if emptied {
+                net.remove(kind);
+            }
+        }
+    }
+    if got == want && !defines(after, iface) {
+        Ok(())
+    } else {
+        Err(format!(
+            "removing `{iface}` as text would change more than its definition"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::*;
@@ -101,6 +207,28 @@ mod tests {
     fn snapshots() {
         insta::assert_snapshot!("netplan_static_dual", render(&static_dual()));
         insta::assert_snapshot!("netplan_dynamic", render(&dynamic()));
+    }
+
+    #[test]
+    fn takes_one_definition_out_and_keeps_every_other_byte() {
+        // As cloud-init writes it, with a second NIC and a comment.
+        let ci = "# This file is generated from information provided by the datasource.\nnetwork:\n    ethernets:\n        eth0:\n            dhcp4: true\n            set-name: eth0\n        eth1:\n            addresses:\n            - 10.0.0.5/24\n            match:\n                macaddress: 52:54:00:aa:bb:01\n            set-name: eth1\n    version: 2\n";
+        let out = without(ci, "eth1").unwrap();
+        assert_eq!(
+            out,
+            "# This file is generated from information provided by the datasource.\nnetwork:\n    ethernets:\n        eth0:\n            dhcp4: true\n            set-name: eth0\n    version: 2\n"
+        );
+        // The only NIC: `ethernets` goes with it, `version` stays.
+        let only = "network:\n  version: 2\n  ethernets:\n    eth1:\n      dhcp4: true\n";
+        assert_eq!(without(only, "eth1").unwrap(), "network:\n  version: 2\n");
+        // A file that does not define it, flow style, or an eth1 key elsewhere: refused.
+        assert!(without("network:\n  version: 2\n", "eth1").is_err());
+        assert!(without(
+            "network: {version: 2, ethernets: {eth1: {dhcp4: true}}}\n",
+            "eth1"
+        )
+        .is_err());
+        assert!(without("network:\n  bridges:\n    br0:\n      interfaces: [eth1]\n      parameters:\n        eth1:\n          x: 1\n", "eth1").is_err());
     }
 
     #[test]

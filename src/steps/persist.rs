@@ -177,27 +177,36 @@ fn files(
             )]
         }
         Format::Netplan => {
+            let mut out = Vec::new();
             for dir in NETPLAN_DIRS {
                 for f in list(ctx.host, dir, ".yaml")? {
-                    if f != netplan::FILE && netplan::defines(&text(ctx.host, &f)?, iface) {
-                        return Err(input(format!(
-                            "{f} also defines {iface}; netplan merges such definitions and would \
-                             keep its addresses and DHCP settings beside ours. Remove {iface} from \
-                             {f} (ncp-bootstrap then owns it in {}) or pass another --format",
-                            netplan::FILE
-                        )));
+                    let t = text(ctx.host, &f)?;
+                    if f == netplan::FILE || !netplan::defines(&t, iface) {
+                        continue;
                     }
+                    out.push(take_over(ctx, &f, &t, iface)?);
                 }
             }
-            if ctx.host.exists("/etc/cloud/cloud.cfg")? && !cloud_init_network_disabled(ctx.host)? {
-                warnings.push(
+            let cloud_init =
+                ctx.host.exists("/etc/cloud/cloud.cfg")? && !cloud_init_network_disabled(ctx.host)?;
+            if cloud_init && !out.is_empty() {
+                // cloud-init would write node-if back into its file at the next boot.
+                out.push((
+                    CLOUD_INIT_OFF.to_string(),
+                    "# Written by ncp-bootstrap (persist --take-over): node-if's netplan \
+                     definition moved to 60-ncp-bootstrap.yaml.\nnetwork: {config: disabled}\n"
+                        .to_string(),
+                    0o644,
+                ));
+            } else if cloud_init {
+                warnings.push(format!(
                     "cloud-init is installed and may regenerate netplan on boot; to keep it off \
-                     the network config, write `network: {config: disabled}` to \
-                     /etc/cloud/cloud.cfg.d/99-disable-network-config.cfg"
-                        .into(),
-                );
+                     the network config, write `network: {{config: disabled}}` to \
+                     {CLOUD_INIT_OFF}"
+                ));
             }
-            vec![(netplan::FILE.to_string(), netplan::render(cfg), 0o600)]
+            out.push((netplan::FILE.to_string(), netplan::render(cfg), 0o600));
+            out
         }
         Format::Ifcfg => ifcfg::render(cfg)
             .into_iter()
@@ -242,6 +251,40 @@ fn nm_files(ctx: &Ctx, cfg: &NetConfig) -> Result<Vec<(String, String, u32)>> {
         }
     }
     Ok(out)
+}
+
+/// cloud-init's documented switch for its network rendering.
+const CLOUD_INIT_OFF: &str = "/etc/cloud/cloud.cfg.d/99-disable-network-config.cfg";
+
+/// Another netplan file `f` (text `t`) defines the uplink. With `persist.take_over`, the file
+/// without that definition (the definition is ours from now on); without it, an error that
+/// names the option. The file keeps its mode; its original is backed up when it is written.
+fn take_over(ctx: &Ctx, f: &str, t: &str, iface: &str) -> Result<(String, String, u32)> {
+    if !ctx.settings.persist_take_over {
+        return Err(input(format!(
+            "{f} also defines {iface}; netplan merges such definitions and would keep its \
+             addresses and DHCP settings beside ours. Let ncp-bootstrap take {iface} over: \
+             `persist --take-over` (persist.take_over = true) moves its definition into {} and \
+             turns cloud-init's network rendering off ({CLOUD_INIT_OFF}), both undone by \
+             cleanup; or remove {iface} from {f} yourself",
+            netplan::FILE
+        )));
+    }
+    if !f.starts_with("/etc/netplan/") {
+        return Err(input(format!(
+            "{f} also defines {iface}, outside /etc/netplan (a package's or the runtime's file, \
+             not edited); shadow it with a file of the same name in /etc/netplan that leaves \
+             {iface} out, then run persist again"
+        )));
+    }
+    let rest = netplan::without(t, iface).map_err(|why| {
+        input(format!(
+            "{f} defines {iface} in a way ncp-bootstrap does not edit ({why}); remove {iface} \
+             from {f} by hand and run persist again"
+        ))
+    })?;
+    let mode = ctx.host.file_state(f)?.map_or(0o600, |s| s.mode);
+    Ok((f.to_string(), rest, mode))
 }
 
 fn cloud_init_network_disabled(host: &HostRoot) -> Result<bool> {

@@ -158,6 +158,12 @@ struct Session {
 }
 
 fn open(ctx: &Ctx) -> Result<Session> {
+    open_with(ctx, true)
+}
+
+/// `open`, reading OVSDB's view only when asked: applying right after planning needs no second
+/// read (each `ovs-vsctl` run is a process and a database round trip).
+fn open_with(ctx: &Ctx, read_view: bool) -> Result<Session> {
     let names = Names::from_ctx(ctx)?;
     let mut nl = Netlink::open()?;
     let uplink = nl.link(&names.uplink)?.ok_or_else(|| {
@@ -171,7 +177,11 @@ fn open(ctx: &Ctx) -> Result<Session> {
         check_bridge(&names, &br)?;
     }
     let ovs = Ovs::new(ovs_dir(ctx)?)?;
-    let view = ovs.view()?;
+    let view = if read_view {
+        ovs.view()?
+    } else {
+        crate::host::ovs::View::default()
+    };
     Ok(Session {
         names,
         nl,
@@ -428,7 +438,7 @@ impl super::Step for Attach {
         ledger: &mut Ledger,
         report: &mut StepReport,
     ) -> Result<()> {
-        let Session { mut nl, ovs, .. } = open(ctx)?;
+        let Session { mut nl, ovs, .. } = open_with(ctx, false)?;
         let names = &p.names;
         let targets = resolve_targets(ctx, &p.carried_on_uplink)?;
         let timeout = ctx.settings.probe_timeout;
@@ -804,7 +814,7 @@ impl super::Step for Detach {
             uplink,
             ovs,
             ..
-        } = open(ctx)?;
+        } = open_with(ctx, false)?;
         let pre = match &p.recorded {
             Some(pre) => pre.clone(),
             // No record (attached by something else): move what the bridge carries, keep the

@@ -76,44 +76,46 @@ impl Daemons {
         me.children.push(("ovsdb-server", server));
         let vsctl = run::find_tool("ovs-vsctl", "talk to Open vSwitch")?;
         let db_arg = format!("--db=unix:{}", sock.display());
-        // The first answer also lists the bridges: whether this is a restart of the bridge.
+        // The first answer also lists the bridges (whether this is a restart of the bridge),
+        // and clears a flow-restore-wait a killed run left, which would hold the new switch back.
         let mut bridges = String::new();
+        let mut first = vec![
+            db_arg.as_str(),
+            "--timeout=1",
+            "--no-wait",
+            "init",
+            "--",
+            "list-br",
+            "--",
+        ];
+        first.extend(RESTORE_WAIT_OFF);
         super::wait_until(
             &format!("ovsdb-server answering on {}", sock.display()),
             Duration::from_secs(10),
             || {
                 sock.exists()
-                    && run::run(
-                        &vsctl,
-                        [
-                            db_arg.as_str(),
-                            "--timeout=1",
-                            "--no-wait",
-                            "init",
-                            "--",
-                            "list-br",
-                        ],
-                    )
-                    .map(|o| bridges = o.stdout)
-                    .is_ok()
+                    && run::run(&vsctl, first.iter().copied())
+                        .map(|o| bridges = o.stdout)
+                        .is_ok()
             },
             || me.dead(),
         )?;
-        // One transaction: a key a killed run left set must not hold a new switch back.
         let restoring = keep.is_some_and(|bridge| bridges.lines().any(|b| b == bridge));
-        let mut set = vec![db_arg.as_str(), "--timeout=2", "--no-wait"];
-        set.extend(if restoring {
-            [
-                "set",
-                "Open_vSwitch",
-                ".",
-                "other_config:flow-restore-wait=true",
-            ]
-            .as_slice()
-        } else {
-            RESTORE_WAIT_OFF.as_slice()
-        });
-        run::run(&vsctl, set).context("setting flow-restore-wait")?;
+        if restoring {
+            run::run(
+                &vsctl,
+                [
+                    db_arg.as_str(),
+                    "--timeout=2",
+                    "--no-wait",
+                    "set",
+                    "Open_vSwitch",
+                    ".",
+                    "other_config:flow-restore-wait=true",
+                ],
+            )
+            .context("setting flow-restore-wait")?;
+        }
         me.restoring = restoring;
         let vswitchd = Self::spawn(
             dirs,

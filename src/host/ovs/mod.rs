@@ -360,7 +360,7 @@ pub struct BridgeView {
     pub mtu_request: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct View {
     pub bridges: Vec<BridgeView>,
 }
