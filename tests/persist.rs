@@ -19,6 +19,26 @@ fn read(lab: &NetLab, p: &str) -> String {
     fs::read_to_string(lab.host.join(p)).unwrap()
 }
 
+/// The same persist again writes nothing (converged); cleanup then gives the host root back as
+/// it was before the first persist, byte for byte.
+fn rerun_converges_then_cleanup_restores(
+    lab: &NetLab,
+    persist: &[&str],
+    before: &std::collections::BTreeMap<String, String>,
+) {
+    let snap = snapshot(&lab.host, true);
+    let again = lab.tool(persist, &[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(
+        snapshot(&lab.host, true),
+        snap,
+        "a second {persist:?} wrote"
+    );
+    let c = lab.tool(&["cleanup"], &[]);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    assert_eq!(&snapshot(&lab.host, false), before);
+}
+
 fn need(tool: &str, pkg: &str) -> bool {
     if have(tool) {
         return true;
@@ -102,12 +122,7 @@ fn ifupdown_stanza_parses_with_ifquery_and_keeps_the_rest() {
     assert!(eth0.status.success(), "eth0's stanza must still parse");
 
     // Converged: nothing written. Cleanup: the original back byte for byte.
-    let snap = snapshot(&lab.host, true);
-    assert_eq!(lab.tool(&["persist"], &[]).code, 0);
-    assert_eq!(snapshot(&lab.host, true), snap);
-    let c = lab.tool(&["cleanup"], &[]);
-    assert_eq!(c.code, 0, "{}", c.stderr);
-    assert_eq!(snapshot(&lab.host, false), before);
+    rerun_converges_then_cleanup_restores(&lab, &["persist"], &before);
 }
 
 #[test]
@@ -601,12 +616,7 @@ fn ifupdown_merge_keeps_the_operators_options_and_hooks_and_ifquery_reads_them()
     assert!(!out.contains("fd00:1::9/64"), "{out}");
 
     // Converged, then cleanup gives the file back byte for byte.
-    let snap = snapshot(&lab.host, true);
-    assert_eq!(lab.tool(&["persist"], &[]).code, 0);
-    assert_eq!(snapshot(&lab.host, true), snap);
-    let c = lab.tool(&["cleanup"], &[]);
-    assert_eq!(c.code, 0, "{}", c.stderr);
-    assert_eq!(snapshot(&lab.host, false), before);
+    rerun_converges_then_cleanup_restores(&lab, &["persist"], &before);
 }
 
 #[test]
@@ -666,11 +676,5 @@ fn netplan_take_over_moves_node_if_out_of_cloud_inits_file_and_cleanup_restores_
     fs::remove_dir_all(lab.host.join("run")).unwrap();
 
     // Converged; cleanup gives both files back, byte for byte, and removes the switch.
-    let snap = snapshot(&lab.host, true);
-    let again = lab.tool(&["persist", "--take-over"], &[]);
-    assert_eq!(again.code, 0, "{}", again.stderr);
-    assert_eq!(snapshot(&lab.host, true), snap);
-    let c = lab.tool(&["cleanup"], &[]);
-    assert_eq!(c.code, 0, "{}", c.stderr);
-    assert_eq!(snapshot(&lab.host, false), before);
+    rerun_converges_then_cleanup_restores(&lab, &["persist", "--take-over"], &before);
 }

@@ -29,6 +29,8 @@ install_units ""
 systemctl start ncp-bootstrap.service || fail "install"
 systemctl start ncp-ovs.service || fail "ncp-ovs.service"
 wait_for 120 "ovs health (kernel datapath, uplink attached)" $B -q ovs health
+# `ovs run` logs the figure once its check after the move is done, which can be after health.
+wait_for 60 "ovs run logged its start → attached time" sh -c "journalctl -u ncp-ovs --no-pager -o cat | grep -q 'uplink attached'"
 ours=$(journalctl -u ncp-ovs --no-pager -o cat | sed -n 's/.*uplink attached \([0-9]*\) ms after start.*/\1/p' | head -1)
 echo "ROW start-attached ours probes_received=- start_attached_ms=$ours ovs_ctl_start_ms=$(( (t1 - t0) / 1000000 ))"
 grep -q '^openvswitch ' /proc/modules || fail "no kernel datapath"
