@@ -57,6 +57,7 @@ measure() { # kind, way; the action is in "$@" after them
   peer_tcp_begin 17
   peer_ping_begin 0.01 1500
   sleep 2
+  since=$(date +%s)
   "$@"
   peer_ping_end
   tcp=$(peer_tcp_end)
@@ -66,6 +67,8 @@ measure() { # kind, way; the action is in "$@" after them
   rtx=$(echo "$tcp" | sed -n 's/.*retransmits \([0-9]*\).*/\1/p')
   echo "ROW $kind $way probes_received=$lost/1500 tcp_stall_ms=${stall:-none} echo_stall_ms=${echo_stall:-none} retransmits=${rtx:-none} ($tcp)"
   cp $S/peer-ping.txt $S/peer-ping.$kind.$way.txt
+  # What `ovs run` said meanwhile, for the record.
+  journalctl -u ncp-ovs --no-pager -o short-precise --since "@$since" | grep -v ' ovs run: \(add\|delete\|replace\) ' | tail -25
 }
 
 do_restart() { systemctl restart ncp-ovs.service; healthy_again "$1"; }
