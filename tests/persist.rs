@@ -39,6 +39,23 @@ fn rerun_converges_then_cleanup_restores(
     assert_eq!(&snapshot(&lab.host, false), before);
 }
 
+/// `ifquery -i FILE IFACE`: ifupdown's own reading of a stanza.
+fn ifquery(file: &Path, iface: &str) -> std::process::Output {
+    Command::new("ifquery")
+        .arg("-i")
+        .arg(file)
+        .arg(iface)
+        .output()
+        .unwrap()
+}
+
+/// `ifquery`'s options for IFACE, which must parse.
+fn ifquery_ok(file: &Path, iface: &str) -> String {
+    let q = ifquery(file, iface);
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    String::from_utf8_lossy(&q.stdout).into_owned()
+}
+
 fn need(tool: &str, pkg: &str) -> bool {
     if have(tool) {
         return true;
@@ -80,14 +97,7 @@ fn ifupdown_stanza_parses_with_ifquery_and_keeps_the_rest() {
         .collect();
     assert!(out.starts_with(&kept.join("\n")), "{out}");
     let file = lab.host.join("etc/network/interfaces");
-    let q = Command::new("ifquery")
-        .arg("-i")
-        .arg(&file)
-        .arg("eth1")
-        .output()
-        .unwrap();
-    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
-    let q = String::from_utf8_lossy(&q.stdout);
+    let q = ifquery_ok(&file, "eth1");
     for want in [
         "address: 10.0.0.5\n",
         "netmask: 255.255.255.0\n",
@@ -113,13 +123,10 @@ fn ifupdown_stanza_parses_with_ifquery_and_keeps_the_rest() {
         !q.contains("172.16.1.4"),
         "the old address must be gone:\n{q}"
     );
-    let eth0 = Command::new("ifquery")
-        .arg("-i")
-        .arg(&file)
-        .arg("eth0")
-        .output()
-        .unwrap();
-    assert!(eth0.status.success(), "eth0's stanza must still parse");
+    assert!(
+        ifquery(&file, "eth0").status.success(),
+        "eth0's stanza must still parse"
+    );
 
     // Converged: nothing written. Cleanup: the original back byte for byte.
     rerun_converges_then_cleanup_restores(&lab, &["persist"], &before);
@@ -146,12 +153,7 @@ fn ifupdown_stanza_in_interfaces_d_is_edited_there() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(read(&lab, "etc/network/interfaces"), main);
     let d = lab.host.join("etc/network/interfaces.d/eth1");
-    let q = Command::new("ifquery")
-        .arg("-i")
-        .arg(&d)
-        .arg("eth1")
-        .output()
-        .unwrap();
+    let q = ifquery(&d, "eth1");
     assert!(
         String::from_utf8_lossy(&q.stdout).contains("address: 10.0.0.5"),
         "{}",
@@ -186,13 +188,7 @@ fn dhcp_and_slaac_are_persisted_as_dynamic_never_frozen() {
         !text.contains("10.0.0.5"),
         "a leased address must not be frozen: {text}"
     );
-    assert!(Command::new("ifquery")
-        .arg("-i")
-        .arg(&file)
-        .arg("eth1")
-        .status()
-        .unwrap()
-        .success());
+    assert!(ifquery(&file, "eth1").status.success());
 }
 
 #[test]
@@ -542,14 +538,7 @@ fn an_uplink_without_addresses_gets_ncps_manual_stanza_that_ifquery_reads() {
         text.contains("iface eth1 inet manual\n    up ip link set eth1 up\n"),
         "{text}"
     );
-    let q = Command::new("ifquery")
-        .arg("-i")
-        .arg(lab.host.join("etc/network/interfaces"))
-        .arg("eth1")
-        .output()
-        .unwrap();
-    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
-    let q = String::from_utf8_lossy(&q.stdout);
+    let q = ifquery_ok(&lab.host.join("etc/network/interfaces"), "eth1");
     assert!(q.contains("up: ip link set eth1 up"), "ifquery: {q}");
 }
 
@@ -571,17 +560,7 @@ fn ifupdown_merge_keeps_the_operators_options_and_hooks_and_ifquery_reads_them()
     let r = lab.tool(&["persist"], &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let file = lab.host.join("etc/network/interfaces");
-    let query = |args: &[&str]| {
-        let q = Command::new("ifquery")
-            .arg("-i")
-            .arg(&file)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
-        String::from_utf8_lossy(&q.stdout).into_owned()
-    };
-    let q = query(&["eth1"]);
+    let q = ifquery_ok(&file, "eth1");
     for want in [
         "bond-mode: active-backup\n",
         "vlan-raw-device: eth0\n",

@@ -120,18 +120,15 @@ pub fn without(text: &str, iface: &str) -> Result<String, String> {
         .iter()
         .any(|k| t == k.as_str())
     };
-    let Some(at) = lines.iter().position(|l| {
-        key(l) && {
-            // Its parent: the nearest line above with less indentation must be a device kind.
-            let me = indent(l);
-            lines
-                .iter()
-                .take_while(|p| !std::ptr::eq(*p, l))
-                .filter(|p| !is_filler(p) && indent(p) < me)
-                .last()
-                .is_some_and(|p| KINDS.iter().any(|k| p.trim() == format!("{k}:")))
-        }
-    }) else {
+    // The entry's parent, the nearest line above with less indentation, must be a device kind.
+    let parent = |i: usize| {
+        (0..i)
+            .rev()
+            .find(|p| !is_filler(lines[*p]) && indent(lines[*p]) < indent(lines[i]))
+    };
+    let under_kind = |p: usize| KINDS.iter().any(|k| lines[p].trim() == format!("{k}:"));
+    let Some(at) = (0..lines.len()).find(|i| key(lines[*i]) && parent(*i).is_some_and(under_kind))
+    else {
         return Err(format!(
             "no block-style `{iface}:` entry under ethernets, bonds, bridges or vlans"
         ));
@@ -146,10 +143,7 @@ pub fn without(text: &str, iface: &str) -> Result<String, String> {
         end -= 1;
     }
     let mut cut = at..end;
-    let parent = (0..at)
-        .rev()
-        .find(|i| !is_filler(lines[*i]) && indent(lines[*i]) < me);
-    if let Some(p) = parent {
+    if let Some(p) = parent(at) {
         let siblings_before = lines[p + 1..at].iter().any(|l| !is_filler(l));
         let siblings_after = lines[end..]
             .iter()

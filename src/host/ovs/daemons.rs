@@ -3,19 +3,11 @@
 //! order.
 
 use super::dirs::OvsDirs;
+use super::RESTORE_WAIT_OFF;
 use crate::host::run;
 use anyhow::{Context, Result};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
-
-/// Removing the key (rather than setting it false) leaves the database as the host's OVS had it.
-const RESTORE_WAIT_OFF: [&str; 5] = [
-    "remove",
-    "Open_vSwitch",
-    ".",
-    "other_config",
-    "flow-restore-wait",
-];
 
 pub struct Daemons {
     children: Vec<(&'static str, Child)>,

@@ -65,9 +65,14 @@ impl Ofctl {
     }
 
     fn ofctl(&self, args: &[&str]) -> Result<String> {
-        let mut a = vec!["-O", self.protocol.as_str()];
+        self.ofctl_as(&self.protocol, args, None)
+    }
+
+    /// `ovs-ofctl -O PROTOCOL ARGS`, with `input` on its stdin.
+    fn ofctl_as(&self, protocol: &str, args: &[&str], input: Option<&[u8]>) -> Result<String> {
+        let mut a = vec!["-O", protocol];
         a.extend_from_slice(args);
-        Ok(run::run(&self.tool, a)?.stdout)
+        Ok(run::run_with_input(&self.tool, a, input)?.stdout)
     }
 
     /// The bridge's OpenFlow state now.
@@ -100,12 +105,13 @@ impl Ofctl {
         }
         let bundle = at_least(&saved.protocol, "OpenFlow14");
         let from_stdin = |verb: &str, lines: &[String]| -> Result<()> {
-            let mut a = vec!["-O", saved.protocol.as_str(), verb, t, "-"];
+            let mut a = vec![verb, t, "-"];
             if bundle {
                 a.push("--bundle");
             }
             let text = lines.join("\n") + "\n";
-            run::run_with_input(&self.tool, a, Some(text.as_bytes())).map(|_| ())
+            self.ofctl_as(&saved.protocol, &a, Some(text.as_bytes()))
+                .map(|_| ())
         };
         if !saved.groups.is_empty() {
             from_stdin("add-groups", &saved.groups)?;

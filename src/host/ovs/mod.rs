@@ -13,6 +13,16 @@ use crate::error::precondition;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
+/// `ovs-vsctl` arguments that end flow-restore-wait. Removing the key (rather than setting it
+/// false) leaves the database as the host's OVS had it.
+const RESTORE_WAIT_OFF: [&str; 5] = [
+    "remove",
+    "Open_vSwitch",
+    ".",
+    "other_config",
+    "flow-restore-wait",
+];
+
 pub struct Ovs {
     tool: PathBuf,
     db: String,
@@ -106,14 +116,7 @@ impl Ovs {
     /// Removes `flow-restore-wait`: an `ovs run` killed while restoring flows leaves it set,
     /// and the host's own OVS, started on this database later, would forward nothing new.
     pub fn clear_restore_wait(&self) -> Result<()> {
-        self.vsctl(&[
-            "remove",
-            "Open_vSwitch",
-            ".",
-            "other_config",
-            "flow-restore-wait",
-        ])
-        .map(|_| ())
+        self.vsctl(&RESTORE_WAIT_OFF).map(|_| ())
     }
 
     pub fn ports(&self, bridge: &str) -> Result<Vec<String>> {
