@@ -26,12 +26,14 @@ vagrant-test: setup-vm build
 	timeout 2400 bash vagrant/harness/vagrant-test.sh
 
 # Every VM scenario in a Debian VM (qemu, TCG): kernel OVS, enforcing AppArmor, reboots,
-# NetworkManager, kill -9, hitless restarts. The image is built once and reused by each scenario.
+# NetworkManager, kill -9, hitless restarts, netplan on systemd-networkd, DHCP/SLAAC nodes. The image is built once and reused by each scenario.
 vm-test: setup-vm build
 	timeout 1500 bash vagrant/harness/vm-test.sh lifecycle.sh
 	timeout 1200 bash vagrant/harness/vm-test.sh networkmanager.sh
 	timeout 900 bash vagrant/harness/vm-test.sh crash.sh
 	timeout 1200 bash vagrant/harness/vm-test.sh restart.sh
+	timeout 900 bash vagrant/harness/vm-test.sh netplan.sh
+	timeout 1200 bash vagrant/harness/vm-test.sh dhcp.sh
 
 clean:
 	$(CARGO) clean

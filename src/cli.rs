@@ -70,7 +70,9 @@ impl Cli {
         let own = match &self.command {
             Command::Install(a) | Command::Cni(a) => a.dry.dry_run,
             Command::Apparmor(a) => a.dry.dry_run,
-            Command::Uplink(UplinkCommand::Attach(u) | UplinkCommand::Detach(u)) => u.dry.dry_run,
+            Command::Uplink(
+                UplinkCommand::Attach(AttachArgs { link: u, .. }) | UplinkCommand::Detach(u),
+            ) => u.dry.dry_run,
             Command::Persist { link, .. } => link.dry.dry_run,
             Command::Cleanup { dry, .. } => dry.dry_run,
             Command::Config(ConfigCommand::Set { dry, .. }) => dry.dry_run,
@@ -134,6 +136,16 @@ pub struct UplinkArgs {
     pub bridge: Option<String>,
     #[command(flatten)]
     pub dry: DryRun,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AttachArgs {
+    #[command(flatten)]
+    pub link: UplinkArgs,
+    /// Move DHCP/SLAAC addresses that nothing will renew on the bridge (config
+    /// node.allow_expiring_lease)
+    #[arg(long)]
+    pub allow_expiring_lease: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -218,7 +230,7 @@ pub enum UplinkCommand {
     #[command(
         after_help = "Example:\n  ncp-bootstrap uplink attach --uplink eth1 --bridge br-int"
     )]
-    Attach(UplinkArgs),
+    Attach(AttachArgs),
     /// Move them back
     #[command(after_help = "Example:\n  ncp-bootstrap uplink detach --uplink eth1")]
     Detach(UplinkArgs),

@@ -34,6 +34,8 @@ pub const KEYS: &[KeyDef] = &[
         doc: "node-if: the NIC attached to the node's NSX logical switch (ncp.ini [nsx_kube_proxy] ovs_uplink_port)" },
     KeyDef { name: "node.bridge", ty: Type::Str, default: Some("br-int"),
         doc: "the OVS integration bridge (ncp.ini [nsx_node_agent] ovs_bridge)" },
+    KeyDef { name: "node.allow_expiring_lease", ty: Type::Bool, default: Some("false"),
+        doc: "attach an uplink whose DHCP/SLAAC addresses nothing renews on the bridge (they expire there); without it such an attach is refused, except under systemd-networkd, whose client is carried over (flag --allow-expiring-lease)" },
     KeyDef { name: "cni.enabled", ty: Type::Bool, default: Some("true"),
         doc: "whether `install` installs the CNI plugin" },
     KeyDef { name: "cni.force", ty: Type::Bool, default: Some("false"),
@@ -549,6 +551,8 @@ pub struct Settings {
     pub on_exit: OnExit,
     /// `ovs.keep_flows`.
     pub keep_flows: bool,
+    /// `node.allow_expiring_lease`.
+    pub allow_expiring_lease: bool,
     pub probe_targets: Vec<crate::host::probe::Target>,
     pub probe_timeout: std::time::Duration,
     pub persist_enabled: bool,
@@ -603,6 +607,7 @@ impl Settings {
                 _ => OnExit::Keep,
             },
             keep_flows: c.bool("ovs.keep_flows"),
+            allow_expiring_lease: c.bool("node.allow_expiring_lease"),
             probe_targets: targets,
             probe_timeout: std::time::Duration::from_millis(
                 c.int("probe.timeout_ms")

@@ -19,6 +19,7 @@ pub enum UndoAction {
     StartHostOvs {
         daemons: Vec<crate::ledger::StoppedDaemon>,
         units: Vec<String>,
+        started: Vec<String>,
     },
     ReloadProfile {
         name: String,
@@ -73,8 +74,12 @@ impl UndoAction {
             ),
             UndoAction::RemoveDir { path } => format!("remove directory {path} if empty"),
             UndoAction::DropBackups { note, .. } => note.clone(),
-            UndoAction::StartHostOvs { daemons, units } => match units.is_empty() {
-                true => format!(
+            UndoAction::StartHostOvs {
+                daemons,
+                units,
+                started,
+            } => match (units.is_empty(), started.is_empty()) {
+                (true, true) => format!(
                     "start the host's OVS again as it ran: {}",
                     daemons
                         .iter()
@@ -82,7 +87,13 @@ impl UndoAction {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-                false => format!("enable and start {}", units.join(", ")),
+                (false, true) => format!("enable and start {}", units.join(", ")),
+                (true, false) => format!("start {} (not enabled)", started.join(", ")),
+                (false, false) => format!(
+                    "enable and start {}, start {}",
+                    units.join(", "),
+                    started.join(", ")
+                ),
             },
             UndoAction::DetachUplink(p) => format!(
                 "move {}'s addresses and routes back from {} and remove the port{}",
@@ -186,11 +197,17 @@ pub fn plan(host: &HostRoot, entry: &Entry, forget_missing_backups: bool) -> Res
             ),
         },
         Entry::UplinkAttached(p) => UndoAction::DetachUplink(p.clone()),
-        Entry::HostOvsStopped { daemons, units, .. } => {
-            crate::steps::host_ovs::validate(daemons, units)?;
+        Entry::HostOvsStopped {
+            daemons,
+            units,
+            started,
+            ..
+        } => {
+            crate::steps::host_ovs::validate(daemons, units, started)?;
             UndoAction::StartHostOvs {
                 daemons: daemons.clone(),
                 units: units.clone(),
+                started: started.clone(),
             }
         }
         Entry::ProfileLoaded {
@@ -268,9 +285,11 @@ fn apply_action(host: &HostRoot, action: &UndoAction) -> Result<()> {
         }
         UndoAction::UnloadProfile { name } => Parser::find(host)?.unload(name)?,
         UndoAction::DetachUplink(p) => crate::steps::uplink::undo(host, p)?,
-        UndoAction::StartHostOvs { daemons, units } => {
-            crate::steps::host_ovs::undo(daemons, units)?
-        }
+        UndoAction::StartHostOvs {
+            daemons,
+            units,
+            started,
+        } => crate::steps::host_ovs::undo(daemons, units, started)?,
         UndoAction::ReloadProfile { from, .. } => {
             Parser::find(host)?.load(&host.resolve(from)?)?;
         }

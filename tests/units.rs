@@ -211,6 +211,7 @@ fn containerfile_installs_exactly_what_the_code_runs() {
         .iter()
         .map(|s| s.to_string())
         .collect();
+    let mut host_tools: BTreeSet<String> = BTreeSet::new();
     let mut stack = vec![Path::new(REPO).join("src")];
     while let Some(dir) = stack.pop() {
         for e in fs::read_dir(dir).unwrap() {
@@ -225,13 +226,21 @@ fn containerfile_installs_exactly_what_the_code_runs() {
                     called.insert(part.split('"').next().unwrap().to_string());
                 }
             }
+            for part in src.split("host_tool(\"").skip(1) {
+                host_tools.insert(part.split('"').next().unwrap().to_string());
+            }
         }
     }
     // The host's own tools, reached in PID 1's mount namespace when the container has none
-    // (src/host/nm.rs falls back to `nsenter -t 1 -m -- nmcli`): not shipped in the image.
-    assert!(called.remove("nmcli"), "nmcli is no longer run");
-    let nm = fs::read_to_string(Path::new(REPO).join("src/host/nm.rs")).unwrap();
-    assert!(nm.contains("\"-t\", \"1\", \"-m\", \"--\", \"nmcli\""));
+    // (run::host_tool falls back to `nsenter -t 1 -m -- TOOL`): not shipped in the image.
+    assert_eq!(
+        host_tools,
+        BTreeSet::from(["networkctl".to_string(), "nmcli".to_string()]),
+        "the host's own tools"
+    );
+    let run = fs::read_to_string(Path::new(REPO).join("src/host/run.rs")).unwrap();
+    assert!(run.contains("\"-t\", \"1\", \"-m\", \"--\", name"));
+    assert!(called.contains("nsenter"));
     assert_eq!(
         listed, called,
         "Containerfile RUNTIME_TOOLS vs programs the code runs"

@@ -474,10 +474,11 @@ fn networkmanager_without_the_device_needs_nothing_and_a_broken_nmcli_warns() {
     assert!(!lab.host.join("run/ncp-bootstrap").exists());
 }
 
-/// A DHCP lease moves with its lifetime (never frozen into a permanent address), and the
-/// operator is told that whatever renewed it on the uplink must now run on the bridge.
+/// A DHCP lease that nothing would renew on the bridge (here a dhclient's, known by its pid
+/// file) is refused by default, with the way out, and nothing changes. With the way out taken it
+/// moves with its lifetime (never frozen into a permanent address), with a warning.
 #[test]
-fn a_dynamic_address_moves_with_its_lifetime_and_a_warning() {
+fn a_dynamic_address_is_refused_unless_its_expiry_is_accepted() {
     let Some(mut lab) = NetLab::new() else { return };
     for a in [
         "link set lo up",
@@ -496,15 +497,27 @@ fn a_dynamic_address_moves_with_its_lifetime_and_a_warning() {
     }
     lab.start_ovs();
     common::write(&lab.host.join("run/dhclient-eth1.pid"), b"4242\n", 0o644);
+    let before = lab.state();
     let r = lab.tool(&["uplink", "attach"], &[]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    for want in [
+        "10.0.0.5 (valid for",
+        "the DHCP client of /run/dhclient-eth1.pid",
+        "--allow-expiring-lease",
+    ] {
+        assert!(r.stderr.contains(want), "{want}: {}", r.stderr);
+    }
+    assert!(
+        lab.vsctl(&["list-br"]).trim().is_empty(),
+        "a refused attach made a bridge"
+    );
+    assert_eq!(lab.state(), before, "a refused attach changed the node");
+
+    let r = lab.tool(&["uplink", "attach", "--allow-expiring-lease"], &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let all = r.stdout.clone() + &r.stderr;
-    assert!(all.contains("10.0.0.5 is dynamic"), "{all}");
+    assert!(all.contains("10.0.0.5 (valid for"), "{all}");
     assert!(all.contains("run a DHCP client for br-int"), "{all}");
-    assert!(
-        all.contains("a DHCP client runs for eth1 (/run/dhclient-eth1.pid)"),
-        "{all}"
-    );
     let on_br = Command::new("ip")
         .args(["-n", &lab.node, "-4", "-o", "addr", "show", "dev", "br-int"])
         .output()

@@ -198,6 +198,15 @@ fn build_env<'a>(cli: &'a Cli, progress: &'a Progress) -> Result<Env<'a>> {
                 .push(("persist.take_over", "--take-over", "true".into()));
         }
     }
+    if let Command::Uplink(UplinkCommand::Attach(a)) = &cli.command {
+        if a.allow_expiring_lease {
+            inputs.flags.push((
+                "node.allow_expiring_lease",
+                "--allow-expiring-lease",
+                "true".into(),
+            ));
+        }
+    }
     if let Some(u) = uplink_flags(&cli.command) {
         if let Some(v) = &u.uplink {
             inputs.flags.push(("node.uplink", "--uplink", v.clone()));
@@ -228,7 +237,10 @@ fn bundle_flag(c: &Command) -> Option<&std::path::PathBuf> {
 
 fn uplink_flags(c: &Command) -> Option<&crate::cli::UplinkArgs> {
     match c {
-        Command::Uplink(UplinkCommand::Attach(u) | UplinkCommand::Detach(u)) => Some(u),
+        Command::Uplink(
+            UplinkCommand::Attach(crate::cli::AttachArgs { link: u, .. })
+            | UplinkCommand::Detach(u),
+        ) => Some(u),
         Command::Persist { link, .. } => Some(link),
         _ => None,
     }

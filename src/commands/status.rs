@@ -266,20 +266,28 @@ fn component_lines(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Vec<Component> {
                         pre.uplink, pre.bridge
                     ),
                 ),
-                _ => line(
-                    "uplink",
-                    "ok",
-                    format!(
-                        "{} is attached to {}; its addresses are on the bridge{}",
-                        pre.uplink,
-                        pre.bridge,
-                        if crate::host::nm::handed_off(&env.host, &pre.uplink).unwrap_or(false) {
-                            "; NetworkManager leaves it unmanaged until detach"
-                        } else {
-                            ""
-                        }
+                _ => match networkd_status(&env.host, pre) {
+                    Err(why) => line(
+                        "uplink",
+                        "drift",
+                        format!("{} is attached to {}, but {why}", pre.uplink, pre.bridge),
                     ),
-                ),
+                    Ok(nd) => line(
+                        "uplink",
+                        "ok",
+                        format!(
+                            "{} is attached to {}; its addresses are on the bridge{}{nd}",
+                            pre.uplink,
+                            pre.bridge,
+                            if crate::host::nm::handed_off(&env.host, &pre.uplink).unwrap_or(false)
+                            {
+                                "; NetworkManager leaves it unmanaged until detach"
+                            } else {
+                                ""
+                            }
+                        ),
+                    ),
+                },
             },
             Err(e) => line(
                 "uplink",
@@ -424,4 +432,47 @@ fn render(s: &CniStatus, ledger: &Ledger) -> String {
         }
     ));
     t
+}
+
+/// What systemd-networkd does for the attached uplink: `Ok` with a clause to add, `Err` when the
+/// DHCP lease it renews on the bridge is past its rebinding time (7/8 of the lifetime, RFC 2131).
+/// networkd rewrites its lease file at each renewal, so the file's age is the time since the
+/// last one. (With `KeepConfiguration=yes` networkd gives the leased address an infinite
+/// lifetime in the kernel, so the address itself says nothing about renewals.)
+fn networkd_status(
+    host: &crate::host::HostRoot,
+    pre: &crate::ledger::UplinkPreState,
+) -> std::result::Result<String, String> {
+    use crate::host::networkd;
+    let Ok(Some(bridge)) = networkd::handed_off(host, &pre.uplink) else {
+        return Ok(String::new());
+    };
+    let mut s =
+        format!("; systemd-networkd leaves it unmanaged and configures {bridge} from its file");
+    let Some(link) = crate::host::netlink::Netlink::open()
+        .and_then(|mut nl| nl.link(&bridge))
+        .ok()
+        .flatten()
+    else {
+        return Ok(s);
+    };
+    let (lease, age) = match networkd::bridge_lease(host, link.index) {
+        Ok(Some(l)) => l,
+        Ok(None) => return Ok(s),
+        Err(e) => return Err(format!("{e:#}")),
+    };
+    let life = lease.lifetime_s.unwrap_or(0);
+    if life > 0 && age > life / 8 * 7 {
+        return Err(format!(
+            "networkd last renewed the DHCP lease of {} on {bridge} {age} s ago, past its \
+             rebinding time ({} s of {life} s): check `networkctl status {bridge}`",
+            lease.address,
+            life / 8 * 7
+        ));
+    }
+    s.push_str(&format!(
+        "; networkd renews its DHCP lease of {} there (last {age} s ago, lifetime {life} s)",
+        lease.address
+    ));
+    Ok(s)
 }

@@ -3,6 +3,7 @@
 
 pub mod apparmor;
 pub mod netlink;
+pub mod networkd;
 pub mod nm;
 pub mod ovs;
 pub mod paths;

@@ -30,19 +30,8 @@ pub fn running(host: &HostRoot) -> Result<bool> {
     Ok(host.is_dir("/run/NetworkManager")? && super::proc::find(host, "NetworkManager")?.is_some())
 }
 
-/// The host's `nmcli`: the one on PATH (on a host), else the host's own in PID 1's mount
-/// namespace (from the container, which ships none; hostPID gives PID 1).
 fn nmcli(args: &[&str]) -> Result<String> {
-    let out = match which::which("nmcli") {
-        Ok(nmcli) => super::run::run(&nmcli, args.iter().copied())?,
-        Err(_) => {
-            let nsenter = super::run::find_tool("nsenter", "reach the host's nmcli")?;
-            let mut a = vec!["-t", "1", "-m", "--", "nmcli"];
-            a.extend_from_slice(args);
-            super::run::run(&nsenter, a)?
-        }
-    };
-    Ok(out.stdout)
+    Ok(super::run::host_tool("nmcli", args)?.stdout)
 }
 
 /// Whether the uplink is handed off by this tool (not unmanaged by the operator already).

@@ -26,6 +26,20 @@ fn debian_package(tool: &str) -> &str {
     }
 }
 
+/// Runs one of the host's own tools: the one on PATH (on a host), else the host's in PID 1's
+/// mount namespace (from the container, which ships none; hostPID gives PID 1).
+pub fn host_tool(name: &str, args: &[&str]) -> Result<Output> {
+    match which::which(name) {
+        Ok(tool) => run(&tool, args.iter().copied()),
+        Err(_) => {
+            let nsenter = find_tool("nsenter", &format!("reach the host's {name}"))?;
+            let mut a = vec!["-t", "1", "-m", "--", name];
+            a.extend_from_slice(args);
+            run(&nsenter, a)
+        }
+    }
+}
+
 /// Output of a successful run.
 pub struct Output {
     pub stdout: String,

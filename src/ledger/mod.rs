@@ -88,6 +88,11 @@ pub enum Entry {
         daemons: Vec<StoppedDaemon>,
         /// systemd units that were enabled and are now disabled.
         units: Vec<String>,
+        /// Units that were active without being enabled: started as another unit's dependency
+        /// (netplan's netplan-ovs-cleanup.service pulls in ovsdb-server.service at boot).
+        /// Started again by cleanup, not enabled.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        started: Vec<String>,
     },
 }
 

@@ -77,6 +77,58 @@ pub fn render(cfg: &NetConfig) -> String {
     s
 }
 
+/// Keys of a definition that `render` owns: addressing and routing, from the live model.
+const OWNED: [&str; 10] = [
+    "addresses",
+    "gateway4",
+    "gateway6",
+    "routes",
+    "routing-policy",
+    "dhcp4",
+    "dhcp6",
+    "accept-ra",
+    "mtu",
+    "link-local",
+];
+
+/// What the operator's (or cloud-init's) definition of `iface` says beyond what `render` owns:
+/// name servers, `match`/`set-name`, DHCP overrides, `critical`... Carried into our file when
+/// the definition is taken over, so the node keeps its DNS, its interface name and its DHCP
+/// route metrics.
+pub fn kept(text: &str, iface: &str) -> serde_yaml::Mapping {
+    let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
+        return serde_yaml::Mapping::new();
+    };
+    let Some(entry) = doc
+        .get("network")
+        .and_then(|n| n.get("ethernets"))
+        .and_then(|e| e.get(iface))
+        .and_then(|e| e.as_mapping())
+    else {
+        return serde_yaml::Mapping::new();
+    };
+    entry
+        .iter()
+        .filter(|(k, _)| k.as_str().is_some_and(|k| !OWNED.contains(&k)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// `render`, with `extra` (from `kept`) after our keys, in block style.
+pub fn render_keeping(cfg: &NetConfig, extra: &serde_yaml::Mapping) -> Result<String, String> {
+    let mut s = render(cfg);
+    if extra.is_empty() {
+        return Ok(s);
+    }
+    let text = serde_yaml::to_string(extra).map_err(|e| e.to_string())?;
+    for line in text.lines() {
+        s.push_str("      ");
+        s.push_str(line);
+        s.push('\n');
+    }
+    Ok(s)
+}
+
 /// Where another netplan file defines the same interface: the files and whether they do.
 pub fn defines(text: &str, iface: &str) -> bool {
     let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
@@ -196,6 +248,29 @@ fn check_without(before: &str, after: &str, iface: &str) -> Result<(), String> {
 mod tests {
     use super::super::fixtures::*;
     use super::*;
+
+    #[test]
+    fn a_taken_over_definition_keeps_its_dns_name_and_dhcp_overrides() {
+        let ci = "network:\n  version: 2\n  ethernets:\n    eth1:\n      match:\n        \
+                  macaddress: \"52:54:00:aa:bb:01\"\n      set-name: eth1\n      addresses: \
+                  [10.0.0.5/24]\n      nameservers:\n        addresses: [10.0.0.53]\n        \
+                  search: [corp.example]\n      dhcp4-overrides: {route-metric: 200}\n      \
+                  routes:\n        - to: default\n          via: 10.0.0.1\n";
+        let k = kept(ci, "eth1");
+        let keys: Vec<&str> = k.keys().filter_map(|k| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["match", "set-name", "nameservers", "dhcp4-overrides"]
+        );
+        let out = render_keeping(&static_dual(), &k).unwrap();
+        insta::assert_snapshot!("netplan_keeping", out);
+        let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        let e = &doc["network"]["ethernets"]["eth1"];
+        assert_eq!(e["nameservers"]["search"][0], "corp.example");
+        assert_eq!(e["set-name"], "eth1");
+        assert_eq!(e["dhcp4-overrides"]["route-metric"], 200);
+        assert!(e["addresses"].as_sequence().is_some_and(|a| !a.is_empty()));
+    }
 
     #[test]
     fn snapshots() {

@@ -131,14 +131,10 @@ fn stop(ctx: &Ctx, live: &[(&'static str, u32)], systemd: bool, ledger: &mut Led
             env,
         });
     }
-    let units: Vec<String> = if systemd {
-        UNITS
-            .iter()
-            .filter(|u| host_systemctl(&["is-enabled", u]).is_ok_and(|s| s.trim() == "enabled"))
-            .map(|u| u.to_string())
-            .collect()
+    let (units, started) = if systemd {
+        unit_states()
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     ledger.record(
         ctx.host,
@@ -146,6 +142,7 @@ fn stop(ctx: &Ctx, live: &[(&'static str, u32)], systemd: bool, ledger: &mut Led
             step: NAME.into(),
             daemons: stopped,
             units: units.clone(),
+            started,
         },
     )?;
     if systemd {
@@ -179,6 +176,24 @@ fn stop(ctx: &Ctx, live: &[(&'static str, u32)], systemd: bool, ledger: &mut Led
     Ok(())
 }
 
+/// The host's OVS units: those enabled, and those active without being enabled (started as a
+/// dependency of another unit; they are started again by cleanup, never enabled).
+fn unit_states() -> (Vec<String>, Vec<String>) {
+    let enabled = |u: &str| host_systemctl(&["is-enabled", u]).is_ok_and(|s| s.trim() == "enabled");
+    let active = |u: &str| host_systemctl(&["is-active", u]).is_ok_and(|s| s.trim() == "active");
+    let units: Vec<String> = UNITS
+        .iter()
+        .filter(|u| enabled(u))
+        .map(|u| u.to_string())
+        .collect();
+    let started = UNITS
+        .iter()
+        .filter(|u| !enabled(u) && active(u))
+        .map(|u| u.to_string())
+        .collect();
+    (units, started)
+}
+
 /// Where a host's OVS daemons are installed (Debian/Ubuntu, RHEL, a local build).
 const DAEMON_DIRS: [&str; 6] = [
     "/usr/sbin",
@@ -192,7 +207,11 @@ const DAEMON_DIRS: [&str; 6] = [
 /// The ledger is a file on the host that other tools touch: before cleanup runs what a
 /// `host_ovs_stopped` entry names, check that it names only the host's OVS units and daemons.
 /// Returns the program to run for each daemon.
-pub fn validate(daemons: &[StoppedDaemon], units: &[String]) -> Result<Vec<std::path::PathBuf>> {
+pub fn validate(
+    daemons: &[StoppedDaemon],
+    units: &[String],
+    started: &[String],
+) -> Result<Vec<std::path::PathBuf>> {
     let refuse = |what: String| {
         Error::new(
             Kind::Input,
@@ -203,7 +222,7 @@ pub fn validate(daemons: &[StoppedDaemon], units: &[String]) -> Result<Vec<std::
             ),
         )
     };
-    for u in units {
+    for u in units.iter().chain(started) {
         if !UNITS.contains(&u.as_str()) {
             return Err(refuse(format!(
                 "names the unit `{u}`, which is not one of {}",
@@ -255,15 +274,16 @@ pub fn validate(daemons: &[StoppedDaemon], units: &[String]) -> Result<Vec<std::
     Ok(programs)
 }
 
-/// For `cleanup`: start again exactly what was stopped.
-pub fn undo(daemons: &[StoppedDaemon], units: &[String]) -> Result<()> {
-    let programs = validate(daemons, units)?;
-    if !units.is_empty() {
+/// For `cleanup`: start again exactly what was stopped. Daemons that ran under systemd units
+/// are started through those units, never by hand beside them.
+pub fn undo(daemons: &[StoppedDaemon], units: &[String], started: &[String]) -> Result<()> {
+    let programs = validate(daemons, units, started)?;
+    if !units.is_empty() || !started.is_empty() {
         for u in units {
             host_systemctl(&["enable", u])?;
         }
         let mut args = vec!["start"];
-        args.extend(units.iter().map(String::as_str));
+        args.extend(units.iter().chain(started).map(String::as_str));
         host_systemctl(&args)?;
         return Ok(());
     }
@@ -346,6 +366,7 @@ mod tests {
         let ok = validate(
             &[d("/usr/sbin/ovsdb-server")],
             &["openvswitch-switch.service".into()],
+            &["ovsdb-server.service".into()],
         );
         assert_eq!(
             ok.unwrap(),
@@ -356,8 +377,9 @@ mod tests {
             "/usr/sbin/sh",
             "/usr/sbin/../../tmp/ovsdb-server",
         ] {
-            assert!(validate(&[d(bad)], &[]).is_err(), "{bad}");
+            assert!(validate(&[d(bad)], &[], &[]).is_err(), "{bad}");
         }
-        assert!(validate(&[], &["sshd.service".into()]).is_err());
+        assert!(validate(&[], &["sshd.service".into()], &[]).is_err());
+        assert!(validate(&[], &[], &["sshd.service".into()]).is_err());
     }
 }

@@ -178,6 +178,8 @@ fn files(
         }
         Format::Netplan => {
             let mut out = Vec::new();
+            // Our own file keeps what an earlier take-over carried into it.
+            let mut kept = netplan::kept(&text(ctx.host, netplan::FILE)?, iface);
             for dir in NETPLAN_DIRS {
                 for f in list(ctx.host, dir, ".yaml")? {
                     let t = text(ctx.host, &f)?;
@@ -185,6 +187,7 @@ fn files(
                         continue;
                     }
                     out.push(take_over(ctx, &f, &t, iface)?);
+                    kept.extend(netplan::kept(&t, iface));
                 }
             }
             let cloud_init =
@@ -205,7 +208,12 @@ fn files(
                      {CLOUD_INIT_OFF}"
                 ));
             }
-            out.push((netplan::FILE.to_string(), netplan::render(cfg), 0o600));
+            let ours = netplan::render_keeping(cfg, &kept).map_err(|e| {
+                input(format!(
+                    "carrying {iface}'s other netplan settings over: {e}"
+                ))
+            })?;
+            out.push((netplan::FILE.to_string(), ours, 0o600));
             out
         }
         Format::Ifcfg => ifcfg::render(cfg)

@@ -75,35 +75,63 @@ fn describe_ops(ops: &[Op]) -> Vec<String> {
     ops.iter().map(Op::describe).collect()
 }
 
-/// Warnings for addresses that a DHCP client or SLAAC keeps alive.
-fn dynamic_warnings(ctx: &Ctx, uplink: &str, bridge: &str, c: &Carried) -> Vec<String> {
-    let mut w = Vec::new();
-    for a in c.addresses.iter().filter(|a| nm::is_dynamic(a)) {
-        let (valid, _) = nm::lifetimes(a);
-        w.push(format!(
-            "{} is dynamic (valid for {valid} s more); it moves to {bridge} with its lifetime, \
-             not as a permanent address. Whatever renews it (a DHCP client, NetworkManager or \
-             router advertisements on {uplink}) must now run on {bridge}, or it expires: run a \
-             DHCP client for {bridge} (`persist` writes {uplink}'s config for the next boot, not \
-             the bridge's)",
-            nm::address_ip(a).map_or("an address".into(), |i| i.to_string())
-        ));
+/// Addresses a DHCP client or SLAAC keeps alive, on an uplink whose renewals nothing here can
+/// carry over to the bridge (networkd's are: see `host::networkd`). Moving them lets them
+/// expire on the bridge, so the move is refused unless the operator accepts that.
+fn check_dynamic(ctx: &Ctx, names: &Names, c: &Carried, warnings: &mut Vec<String>) -> Result<()> {
+    let (uplink, bridge) = (&names.uplink, &names.bridge);
+    let dynamic: Vec<String> = c
+        .addresses
+        .iter()
+        .filter(|a| nm::is_dynamic(a))
+        .map(|a| {
+            let (valid, _) = nm::lifetimes(a);
+            let ip = nm::address_ip(a).map_or("an address".into(), |i| i.to_string());
+            format!("{ip} (valid for {valid} s more)")
+        })
+        .collect();
+    if dynamic.is_empty() {
+        return Ok(());
     }
-    for pidfile in [
+    let renewer = client_pidfile(ctx, uplink)
+        .map(|p| format!("the DHCP client of {p}"))
+        .or_else(|| {
+            crate::host::nm::running(ctx.host)
+                .unwrap_or(false)
+                .then(|| "NetworkManager, which must leave the attached uplink unmanaged".into())
+        })
+        .unwrap_or_else(|| "a DHCP client or router advertisements".into());
+    let what = format!(
+        "{uplink} holds dynamic addresses: {}. {renewer} renews them on {uplink} only; on {bridge} \
+         they would expire",
+        dynamic.join(", ")
+    );
+    if !ctx.settings.allow_expiring_lease {
+        return Err(precondition(format!(
+            "{what}. Give {uplink} static addresses (the lease's, reserved on the DHCP server), or \
+             let systemd-networkd run its DHCP client (it is carried over to the bridge), or set \
+             node.allow_expiring_lease = true (flag --allow-expiring-lease) and run a DHCP client \
+             for {bridge} with {uplink}'s client identity yourself"
+        )));
+    }
+    warnings.push(format!(
+        "{what} (node.allow_expiring_lease): run a DHCP client for {bridge} with {uplink}'s \
+         client identity; `persist` writes {uplink}'s config for the next boot, not the bridge's"
+    ));
+    Ok(())
+}
+
+/// The pid file of a DHCP client (dhclient, dhcpcd) that runs for the uplink, if any.
+fn client_pidfile(ctx: &Ctx, uplink: &str) -> Option<String> {
+    [
         format!("/run/dhclient-{uplink}.pid"),
         format!("/var/run/dhclient-{uplink}.pid"),
         format!("/run/dhclient.{uplink}.pid"),
         format!("/run/dhcpcd-{uplink}.pid"),
         format!("/run/dhcpcd/{uplink}.pid"),
-    ] {
-        if ctx.host.exists(&pidfile).unwrap_or(false) {
-            w.push(format!(
-                "a DHCP client runs for {uplink} ({pidfile}); its renewals would put the lease \
-                 back on {uplink}: stop it and run it for {bridge}"
-            ));
-        }
-    }
-    w
+    ]
+    .into_iter()
+    .find(|p| ctx.host.exists(p).unwrap_or(false))
 }
 
 fn resolve_targets(ctx: &Ctx, c: &Carried) -> Result<Vec<(String, Target)>> {
@@ -275,6 +303,8 @@ pub struct AttachPlan {
     lines: Vec<String>,
     /// The hand-off from NetworkManager, listed when it happens.
     nm_line: Option<String>,
+    /// The hand-off from systemd-networkd, prepared before anything moves.
+    networkd: Option<crate::host::networkd::HandOff>,
 }
 
 impl super::Action for AttachPlan {
@@ -367,12 +397,11 @@ impl super::Step for Attach {
                 (pre, c)
             }
         };
-        plan.warnings.extend(dynamic_warnings(
-            ctx,
-            &names.uplink,
-            &names.bridge,
-            &carried_on_uplink,
-        ));
+        let networkd =
+            crate::host::networkd::prepare(ctx.host, &names.uplink, uplink.index, &names.bridge)?;
+        if ledger.uplink(&names.uplink).is_none() && networkd.is_none() {
+            check_dynamic(ctx, &names, &carried_on_uplink, &mut plan.warnings)?;
+        }
         let port_present = bridge_view.is_some_and(|b| b.ports.contains(&names.uplink));
         let ops = nm::plan_move(
             &carried_on_uplink,
@@ -407,13 +436,14 @@ impl super::Step for Attach {
                 names.uplink
             )
         });
-        if lines.is_empty() && nm_line.is_none() {
+        if lines.is_empty() && nm_line.is_none() && networkd.is_none() {
             plan.notes
                 .push(format!("{} is attached to {}", names.uplink, names.bridge));
             return Ok(plan);
         }
         if ctx.dry_run {
             lines.extend(nm_line.clone());
+            lines.extend(networkd.as_ref().map(|h| h.describe()));
         }
         plan.actions.push(AttachPlan {
             names,
@@ -421,6 +451,7 @@ impl super::Step for Attach {
             carried_on_uplink,
             lines,
             nm_line,
+            networkd,
         });
         Ok(plan)
     }
@@ -506,6 +537,29 @@ impl super::Step for Attach {
                  NetworkManager would put the node's addresses back on it",
                 names.uplink
             )),
+        }
+        if let Some(h) = &p.networkd {
+            match crate::host::networkd::hand_off(ctx.host, h) {
+                Ok(note) => {
+                    report.changes.push(Change {
+                        action: h.describe(),
+                        why: format!("move {} onto {}", names.uplink, names.bridge),
+                        done: true,
+                    });
+                    report.notes.push(note);
+                }
+                Err(e) => report.warnings.push(format!(
+                    "could not hand {} over from systemd-networkd ({e:#}); a reconfigure of \
+                     {} would put the node's addresses back on it{}",
+                    names.uplink,
+                    names.uplink,
+                    if h.lease.is_some() {
+                        ", and nothing renews its DHCP lease on the bridge"
+                    } else {
+                        ""
+                    }
+                )),
+            }
         }
         Ok(())
     }
@@ -634,6 +688,9 @@ pub fn detach_recorded(
         name: &pre.uplink,
     };
     let carried = restore_carried(pre, br_end)?;
+    // networkd makes before we break: it configures the uplink again while the bridge still
+    // carries the addresses (and the move below then finds them in place).
+    crate::host::networkd::release_uplink(host, &pre.uplink)?;
     let live = dump(nl)?;
     let ops = nm::plan_move(
         &carried,
@@ -649,6 +706,7 @@ pub fn detach_recorded(
     // The addresses are back on the uplink: NetworkManager may have it again.
     crate::host::nm::take_back(host, &pre.uplink)?;
     ovs.del_port(&pre.bridge, &pre.uplink)?;
+    crate::host::networkd::release_bridge(host, &pre.uplink)?;
     if !ovs.bridge_exists(&pre.bridge)? {
         return Ok(window);
     }

@@ -61,6 +61,19 @@ ip -n "$NS" link set tap0 up
 ) &
 WATCH=$!
 touch "$SHARE/peer-watch"
+# A scenario with `# peer: dnsmasq` gets a DHCP server (one address, 192.168.76.10, on 2-minute
+# leases, so a renewal is due every minute) and router advertisements for fd00:76::/64 (every
+# 10 s, 2-minute lifetimes) from the peer; its log and lease file are in the share.
+if grep -q '^# peer: dnsmasq' "$REPO/vagrant/scenarios/$SCENARIO"; then
+  ip netns exec "$NS" dnsmasq --keep-in-foreground --user=root --port=0 --no-resolv --no-hosts \
+    --bind-interfaces --interface=tap0 --except-interface=lo \
+    --dhcp-range=192.168.76.10,192.168.76.10,255.255.255.0,2m \
+    --dhcp-option=option:router,192.168.76.1 --dhcp-option=option:dns-server,192.168.76.53 \
+    --dhcp-option=option:domain-search,ncpb.test \
+    --enable-ra --dhcp-range=::,constructor:tap0,ra-only,2m --ra-param=tap0,10,600 \
+    --dhcp-leasefile="$SHARE/dnsmasq.leases" --log-dhcp --log-facility="$SHARE/dnsmasq.log" \
+    --pid-file="$RUN/dnsmasq.pid" &
+fi
 
 status=0
 PHASES=$(sed -n 's/^# phases: *//p' "$REPO/vagrant/scenarios/$SCENARIO")

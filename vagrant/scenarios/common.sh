@@ -10,10 +10,15 @@ GW6=${NCPB_GATEWAY6-fd00:76::1}
 export NCP_BOOTSTRAP_NODE_UPLINK=$UP NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000
 fail() { echo "FAIL: $*"; exit 1; }
 ok() { echo "ok: $*"; }
+try_for() { # seconds, command...: succeeds once the command does
+  t=$1; shift
+  i=0
+  while [ "$i" -lt $((t * 10)) ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; i=$((i + 1)); done
+  return 1
+}
 wait_for() { # seconds, description, command...
   t=$1; d=$2; shift 2
-  i=0
-  while [ "$i" -lt $((t * 10)) ]; do "$@" >/dev/null 2>&1 && { ok "$d"; return 0; }; sleep 0.1; i=$((i + 1)); done
+  try_for "$t" "$@" && { ok "$d"; return 0; }
   fail "timed out: $d"
 }
 # The harness's peer pings the node from outside (1500 probes, 10 ms apart) between these two
@@ -23,9 +28,10 @@ peer_ping_begin() { # [interval count]
   rm -f "$S/peer-ping.done"
   echo "$*" > "$S/peer-ping.go"
 }
-peer_ping_end() {
+peer_ping_end() { # [what: prints a ROW line with the round's counts]
   [ -e "$S/peer-watch" ] || return 0
   wait_for 60 "the peer's ping round finished" test -e "$S/peer-ping.done"
+  [ -z "${1:-}" ] || echo "ROW $1 $(grep -o '[0-9]* packets transmitted, [0-9]* received' $S/peer-ping.txt)"
 }
 # A TCP stream from the peer to the node for SECONDS: the peer sends every 2 ms, the node
 # echoes (bash's /dev/tcp and cat), the peer reports the longest gap between echoes.
@@ -104,3 +110,30 @@ snapshot() { # what cleanup must give back
     ip rule show
   }
 }
+# The node's network from netplan on systemd-networkd, Ubuntu server's stack: ifupdown keeps
+# only lo and the management NIC, netplan's file defines node-if, networkd and resolved run
+# (and are enabled, so the next boot brings node-if up the same way).
+use_networkd() { # netplan file, its text
+  printf 'auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet manual\n' > /etc/network/interfaces
+  ip -4 addr flush dev $UP; ip -6 addr flush dev $UP scope global
+  printf '%s' "$2" > "$1"
+  chmod 600 "$1"
+  netplan generate || fail "netplan generate"
+  systemctl enable systemd-networkd systemd-resolved >/dev/null 2>&1
+  systemctl restart systemd-networkd systemd-resolved || fail "start systemd-networkd"
+  wait_for 30 "networkd configured $UP" sh -c "networkctl list --no-legend --no-pager | grep -Eq \" $UP .* configured\""
+}
+# networkd's setup state of a link: configured, configuring, unmanaged...
+networkd_setup() { # link
+  networkctl list --no-legend --no-pager | awk -v l="$1" '$2 == l {print $5}'
+}
+# What systemd-resolved holds for a link: its DNS servers and search domains on one line.
+link_dns() { # link
+  echo "$(resolvectl dns "$1" 2>/dev/null | sed 's/^[^:]*: *//') / $(resolvectl domain "$1" 2>/dev/null | sed 's/^[^:]*: *//')"
+}
+# Seconds from the kernel's start to ovs run's "uplink attached" in this boot's journal.
+boot_to_attached() {
+  journalctl -b -u ncp-ovs -o short-monotonic --no-pager | grep -m1 'ovs run: uplink attached' | sed -E 's/^\[ *([0-9.]+)\].*/\1/'
+}
+networkd_setup_is() { [ "$(networkd_setup "$1")" = "$2" ]; }
+dns_is() { [ "$(link_dns "$1")" = "$2" ]; }
