@@ -235,7 +235,7 @@ fn containerfile_installs_exactly_what_the_code_runs() {
     // (run::host_tool falls back to `nsenter -t 1 -m -- TOOL`): not shipped in the image.
     assert_eq!(
         host_tools,
-        BTreeSet::from(["networkctl".to_string(), "nmcli".to_string()]),
+        BTreeSet::from(["networkctl", "nmcli", "resolvectl"].map(String::from)),
         "the host's own tools"
     );
     let run = fs::read_to_string(Path::new(REPO).join("src/host/run.rs")).unwrap();

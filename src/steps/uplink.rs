@@ -94,16 +94,22 @@ fn check_dynamic(ctx: &Ctx, names: &Names, c: &Carried, warnings: &mut Vec<Strin
         return Ok(());
     }
     let renewer = client_pidfile(ctx, uplink)
-        .map(|p| format!("the DHCP client of {p}"))
+        .map(|p| format!("the DHCP client of {p} renews them on {uplink} only"))
         .or_else(|| {
             crate::host::nm::running(ctx.host)
                 .unwrap_or(false)
-                .then(|| "NetworkManager, which must leave the attached uplink unmanaged".into())
+                .then(|| {
+                    format!(
+                        "NetworkManager renews them only while it manages {uplink}, and it must \
+                     leave an attached uplink unmanaged"
+                    )
+                })
         })
-        .unwrap_or_else(|| "a DHCP client or router advertisements".into());
+        .unwrap_or_else(|| {
+            format!("a DHCP client or router advertisements renew them on {uplink} only")
+        });
     let what = format!(
-        "{uplink} holds dynamic addresses: {}. {renewer} renews them on {uplink} only; on {bridge} \
-         they would expire",
+        "{uplink} holds dynamic addresses: {}. {renewer}; on {bridge} they would expire",
         dynamic.join(", ")
     );
     if !ctx.settings.allow_expiring_lease {
@@ -522,7 +528,7 @@ impl super::Step for Attach {
             return Err(Error::new(Kind::Apply, msg).into());
         }
         // After the move and its check: NetworkManager finds the uplink already without addresses.
-        match crate::host::nm::hand_off(ctx.host, &names.uplink) {
+        match crate::host::nm::hand_off(ctx.host, &names.uplink, &names.bridge) {
             Ok(Some(note)) => {
                 report.changes.extend(p.nm_line.iter().map(|l| Change {
                     action: l.clone(),
@@ -704,7 +710,7 @@ pub fn detach_recorded(
     nl.apply(&ops)?;
     let window = t.elapsed().as_secs_f64() * 1000.0;
     // The addresses are back on the uplink: NetworkManager may have it again.
-    crate::host::nm::take_back(host, &pre.uplink)?;
+    crate::host::nm::take_back(host, &pre.uplink, &pre.bridge)?;
     ovs.del_port(&pre.bridge, &pre.uplink)?;
     crate::host::networkd::release_bridge(host, &pre.uplink)?;
     if !ovs.bridge_exists(&pre.bridge)? {

@@ -62,7 +62,8 @@ ip -n "$NS" link set tap0 up
 WATCH=$!
 touch "$SHARE/peer-watch"
 # A scenario with `# peer: dnsmasq` gets a DHCP server (one address, 192.168.76.10, on 2-minute
-# leases, so a renewal is due every minute) and router advertisements for fd00:76::/64 (every
+# leases, so a renewal is due every minute; a client with another identity gets nothing while the
+# lease lives) and router advertisements for fd00:76::/64 (every
 # 10 s, 2-minute lifetimes) from the peer; its log and lease file are in the share.
 if grep -q '^# peer: dnsmasq' "$REPO/vagrant/scenarios/$SCENARIO"; then
   ip netns exec "$NS" dnsmasq --keep-in-foreground --user=root --port=0 --no-resolv --no-hosts \

@@ -93,6 +93,15 @@ install_units() { # extra environment, [unit directory]
   done
   systemctl daemon-reload
 }
+# Installed for good with ncp-ovs.service enabled (as `make install-host` and an operator would;
+# after a reboot it attaches at boot, after network-online.target; on_exit=restore), then the
+# bootstrap unit run once: install.
+install_enabled_units() {
+  install_units NCP_BOOTSTRAP_OVS_ON_EXIT=restore /etc/systemd/system
+  systemctl enable ncp-ovs.service >/dev/null 2>&1 || fail "enable ncp-ovs.service"
+  systemctl start ncp-bootstrap.service || { journalctl -u ncp-bootstrap --no-pager | tail -30; fail "ncp-bootstrap.service (install)"; }
+  ok "ncp-bootstrap.service ran install"
+}
 snapshot() { # what cleanup must give back
   {
     find /etc /opt /usr/share/ncp-bootstrap /var/lib/ncp-bootstrap -xdev \
@@ -137,3 +146,21 @@ boot_to_attached() {
 }
 networkd_setup_is() { [ "$(networkd_setup "$1")" = "$2" ]; }
 dns_is() { [ "$(link_dns "$1")" = "$2" ]; }
+# Cleanup through its unit.
+run_cleanup_unit() {
+  systemctl start ncp-bootstrap-cleanup.service || { journalctl -u ncp-bootstrap-cleanup --no-pager | tail -30; fail "ncp-bootstrap-cleanup.service"; }
+  ok "ncp-bootstrap-cleanup.service ran cleanup"
+}
+# After cleanup: the host's OVS runs again, the units the scenario installed go (they are not the
+# product's to remove), and the node must match its snapshot from before install (FILTER, a
+# command, may normalize both snapshots first).
+same_as_before() { # [filter]
+  wait_for 90 "openvswitch-switch.service active again" systemctl is-active -q openvswitch-switch
+  systemctl disable ncp-ovs.service >/dev/null 2>&1
+  rm -rf /etc/systemd/system/ncp-*.service /etc/systemd/system/ncp-*.service.d
+  systemctl daemon-reload
+  snapshot > $S/after.txt
+  ${1:-cat} $S/before.txt > $S/before.cmp
+  ${1:-cat} $S/after.txt > $S/after.cmp
+  if diff -u $S/before.cmp $S/after.cmp; then ok "node identical to its snapshot before install"; else fail "cleanup left differences"; fi
+}

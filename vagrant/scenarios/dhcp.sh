@@ -12,7 +12,9 @@
 #   the SLAAC address stays valid on br-int, the lease's DNS server is on br-int -> stop ovs run
 #   (restore): the client runs on node-if again -> reboot.
 # Phase 2: the same address comes back on node-if, ncp-ovs.service attaches at boot ->
-#   stop it (restore) -> cleanup -> the node is as before.
+#   stop it (restore) -> cleanup -> the node is as before. Then NetworkManager takes node-if
+#   over with its own DHCP client, which nothing can carry over to the bridge: `uplink attach`
+#   refuses, changing nothing, and attaches (with a warning) only with --allow-expiring-lease.
 set -u
 PHASE=$1
 . "$(dirname "$0")/common.sh"
@@ -56,9 +58,7 @@ if [ "$PHASE" = 1 ]; then
   snapshot > $S/before.txt
   cp $NODE $S/node.before
 
-  install_units NCP_BOOTSTRAP_OVS_ON_EXIT=restore /etc/systemd/system
-  systemctl enable ncp-ovs.service >/dev/null 2>&1 || fail "enable ncp-ovs.service"
-  systemctl start ncp-bootstrap.service || { journalctl -u ncp-bootstrap --no-pager | tail -30; fail "ncp-bootstrap.service (install)"; }
+  install_enabled_units
   $B persist --take-over --apply | tee $S/persist.txt || fail "persist --take-over --apply"
   grep -q 'dhcp4: true' /etc/netplan/60-ncp-bootstrap.yaml && ok "persisted as DHCP, not frozen" || { cat /etc/netplan/60-ncp-bootstrap.yaml; fail "persisted form"; }
 
@@ -106,21 +106,40 @@ wait_for 60 "networkd holds the lease on br-int" dhcp_on_br_int
 stop_ncp_ovs 2
 wait_for 30 "$UP holds the lease again" leased_on $UP
 wait_for 30 "$UP is networkd's again" networkd_setup_is $UP configured
-systemctl start ncp-bootstrap-cleanup.service || { journalctl -u ncp-bootstrap-cleanup --no-pager | tail -30; fail "ncp-bootstrap-cleanup.service"; }
+run_cleanup_unit
 cmp -s $NODE $S/node.before && ok "the operator's netplan file is back byte for byte" || fail "$NODE not restored"
-wait_for 90 "openvswitch-switch.service active again" systemctl is-active -q openvswitch-switch
-systemctl disable ncp-ovs.service >/dev/null 2>&1
-rm -rf /etc/systemd/system/ncp-*.service /etc/systemd/system/ncp-*.service.d
-systemctl daemon-reload
-snapshot > $S/after.txt
 # networkd gives the lease's prefix route the DHCP route metric (100) when it adds the address,
 # but drops that metric when it renews an address that was already there, as it is after the
 # make-before-break move back (measured in this VM with Debian 12's networkd 252; the route
 # itself stays). That one metric is compared apart.
 prefix_metric() { sed -E 's#^(192\.168\.76\.0/24 dev eth1 proto kernel scope link src 192\.168\.76\.10) metric 100 *$#\1 #' "$1"; }
-prefix_metric $S/before.txt > $S/before.norm
-prefix_metric $S/after.txt > $S/after.norm
+same_as_before prefix_metric
 cmp -s $S/before.txt $S/after.txt || echo "noticed: the lease's prefix route on $UP lost networkd's metric 100 (networkd renewing an existing address)"
-if diff -u $S/before.norm $S/after.norm; then ok "node identical to its snapshot before install"; else fail "cleanup left differences"; fi
 wait_for 10 "the peer answers at the end" peer_answers
+
+# NetworkManager's client asks with networkd's client identifier, so the one-address pool's
+# lease is its to renew.
+CID=$(sed -n 's/^CLIENTID=//p' /run/systemd/netif/leases/$(cat /sys/class/net/$UP/ifindex) | sed 's/../&:/g; s/:$//')
+[ -n "$CID" ] || fail "no client identifier in networkd's lease"
+systemctl stop systemd-networkd.socket systemd-networkd
+ip -4 addr flush dev $UP; ip -6 addr flush dev $UP scope global
+systemctl start NetworkManager || fail "NetworkManager"
+wait_for 60 "NetworkManager answers" nmcli -t general status
+nmcli connection add type ethernet ifname $UP con-name node-dhcp ipv4.method auto ipv6.method auto \
+  ipv4.dhcp-client-id "$CID" >/dev/null || fail "nmcli connection add"
+nmcli connection up node-dhcp >/dev/null || fail "nmcli connection up"
+wait_for 60 "NetworkManager's DHCP client holds a lease on $UP" sh -c "ip -4 -o addr show dev $UP | grep -q 'valid_lft [0-9]*sec'"
+wait_for 30 "the peer answers through NM's $UP" peer_answers
+$B uplink attach > $S/nm-refused.txt 2>&1
+rc=$?
+cat $S/nm-refused.txt | tail -3
+[ $rc = 2 ] && grep -q "NetworkManager" $S/nm-refused.txt && grep -q -- "--allow-expiring-lease" $S/nm-refused.txt \
+  && ok "attach refused on NetworkManager's DHCP node, naming NetworkManager and the way out" || fail "no refusal (exit $rc)"
+! ip link show br-int >/dev/null 2>&1 && ip -4 -o addr show dev $UP | grep -q 'valid_lft [0-9]*sec' && ok "the refusal changed nothing" || fail "refused attach changed the node"
+$B uplink attach --allow-expiring-lease > $S/nm-allowed.txt 2>&1 || { cat $S/nm-allowed.txt; fail "attach --allow-expiring-lease"; }
+grep -q "node.allow_expiring_lease" $S/nm-allowed.txt && ok "attached with --allow-expiring-lease, with a warning" || { cat $S/nm-allowed.txt; fail "no warning"; }
+wait_for 10 "the peer answers through br-int" peer_answers
+$B uplink detach > $S/nm-detach.txt 2>&1 || { cat $S/nm-detach.txt; fail "detach"; }
+wait_for 30 "$UP is NetworkManager's again" sh -c "[ \"\$(nmcli -t -g GENERAL.STATE device show $UP)\" = '100 (connected)' ]"
+wait_for 10 "the peer answers through $UP" peer_answers
 exit 0

@@ -78,9 +78,7 @@ network:
   snapshot > $S/before.txt
   cp $CI $S/cloud-init.before
 
-  install_units NCP_BOOTSTRAP_OVS_ON_EXIT=restore /etc/systemd/system
-  systemctl enable ncp-ovs.service >/dev/null 2>&1 || fail "enable ncp-ovs.service"
-  systemctl start ncp-bootstrap.service || { journalctl -u ncp-bootstrap --no-pager | tail -30; fail "ncp-bootstrap.service (install)"; }
+  install_enabled_units
   $B persist --apply > $S/persist-refused.txt 2>&1 && fail "persist without --take-over accepted a conflicting file"
   grep -q -- "--take-over" $S/persist-refused.txt && ok "persist names --take-over for cloud-init's file" || { cat $S/persist-refused.txt; fail "refusal text"; }
   cmp -s $CI $S/cloud-init.before && [ ! -e $OURS ] && ok "the refusal changed nothing" || fail "refused persist changed files"
@@ -125,14 +123,9 @@ attached_as_meant "after the reboot"
 stop_ncp_ovs 2
 given_back
 
-systemctl start ncp-bootstrap-cleanup.service || { journalctl -u ncp-bootstrap-cleanup --no-pager | tail -30; fail "ncp-bootstrap-cleanup.service"; }
+run_cleanup_unit
 cmp -s $CI $S/cloud-init.before && ok "cloud-init's netplan file is back byte for byte" || { diff $S/cloud-init.before $CI; fail "$CI not restored"; }
 [ ! -e $OURS ] && [ ! -e /etc/cloud/cloud.cfg.d/99-disable-network-config.cfg ] && ok "our netplan file and cloud-init's switch are gone" || fail "files left"
-wait_for 90 "openvswitch-switch.service active again" systemctl is-active -q openvswitch-switch
-systemctl disable ncp-ovs.service >/dev/null 2>&1
-rm -rf /etc/systemd/system/ncp-*.service /etc/systemd/system/ncp-*.service.d
-systemctl daemon-reload
-snapshot > $S/after.txt
-if diff -u $S/before.txt $S/after.txt; then ok "node identical to its snapshot before install"; else fail "cleanup left differences"; fi
+same_as_before
 wait_for 10 "the peer answers at the end" peer_answers
 exit 0

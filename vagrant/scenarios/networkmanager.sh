@@ -6,7 +6,8 @@
 #   updates that connection in place (no second connection), NM reloads and reads it as meant ->
 #   ovs run attaches the uplink on the kernel datapath (peer and node pinging each other every
 #   10 ms) -> ncp-bootstrap hands node-if off (unmanaged at runtime) and NM leaves the attached
-#   uplink and br-int alone, also across a restart of NM ->
+#   uplink and br-int alone, also across a restart of NM; systemd-resolved keeps node-if's DNS
+#   (from its NM connection) on br-int ->
 #   stop ovs run (on_exit=restore: node-if is NM's again) -> reboot.
 # Phase 2: at boot NM brings node-if up from the persisted connection and the enabled
 #   ncp-ovs.service (after network-online.target) attaches it and hands it off; NM still leaves
@@ -16,6 +17,7 @@ set -u
 PHASE=$1
 . "$(dirname "$0")/common.sh"
 KEYFILE=/etc/NetworkManager/system-connections/node-if.nmconnection
+DNS_WANT="192.168.76.53 / ncpb.test"
 
 only_on_br_int() { # NetworkManager must not have put anything back on node-if
   ip -4 -o addr show dev br-int | grep -q 192.168.76.10/24 || return 1
@@ -31,6 +33,8 @@ left_alone() { # what: a moment in the story
   nmcli -t -f DEVICE,STATE device | grep -qx "$UP:unmanaged" && ok "$UP handed off, unmanaged in NM ($1)" || { nmcli -t -f DEVICE,STATE device; fail "$UP still managed by NM ($1)"; }
   ip link show $UP up | grep -q LOWER_UP && ok "$UP link still up ($1)" || { ip link show $UP; fail "$UP link down ($1)"; }
   wait_for 10 "the peer answers through br-int ($1)" peer_answers
+  try_for 10 dns_is br-int "$DNS_WANT" && ok "resolved keeps the node's DNS, on br-int ($1)" \
+    || { journalctl -b -u ncp-ovs -o cat | grep -i "networkmanager"; resolvectl status --no-pager; fail "DNS on br-int ($1): $(link_dns br-int)"; }
 }
 start_ovs() { # what
   # A start job that waits forever (an ordering cycle, a wait-online that never ends) is a bug.
@@ -49,21 +53,18 @@ if [ "$PHASE" = 1 ]; then
   nmcli connection add type ethernet ifname $UP con-name node-if \
     ipv4.method manual ipv4.addresses 192.168.76.10/24 ipv4.gateway $GW ipv4.routes "10.99.0.0/16 $GW 50" \
     ipv6.method manual ipv6.addresses fd00:76::10/64 ipv6.routes "fd00:99::/48 $GW6 50" \
-    ipv6.addr-gen-mode stable-privacy >/dev/null || fail "nmcli connection add"
+    ipv6.addr-gen-mode stable-privacy ipv4.dns 192.168.76.53 ipv4.dns-search ncpb.test >/dev/null || fail "nmcli connection add"
   nmcli connection up node-if >/dev/null || fail "nmcli connection up"
   wait_for 30 "the peer answers through NM's $UP" peer_answers
+  wait_for 30 "resolved has NM's DNS for $UP" dns_is $UP "$DNS_WANT"
   wait_for 90 "host OVS answers" ovs-vsctl --timeout=2 show
   wait_for 90 "openvswitch-switch.service active" systemctl is-active -q openvswitch-switch
   snapshot > $S/before.txt
   cp $KEYFILE $S/keyfile.before
 
-  # Installed for good and enabled, as `make install-host` and an operator would: after the
-  # reboot, ncp-ovs.service attaches at boot, ordered after network-online.target (which NM's
-  # wait-online holds until node-if is up from its connection).
-  install_units NCP_BOOTSTRAP_OVS_ON_EXIT=restore /etc/systemd/system
-  systemctl enable ncp-ovs.service >/dev/null 2>&1 || fail "enable ncp-ovs.service"
-  systemctl start ncp-bootstrap.service || { journalctl -u ncp-bootstrap --no-pager | tail -30; fail "ncp-bootstrap.service (install)"; }
-  ok "ncp-bootstrap.service ran install"
+  # After the reboot, NM's wait-online holds network-online.target until node-if is up from its
+  # connection, and ncp-ovs.service attaches after it.
+  install_enabled_units
   $B persist --apply | tee $S/persist.txt || fail "persist --apply"
   grep -q "format nm-keyfile: $KEYFILE is NetworkManager's connection for $UP" $S/persist.txt && ok "persist chose nm-keyfile from NM's connection" || fail "format detection"
   grep -q "ran \`nmcli connection reload\`" $S/persist.txt && ok "persist --apply reloaded NM" || fail "no reload"
@@ -114,17 +115,11 @@ left_alone "after the reboot"
 stop_ncp_ovs 2
 wait_for 10 "on_exit=restore put the addresses back on $UP" sh -c "ip -4 -o addr show dev $UP | grep -q 192.168.76.10/24 && ip -6 -o addr show dev $UP | grep -q fd00:76::10/64"
 wait_for 10 "the peer answers through $UP" peer_answers
+wait_for 30 "resolved has NM's DNS for $UP again" dns_is $UP "$DNS_WANT"
 [ "$(nmcli -t -g GENERAL.STATE device show $UP)" = "100 (connected)" ] && ok "NM still holds $UP with its connection" || { nmcli device; fail "NM state of $UP"; }
 
-systemctl start ncp-bootstrap-cleanup.service || { journalctl -u ncp-bootstrap-cleanup --no-pager | tail -30; fail "ncp-bootstrap-cleanup.service"; }
-ok "ncp-bootstrap-cleanup.service ran cleanup"
+run_cleanup_unit
 cmp -s $KEYFILE $S/keyfile.before && ok "the operator's keyfile is back byte for byte" || { diff $S/keyfile.before $KEYFILE; fail "keyfile not restored"; }
-wait_for 90 "openvswitch-switch.service active again" systemctl is-active -q openvswitch-switch
-# The units installed for this scenario go (they are not the product's to remove).
-systemctl disable ncp-ovs.service >/dev/null 2>&1
-rm -rf /etc/systemd/system/ncp-*.service /etc/systemd/system/ncp-*.service.d
-systemctl daemon-reload
-snapshot > $S/after.txt
-if diff -u $S/before.txt $S/after.txt; then ok "node identical to its snapshot before install"; else fail "cleanup left differences"; fi
+same_as_before
 wait_for 10 "the peer answers at the end" peer_answers
 exit 0
