@@ -46,7 +46,7 @@ if cmp -s "$bundle/etc/cni/net.d/10-nsx.conflist" distro/cni/10-nsx.conflist; th
   exit 2
 fi
 
-install -D -m 0755 "${NCP_BIN:-target/release/ncp-bootstrap}" "$destdir$prefix/bin/ncp-bootstrap"
+install -D -m 0755 "${NCP_BIN:-target/x86_64-unknown-linux-gnu/release/ncp-bootstrap}" "$destdir$prefix/bin/ncp-bootstrap"
 for f in "${bundle_files[@]}"; do
   mode=0644
   case "$f" in opt/cni/bin/*) mode=0755 ;; esac

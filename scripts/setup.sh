@@ -47,9 +47,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ -z "$added_policy" ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 # The Kubernetes schema validator (PyPI), pinned to a Kubernetes release's schemas.
-if ! python3 -c "import kubernetes_validate" >/dev/null 2>&1; then
+if [ "$(python3 -c 'import kubernetes_validate; print(kubernetes_validate.__version__)' 2>/dev/null)" != 1.37.0 ]; then
   echo "setup: installing kubernetes-validate (pip)"
-  python3 -m pip install -q --disable-pip-version-check kubernetes-validate==1.31.0 2>&1 | grep -v "Running pip as the 'root' user" || true
+  python3 -m pip install -q --disable-pip-version-check kubernetes-validate==1.37.0 2>&1 | grep -v "Running pip as the 'root' user" || true
 fi
 python3 -c "import kubernetes_validate" 2>/dev/null || echo "setup: warning: kubernetes-validate did not install" >&2
 # The JSON Schema validator for the report schema test (a kubernetes-validate dependency; made

@@ -114,6 +114,10 @@ pub struct InstallArgs {
     /// env NCP_BOOTSTRAP_CNI_FORCE)
     #[arg(long)]
     pub force: bool,
+    /// Install the CNI from a demo bundle (an image built without the NCP release's plugin):
+    /// for test nodes only (config cni.allow_demo_bundle, env NCP_BOOTSTRAP_CNI_ALLOW_DEMO_BUNDLE)
+    #[arg(long)]
+    pub allow_demo_bundle: bool,
     #[command(flatten)]
     pub dry: DryRun,
 }

@@ -42,6 +42,8 @@ pub const KEYS: &[KeyDef] = &[
         doc: "install the bundle's CNI even over a newer one on the host: a rollback (flag --force)" },
     KeyDef { name: "cni.bundle", ty: Type::Str, default: Some("/usr/share/ncp-bootstrap/bundle"),
         doc: "directory that mirrors the host with the files to install (flag --bundle)" },
+    KeyDef { name: "cni.allow_demo_bundle", ty: Type::Bool, default: Some("false"),
+        doc: "install the CNI from a demo bundle (an image built without the NCP release's plugin, marked by the bundle's DEMO-BUNDLE file): for test nodes only (flag --allow-demo-bundle)" },
     KeyDef { name: "apparmor.mode", ty: Type::Choice(&["auto", "required", "off"]), default: Some("auto"),
         doc: "auto: load the profile where AppArmor is enabled; required: fail without it; off: skip" },
     KeyDef { name: "apparmor.profile", ty: Type::Str, default: Some("node-agent-apparmor"),
@@ -540,6 +542,8 @@ pub struct Settings {
     pub bridge: String,
     pub cni_enabled: bool,
     pub cni_force: bool,
+    /// `cni.allow_demo_bundle`.
+    pub cni_allow_demo_bundle: bool,
     pub bundle: PathBuf,
     pub apparmor_mode: AppArmorMode,
     pub apparmor_profile: String,
@@ -588,6 +592,7 @@ impl Settings {
             bridge: text("node.bridge")?,
             cni_enabled: c.bool("cni.enabled"),
             cni_force: c.bool("cni.force"),
+            cni_allow_demo_bundle: c.bool("cni.allow_demo_bundle"),
             bundle: PathBuf::from(text("cni.bundle")?),
             apparmor_mode: match text("apparmor.mode")?.as_str() {
                 "required" => AppArmorMode::Required,

@@ -1,4 +1,5 @@
-//! units/: the Kubernetes manifests validate against the Kubernetes 1.31 schemas and carry the
+//! units/: the Kubernetes manifests validate against the Kubernetes 1.30 and the newest schemas
+//! kubernetes-validate knows, replace no object of NCP's own install, and carry the
 //! security-relevant fields the README documents; the systemd units pass `systemd-analyze
 //! verify`; the Containerfile installs exactly the programs the code runs.
 
@@ -35,25 +36,62 @@ fn manifests_validate_against_kubernetes_schemas() {
         skip("kubernetes-validate (PyPI) not installed");
         return;
     }
+    let files = manifest_files();
+    assert!(files.len() >= 5);
+    // 1.30: the first release with securityContext.appArmorProfile; no -k: the newest schema.
+    for version in [&["-k", "1.30.0"][..], &[]] {
+        let out = Command::new("python3")
+            .args(["-m", "kubernetes_validate", "--strict"])
+            .args(version)
+            .args(&files)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{version:?}: {text}");
+        assert_eq!(
+            text.matches(" passed for resource ").count(),
+            files.len(),
+            "{version:?}: {text}"
+        );
+    }
+}
+
+/// Every manifest, the example ConfigMap included.
+fn manifest_files() -> Vec<std::path::PathBuf> {
     let dir = Path::new(REPO).join("units/kubernetes");
-    let files: Vec<_> = fs::read_dir(&dir)
-        .unwrap()
+    let mut files: Vec<_> = [dir.clone(), dir.join("example")]
+        .iter()
+        .flat_map(|d| fs::read_dir(d).unwrap())
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
-    assert!(files.len() >= 4);
-    let out = Command::new("python3")
-        .args(["-m", "kubernetes_validate", "-k", "1.31.0", "--strict"])
-        .args(&files)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
+    files.sort();
+    files
+}
+
+#[test]
+fn manifests_replace_no_object_of_ncps_install_and_admit_their_pods() {
+    // NCP's install owns the nsx-node-agent DaemonSet and its ConfigMap: `kubectl apply` of
+    // units/kubernetes must not overwrite either (the ConfigMap sample lives in example/).
+    for f in fs::read_dir(Path::new(REPO).join("units/kubernetes")).unwrap() {
+        let p = f.unwrap().path();
+        if p.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let m: Value = serde_yaml::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
+        let name = m["metadata"]["name"].as_str().unwrap();
+        assert!(
+            !["nsx-node-agent", "nsx-node-agent-config"].contains(&name),
+            "{}: {name} is NCP's",
+            p.display()
+        );
+    }
+    let ns = manifest("namespace.yaml");
+    assert_eq!(ns["metadata"]["name"], "nsx-system");
     assert_eq!(
-        text.matches(" passed for resource ").count(),
-        files.len(),
-        "{text}"
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "privileged"
     );
 }
 
@@ -81,7 +119,7 @@ fn manifests_carry_the_documented_security_fields() {
         "ALL"
     );
 
-    let agent = manifest("nsx-node-agent.yaml");
+    let agent = manifest("ncp-bootstrap-node-agent.yaml");
     let tmpl = &agent["spec"]["template"];
     assert_eq!(
         tmpl["metadata"]["annotations"]
@@ -89,6 +127,10 @@ fn manifests_carry_the_documented_security_fields() {
         "localhost/node-agent-apparmor"
     );
     let spec = &tmpl["spec"];
+    let profile =
+        &container(spec, "containers", "nsx-node-agent")["securityContext"]["appArmorProfile"];
+    assert_eq!(profile["type"], "Localhost");
+    assert_eq!(profile["localhostProfile"], "node-agent-apparmor");
     assert_eq!(spec["hostNetwork"], true);
     assert_eq!(spec["hostPID"], true);
     assert!(spec["terminationGracePeriodSeconds"].as_u64().unwrap() >= 30);
@@ -124,7 +166,12 @@ fn manifests_carry_the_documented_security_fields() {
             "README does not explain {c}"
         );
     }
-    for probe in ["livenessProbe", "readinessProbe"] {
+    assert!(ovs["resources"]["requests"]["memory"].is_string());
+    assert!(
+        ovs["resources"]["limits"].is_null(),
+        "an OOM kill of nsx-ovs cuts the node off"
+    );
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
         let cmd: Vec<&str> = ovs[probe]["exec"]["command"]
             .as_sequence()
             .unwrap()
@@ -157,8 +204,8 @@ fn manifests_carry_the_documented_security_fields() {
     );
     assert_eq!(init["command"][1], "cleanup");
     // Nothing here needs the API server: no RBAC objects are shipped.
-    for f in fs::read_dir(Path::new(REPO).join("units/kubernetes")).unwrap() {
-        let t = fs::read_to_string(f.unwrap().path()).unwrap();
+    for f in manifest_files() {
+        let t = fs::read_to_string(f).unwrap();
         assert!(!t.contains("kind: ClusterRole") && !t.contains("kind: Role"));
     }
 }
@@ -245,8 +292,8 @@ fn containerfile_installs_exactly_what_the_code_runs() {
         listed, called,
         "Containerfile RUNTIME_TOOLS vs programs the code runs"
     );
-    assert!(
-        cf.contains("crt-static"),
-        "the binary must be self-contained"
-    );
+    // The image gets the binary `make build` links statically.
+    let make = fs::read_to_string(Path::new(REPO).join("Makefile")).unwrap();
+    assert!(make.contains("crt-static") && make.contains("TRIPLE := x86_64-unknown-linux-gnu"));
+    assert!(cf.contains("COPY target/x86_64-unknown-linux-gnu/release/ncp-bootstrap /usr/bin/"));
 }

@@ -184,6 +184,13 @@ fn build_env<'a>(cli: &'a Cli, progress: &'a Progress) -> Result<Env<'a>> {
         if a.force {
             inputs.flags.push(("cni.force", "--force", "true".into()));
         }
+        if a.allow_demo_bundle {
+            inputs.flags.push((
+                "cni.allow_demo_bundle",
+                "--allow-demo-bundle",
+                "true".into(),
+            ));
+        }
     }
     if let Command::Persist {
         format, take_over, ..

@@ -62,7 +62,7 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
     // missing then is "not installed", not drift.
     let installed = !ledger.is_empty() || env.host.exists(paths::NSX_CONFLIST)?;
     let cni = Cni::from_ctx(&ctx);
-    let bundle = cni.bundle_version();
+    let bundle = cni.bundle_version(true);
     let (bundle_version, bundle_error) = match &bundle {
         Ok(v) => (Some(v.to_string()), None),
         Err(e) => (None, Some(format!("{e:#}"))),

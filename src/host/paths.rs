@@ -6,6 +6,9 @@ pub const NSX_PLUGIN: &str = "/opt/cni/bin/nsx";
 pub const LOOPBACK_PLUGIN: &str = "/opt/cni/bin/loopback";
 pub const NSX_CONFLIST: &str = "/etc/cni/net.d/10-nsx.conflist";
 pub const LOOPBACK_CONF: &str = "/etc/cni/net.d/99-loopback.conf";
+/// In a bundle (not on the host): present when the bundle was built without the NCP release's
+/// plugin and conflist, so its `nsx` does nothing (units/container/build-image.sh writes it).
+pub const DEMO_BUNDLE_MARKER: &str = "DEMO-BUNDLE";
 pub const APPARMOR_DIR: &str = "/etc/apparmor.d";
 pub const APPARMOR_PROFILE_FILE: &str = "/etc/apparmor.d/ncp-apparmor";
 

@@ -90,6 +90,37 @@ pub fn runs(host: &HostRoot, pid: u32, program: &str) -> Result<bool> {
     }))
 }
 
+/// The parent of a live process, from `/proc/<pid>/stat` (the field after the parenthesised
+/// command name, which may itself hold spaces and parentheses).
+pub fn ppid(host: &HostRoot, pid: u32) -> Result<Option<u32>> {
+    let Some(bytes) = proc_file(host, pid, "stat")? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let Some((_, rest)) = text.rsplit_once(')') else {
+        return Ok(None);
+    };
+    Ok(rest
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .filter(|p| *p > 0))
+}
+
+/// The `ncp-bootstrap ovs run` that supervises `pid`, if that is its parent: such daemons are
+/// the nsx-ovs container's, not the host's (the two DaemonSets start in no particular order).
+pub fn ovs_run_parent(host: &HostRoot, pid: u32) -> Result<Option<u32>> {
+    let Some(parent) = ppid(host, pid)? else {
+        return Ok(None);
+    };
+    let ours = cmdline(host, parent)?.is_some_and(|c| {
+        c.first()
+            .is_some_and(|a0| a0.rsplit('/').next() == Some("ncp-bootstrap"))
+            && c.windows(2).any(|w| w[0] == "ovs" && w[1] == "run")
+    });
+    Ok(ours.then_some(parent))
+}
+
 /// The `OVS_*` variables of a process's environment (where its pid files and sockets live).
 pub fn ovs_environ(host: &HostRoot, pid: u32) -> Result<Vec<(String, String)>> {
     let bytes = proc_file(host, pid, "environ")?.unwrap_or_default();

@@ -113,7 +113,7 @@ impl Cni {
     }
 
     /// Checks the bundle before anything is written and returns its version.
-    pub fn bundle_version(&self) -> Result<NsxVersion> {
+    pub fn bundle_version(&self, allow_demo: bool) -> Result<NsxVersion> {
         let mut missing = Vec::new();
         for f in &FILES {
             if check_bundle_file(&self.bundle, f.path)?.is_none() {
@@ -127,6 +127,10 @@ impl Cni {
                 missing.join(", "),
                 FILES.map(|f| f.path).join(", ")
             )));
+        }
+        let marker = self.bundle.join(paths::DEMO_BUNDLE_MARKER);
+        if !allow_demo && marker.symlink_metadata().is_ok() {
+            return Err(input(demo_refused(&marker)));
         }
         let conflist = self.source(&FILES[2]);
         let bytes = read_bundle_file(&self.bundle, FILES[2].path)?.unwrap_or_default();
@@ -207,6 +211,20 @@ pub fn shadowed_warning(before: &[String]) -> String {
 }
 
 /// Why the host's newer CNI stays, with the way to roll back.
+fn demo_refused(marker: &Path) -> String {
+    format!(
+        "the bundle is a demo bundle ({} exists): its {} is a placeholder that sets up no pod \
+         network, so installing it would leave this node unable to run pods. Build the image with \
+         the NCP release's {} and {} in bundle/ (units/container/README.md), or, on a test node \
+         only, set cni.allow_demo_bundle = true (env NCP_BOOTSTRAP_CNI_ALLOW_DEMO_BUNDLE=true, or \
+         --allow-demo-bundle)",
+        marker.display(),
+        paths::NSX_PLUGIN,
+        paths::NSX_PLUGIN,
+        paths::NSX_CONFLIST
+    )
+}
+
 pub fn downgrade_refused(host: &NsxVersion, bundle: &NsxVersion) -> String {
     format!(
         "host nsxBuildVersion {host} is newer than the bundle's {bundle}; not downgrading. To roll \
@@ -232,7 +250,7 @@ impl Step for Cni {
     }
 
     fn plan(&self, ctx: &Ctx) -> Result<Plan<CniAction>> {
-        let bundle_version = self.bundle_version()?;
+        let bundle_version = self.bundle_version(ctx.settings.cni_allow_demo_bundle)?;
         let mut plan = Plan::new();
         let mut going: Vec<String> = Vec::new();
         match legacy_pkg::detect(ctx.host)? {
@@ -476,6 +494,24 @@ mod tests {
         let plan = cni.plan(&h2.ctx()).unwrap();
         assert!(lines(&plan)
             .contains(&"replace /etc/cni/net.d/10-nsx.conflist (mode 0644)".to_string()));
+    }
+
+    #[test]
+    fn a_demo_bundle_is_refused_unless_allowed() {
+        let (h, cni) = with_bundle("4.1.0", &[]);
+        std::fs::write(cni.bundle.join(paths::DEMO_BUNDLE_MARKER), "demo\n").unwrap();
+        let Err(e) = cni.plan(&h.ctx()) else {
+            panic!("a demo bundle was accepted")
+        };
+        let e = format!("{e:#}");
+        assert!(e.contains("demo bundle"), "{e}");
+        assert!(
+            e.contains("NCP_BOOTSTRAP_CNI_ALLOW_DEMO_BUNDLE=true"),
+            "{e}"
+        );
+        let (h2, cni2) = with_bundle("4.1.0", &[("NCP_BOOTSTRAP_CNI_ALLOW_DEMO_BUNDLE", "true")]);
+        std::fs::write(cni2.bundle.join(paths::DEMO_BUNDLE_MARKER), "demo\n").unwrap();
+        assert_eq!(cni2.plan(&h2.ctx()).unwrap().actions.len(), 4);
     }
 
     #[test]

@@ -86,12 +86,27 @@ impl Step for HostOvs {
     fn plan(&self, ctx: &Ctx) -> Result<Plan<HostOvsAction>> {
         let mut plan = Plan::new();
         let dirs = OvsDirs::from_settings(ctx.host, ctx.settings)?;
-        let live = live_daemons(ctx.host, &dirs)?;
-        if live.is_empty() {
+        let mut live = live_daemons(ctx.host, &dirs)?;
+        let mut supervisors = Vec::new();
+        for (d, pid) in &live {
+            if let Some(parent) = proc::ovs_run_parent(ctx.host, *pid)? {
+                supervisors.push(format!("{d} (pid {pid}) under `ovs run` (pid {parent})"));
+            }
+        }
+        if !supervisors.is_empty() {
+            plan.notes.push(format!(
+                "OVS runs in the nsx-ovs container, not on the host: {}; left alone",
+                supervisors.join(", ")
+            ));
+            live.clear();
+        }
+        if live.is_empty() && supervisors.is_empty() {
             plan.notes.push(format!(
                 "no OVS runs on the host (no live pid in {})",
                 dirs.run.display()
             ));
+        }
+        if live.is_empty() {
             return Ok(plan);
         }
         if ctx.settings.uplink.is_some() {
@@ -354,6 +369,30 @@ mod tests {
             plan.actions.as_slice(),
             [HostOvsAction::DetachUplink, HostOvsAction::Stop { .. }]
         ));
+    }
+
+    #[test]
+    fn daemons_under_ovs_run_are_the_containers_not_the_hosts() {
+        let h = host(&[("NCP_BOOTSTRAP_NODE_UPLINK", "eth1")]);
+        with_host_ovsdb(&h);
+        h.write(
+            "/proc/4242/stat",
+            b"4242 (ovsdb-server) S 4100 4242 4242 0 -1 4194560 0 0",
+        );
+        h.write(
+            "/proc/4100/cmdline",
+            b"/usr/bin/ncp-bootstrap\0ovs\0run\0--host-root\0/host\0",
+        );
+        let plan = HostOvs.plan(&h.ctx()).unwrap();
+        assert!(plan.actions.is_empty());
+        assert!(
+            plan.notes[0].contains("ovsdb-server (pid 4242) under `ovs run` (pid 4100)"),
+            "{:?}",
+            plan.notes
+        );
+        // Any other parent (here: systemd) leaves the daemon the host's.
+        h.write("/proc/4100/cmdline", b"/sbin/init\0");
+        assert_eq!(HostOvs.plan(&h.ctx()).unwrap().actions.len(), 2);
     }
 
     #[test]

@@ -15,7 +15,7 @@ if [ -f "$OUT/rootfs.img" ] && [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initrd.img" ]
 fi
 ROOTFS=$(mktemp -d /tmp/ncpb-rootfs.XXXXXX)
 trap 'rm -rf "$ROOTFS"' EXIT
-PKGS=linux-image-amd64,initramfs-tools,systemd-sysv,udev,kmod,dbus,openvswitch-switch,apparmor,ifupdown,iproute2,iputils-ping,procps,e2fsprogs,netbase,util-linux,network-manager,openssh-server,isc-dhcp-client,rsync,netplan.io,systemd-resolved
+PKGS=linux-image-amd64,initramfs-tools,systemd-sysv,udev,kmod,dbus,openvswitch-switch,apparmor,ifupdown,iproute2,iputils-ping,procps,e2fsprogs,netbase,util-linux,network-manager,openssh-server,isc-dhcp-client,rsync,netplan.io,systemd-resolved,podman,crun,conmon,catatonit,containernetworking-plugins
 mmdebstrap --variant=minbase --include="$PKGS" \
   --customize-hook='echo ncpb-vm > "$1/etc/hostname"' \
   --customize-hook='chroot "$1" passwd -d root' \

@@ -8,7 +8,7 @@ SHARE=$1
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 rm -rf "$SHARE"
 mkdir -p "$SHARE/bundle/opt/cni/bin" "$SHARE/bundle/etc/cni/net.d" "$SHARE/bundle/etc/apparmor.d" "$SHARE/units"
-cp "$REPO/target/release/ncp-bootstrap" "$SHARE/"
+cp "$REPO/target/x86_64-unknown-linux-gnu/release/ncp-bootstrap" "$SHARE/"
 cp "$REPO/distro/cni/10-nsx.conflist" "$REPO/distro/cni/99-loopback.conf" "$SHARE/bundle/etc/cni/net.d/"
 cp "$REPO/distro/ubuntu/apparmor/ncp-apparmor" "$SHARE/bundle/etc/apparmor.d/"
 cp /usr/lib/cni/loopback "$SHARE/bundle/opt/cni/bin/loopback"

@@ -23,6 +23,14 @@ RUN=$(mktemp -d "$WORK/run.XXXXXX")
 SHARE=$RUN/share
 bash "$HERE/make-share.sh" "$SHARE"
 echo "$SCENARIO" > "$SHARE/scenario"
+# A scenario with `# needs: image` gets the image of `make image` and the Pods that
+# kube-pods.py makes of units/kubernetes (the demo bundle allowed: no NCP release here).
+if grep -q '^# needs: image' "$REPO/vagrant/scenarios/$SCENARIO"; then
+  cp "$REPO/target/image/ncp-bootstrap.oci.tar" "$SHARE/"
+  mkdir -p "$SHARE/pods"
+  python3 "$HERE/kube-pods.py" "$REPO" "$(cat "$REPO/target/image/tag")" "$SHARE/pods" \
+    NCP_BOOTSTRAP_CNI_ALLOW_DEMO_BUNDLE=true NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000
+fi
 
 NS=ncpb-vm-$$
 WATCH=

@@ -10,11 +10,13 @@ GW6=${NCPB_GATEWAY6-fd00:76::1}
 export NCP_BOOTSTRAP_NODE_UPLINK=$UP NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000
 fail() { echo "FAIL: $*"; exit 1; }
 ok() { echo "ok: $*"; }
-try_for() { # seconds, command...: succeeds once the command does
-  t=$1; shift
-  i=0
-  while [ "$i" -lt $((t * 10)) ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; i=$((i + 1)); done
-  return 1
+try_for() { # seconds (wall clock, however slow the command), command...: succeeds once the command does
+  end=$(( $(date +%s) + $1 )); shift
+  while :; do
+    "$@" >/dev/null 2>&1 && return 0
+    [ "$(date +%s)" -lt "$end" ] || return 1
+    sleep 0.1
+  done
 }
 wait_for() { # seconds, description, command...
   t=$1; d=$2; shift 2

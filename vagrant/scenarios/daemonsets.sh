@@ -1,0 +1,130 @@
+#!/bin/sh
+# phases: 1 2
+# needs: image
+# ncp-bootstrap as it is deployed: the image of `make image`, and the pod templates of
+# units/kubernetes run by podman (kube play; harness/kube-pods.py turned each DaemonSet into its Pod,
+# and its containers.conf carries the fields podman 4.3 does not read: see vagrant/README.md).
+# Phase 1: a node with its address in ifupdown's file and the host's OVS running -> the
+#   nsx-ncp-bootstrap pod (init container: host OVS stopped and disabled through the host's
+#   systemd, CNI installed, profile loaded in enforce mode) -> the node-agent pod (nsx-ovs with
+#   the manifest's capabilities attaches the uplink on the kernel datapath while the peer
+#   pings; nsx-node-agent confined by node-agent-apparmor) -> podman kill of nsx-ovs: restarted,
+#   attached again -> both pods enabled at boot (podman-kube@) -> reboot.
+# Phase 2: the pods come back at boot, the init container converges, the uplink is attached ->
+#   decommission as the README says -> the node is as before.
+set -u
+PHASE=$1
+. "$(dirname "$0")/common.sh"
+P=/etc/ncpb-pods
+BOOT=nsx-ncp-bootstrap
+AGENT=ncp-bootstrap-node-agent
+CLEAN=nsx-ncp-bootstrap-cleanup
+play() { # pod
+  CONTAINERS_CONF=$P/$1.conf podman kube play $P/$1.yaml >$S/play-$1.txt 2>&1 || { cat $S/play-$1.txt; fail "podman kube play $1"; }
+}
+down() { # pod
+  CONTAINERS_CONF=$P/$1.conf podman kube down $P/$1.yaml >/dev/null 2>&1 || fail "podman kube down $1"
+}
+since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
+unit() { echo "podman-kube@$(systemd-escape $P/$1.yaml).service"; }
+pod_running() { [ "$(podman pod inspect --format '{{.State}}' $1 2>/dev/null)" = Running ]; }
+init_done() { # pod container: the init container exited 0
+  [ "$(podman inspect --format '{{.State.Status}} {{.State.ExitCode}}' $1-$2 2>/dev/null)" = "exited 0" ]
+}
+ovs_pid() { podman inspect --format '{{.State.Pid}}' $AGENT-nsx-ovs 2>/dev/null; }
+attached() { [ "$(ovs-vsctl --timeout=2 get Interface $UP ofport 2>/dev/null)" = 1 ] && ip -4 -o addr show dev br-int | grep -q 192.168.76.10/24; }
+# ovs run's "start → uplink attached" line of the nsx-ovs container's current run.
+attach_line() { podman logs $AGENT-nsx-ovs 2>&1 | grep 'uplink attached' | tail -n1; }
+
+wait_for 60 "$UP is up" ip link show $UP up
+if [ "$PHASE" = 1 ]; then
+  # The node before ncp-bootstrap: node-if configured by ifupdown, the host's OVS running.
+  ifdown $UP >/dev/null 2>&1
+  printf 'auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet manual\n\nauto %s\niface %s inet static\n    address 192.168.76.10/24\n    gateway %s\n\niface %s inet6 static\n    address fd00:76::10/64\n    dad-attempts 0\n' \
+    $UP $UP $GW $UP > /etc/network/interfaces
+  ifup $UP || fail "ifup $UP"
+  wait_for 90 "openvswitch-switch.service active" systemctl is-active -q openvswitch-switch
+  wait_for 30 "the peer answers" peer_answers
+  t_load=$(date +%s.%N)
+  podman load -q -i $S/ncp-bootstrap.oci.tar >/dev/null || fail "podman load"
+  image=$(cat $S/pods/image)
+  podman image exists $image || fail "the image is not $image"
+  ok "image loaded ($image, $(podman image inspect --format '{{.Size}}' $image | awk '{printf "%d MiB", $1/1048576}')) in $(since $t_load) s"
+  mkdir -p $P && cp $S/pods/*.yaml $S/pods/*.conf $P/
+  # podman's own CNI config appears at its first network use: before the snapshot, not in it.
+  podman network ls >/dev/null
+  snapshot > $S/before.txt
+
+  play $BOOT
+  try_for 180 init_done $BOOT $BOOT || { podman ps -a; podman logs $BOOT-$BOOT; fail "the $BOOT init container did not finish"; }
+  ok "the $BOOT pod's init container finished"
+  wait_for 30 "the $BOOT pod is Running" pod_running $BOOT
+  podman logs $BOOT-$BOOT > $S/init-1.txt 2>&1
+  cat $S/init-1.txt
+  [ "$(systemctl is-enabled openvswitch-switch)" = disabled ] && ok "host OVS disabled (through the host's systemd)" || fail "host OVS still enabled"
+  systemctl is-active -q openvswitch-switch && fail "host OVS still active"
+  grep -q '^node-agent-apparmor (enforce)' /sys/kernel/security/apparmor/profiles && ok "profile loaded in enforce mode" || fail "profile not loaded"
+  [ -x /opt/cni/bin/nsx ] && [ -f /etc/cni/net.d/10-nsx.conflist ] && [ -x /opt/cni/bin/loopback ] && ok "CNI installed on the host" || fail "CNI files"
+
+  peer_ping_begin
+  sleep 2
+  t_play=$(date +%s.%N)
+  play $AGENT
+  wait_for 120 "uplink attached (ofport 1, address on br-int)" attached
+  echo "ROW pod start to attached: $(since $t_play) s (podman kube play to ofport 1 and address seen)"
+  echo "ROW ovs run: $(attach_line)"
+  peer_ping_end "node-agent pod start, 10 ms"
+  [ "$(podman inspect --format '{{.HostConfig.Privileged}}' $AGENT-nsx-ovs)" = false ] && ok "nsx-ovs is not privileged" || fail "nsx-ovs privileged"
+  grep CapEff /proc/$(ovs_pid)/status
+  ovs-dpctl show | grep -q "port [0-9]*: $UP\$" && ok "$UP is a port of the kernel datapath" || { ovs-dpctl show; fail "kernel datapath"; }
+  podman healthcheck run $AGENT-nsx-ovs && ok "liveness probe (ovs health) passes" || fail "liveness probe"
+  agent=$(podman inspect --format '{{.State.Pid}}' $AGENT-nsx-node-agent)
+  label=$(cat /proc/$agent/attr/current)
+  [ "$label" = "node-agent-apparmor (enforce)" ] && ok "nsx-node-agent confined: $label" || fail "nsx-node-agent runs as '$label'"
+
+  old=$(ovs_pid)
+  peer_ping_begin
+  sleep 2
+  podman kill $AGENT-nsx-ovs >/dev/null || fail "podman kill"
+  wait_for 120 "nsx-ovs restarted" sh -c "p=\$(podman inspect --format '{{.State.Pid}}' $AGENT-nsx-ovs); [ -n \"\$p\" ] && [ \"\$p\" != 0 ] && [ \"\$p\" != $old ]"
+  wait_for 120 "uplink attached again" sh -c "podman logs $AGENT-nsx-ovs 2>&1 | grep -c 'uplink attached' | grep -qv '^1\$'"
+  attached || fail "not attached after the restart"
+  peer_ping_end "podman kill of nsx-ovs, 10 ms"
+  echo "ROW ovs run after kill: $(attach_line)"
+
+  # At boot as on a node: podman-kube@ plays each pod file (with its containers.conf).
+  for pod in $BOOT $AGENT; do
+    mkdir -p /etc/systemd/system/$(unit $pod).d
+    printf '[Service]\nEnvironment=CONTAINERS_CONF=%s/%s.conf\n' $P $pod > /etc/systemd/system/$(unit $pod).d/conf.conf
+    systemctl add-wants multi-user.target $(unit $pod) >/dev/null 2>&1 || fail "enable $(unit $pod)"
+  done
+  systemctl daemon-reload
+  exit 0
+fi
+
+# Phase 2: after the reboot.
+wait_for 180 "the $BOOT pod is Running again" pod_running $BOOT
+wait_for 120 "the $BOOT init container ran again" init_done $BOOT $BOOT
+podman logs $BOOT-$BOOT > $S/init-2.txt 2>&1
+cat $S/init-2.txt
+grep -q ': changed' $S/init-2.txt && fail "install changed something after the reboot"
+grep -q 'cni: converged' $S/init-2.txt && ok "install converged after the reboot" || fail "install did not report convergence"
+wait_for 180 "uplink attached again at boot" attached
+echo "ROW boot to attached: $(awk '{print $1}' /proc/uptime) s after power-on (seen)"
+wait_for 10 "the peer answers through br-int" peer_answers
+
+# Decommission (README): the node-agent and bootstrap pods go, then the cleanup pod runs.
+for pod in $AGENT $BOOT; do
+  systemctl stop $(unit $pod) || fail "stop $(unit $pod)"
+  rm -f /etc/systemd/system/multi-user.target.wants/$(unit $pod)
+  rm -rf /etc/systemd/system/$(unit $pod).d
+done
+systemctl daemon-reload
+play $CLEAN
+wait_for 180 "the cleanup pod's init container finished" init_done $CLEAN cleanup
+podman logs $CLEAN-cleanup
+down $CLEAN
+rm -rf $P
+wait_for 30 "the peer answers through $UP" peer_answers
+same_as_before
+exit 0
