@@ -39,9 +39,9 @@ vagrant-test: setup-vm build
 	timeout 2400 bash vagrant/harness/vagrant-test.sh
 
 # Every VM scenario in a Debian VM (qemu, TCG): kernel OVS, enforcing AppArmor, reboots,
-# NetworkManager, kill -9, hitless restarts, netplan on systemd-networkd, DHCP/SLAAC nodes. The guest
-# image is built once and reused by each scenario; the container image is built too (daemonsets.sh,
-# its pods under podman, is run by hand: it does not pass yet).
+# NetworkManager, kill -9, hitless restarts, netplan on systemd-networkd, DHCP/SLAAC nodes, the
+# image's pods under podman (daemonsets.sh). The guest image is built once and reused by each
+# scenario.
 vm-test: setup-vm build image
 	timeout 1500 bash vagrant/harness/vm-test.sh lifecycle.sh
 	timeout 1200 bash vagrant/harness/vm-test.sh networkmanager.sh
@@ -49,6 +49,7 @@ vm-test: setup-vm build image
 	timeout 1200 bash vagrant/harness/vm-test.sh restart.sh
 	timeout 900 bash vagrant/harness/vm-test.sh netplan.sh
 	timeout 1200 bash vagrant/harness/vm-test.sh dhcp.sh
+	timeout 1200 bash vagrant/harness/vm-test.sh daemonsets.sh
 
 clean:
 	$(CARGO) clean

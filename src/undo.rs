@@ -16,6 +16,7 @@ pub enum UndoAction {
         name: String,
     },
     DetachUplink(Box<crate::ledger::UplinkPreState>),
+    ReattachUplink(Box<crate::ledger::UplinkPreState>),
     StartHostOvs {
         daemons: Vec<crate::ledger::StoppedDaemon>,
         units: Vec<String>,
@@ -95,6 +96,11 @@ impl UndoAction {
                     started.join(", ")
                 ),
             },
+            UndoAction::ReattachUplink(p) => format!(
+                "put {} back into the host's OVS bridge {} with its addresses and routes, as \
+                 before install",
+                p.uplink, p.bridge
+            ),
             UndoAction::DetachUplink(p) => format!(
                 "move {}'s addresses and routes back from {} and remove the port{}",
                 p.uplink,
@@ -197,6 +203,7 @@ pub fn plan(host: &HostRoot, entry: &Entry, forget_missing_backups: bool) -> Res
             ),
         },
         Entry::UplinkAttached(p) => UndoAction::DetachUplink(p.clone()),
+        Entry::UplinkReleased(p) => UndoAction::ReattachUplink(p.clone()),
         Entry::HostOvsStopped {
             daemons,
             units,
@@ -285,6 +292,7 @@ fn apply_action(host: &HostRoot, action: &UndoAction) -> Result<()> {
         }
         UndoAction::UnloadProfile { name } => Parser::find(host)?.unload(name)?,
         UndoAction::DetachUplink(p) => crate::steps::uplink::undo(host, p)?,
+        UndoAction::ReattachUplink(p) => crate::steps::uplink::reattach(p)?,
         UndoAction::StartHostOvs {
             daemons,
             units,

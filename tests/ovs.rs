@@ -78,6 +78,7 @@ fn host_ovs_is_stopped_then_ovs_run_takes_over_and_recovers() {
         ledger.contains("host_ovs_stopped") && ledger.contains("ovsdb-server"),
         "{ledger}"
     );
+    assert!(ledger.contains("uplink_released"), "{ledger}");
 
     // ovs run on the same database: the bridge is kept, the uplink attached.
     let mut run = start_run(&lab, &[]);
@@ -123,13 +124,23 @@ fn host_ovs_is_stopped_then_ovs_run_takes_over_and_recovers() {
     assert!(lab.ovs_pids().is_empty(), "daemons left running");
     assert!(lab.ping_from_peer("10.0.0.5"));
 
-    // cleanup starts the host's OVS again, as it ran.
+    // cleanup starts the host's OVS again, as it ran, and gives it back the node as it was
+    // before install: eth1 a port of br-int, the address on br-int.
     let c = lab.tool(&["cleanup"], &[]);
     assert_eq!(c.code, 0, "{}\n{}", c.stdout, c.stderr);
     wait_for("host OVS restarted", Duration::from_secs(10), || {
         lab.ovs_pids().len() == 2
     });
     assert!(lab.vsctl(&["list-br"]).contains("br-int"));
+    assert!(lab.vsctl(&["list-ports", "br-int"]).contains("eth1"));
+    let state = lab.state();
+    assert!(state.contains("addr br-int 10.0.0.5/24"), "{state}");
+    assert!(!state.contains("addr eth1 10.0.0.5/24"), "{state}");
+    wait_for(
+        "the peer reaching the node on br-int",
+        Duration::from_secs(5),
+        || lab.ping_from_peer("10.0.0.5"),
+    );
 }
 
 #[test]
@@ -166,6 +177,39 @@ fn ovs_run_creates_a_missing_database_and_follows_a_symlinked_one() {
         "the link must stay a link"
     );
     assert!(lab.vsctl(&["list-ports", "br-int"]).contains("eth1"));
+    sigterm(&run);
+    assert!(exit_within(&mut run, Duration::from_secs(20)).is_some());
+
+    // Absolute, as Debian 12 links /etc/openvswitch/conf.db to /var/lib/openvswitch/conf.db:
+    // a host path, found under the host root (a container mounts the host at /host).
+    let real = lab.host.join("var/lib/openvswitch");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::rename(lab.ovs_dir.join("real/conf.db"), real.join("conf.db")).unwrap();
+    std::fs::remove_file(lab.ovs_dir.join("conf.db")).unwrap();
+    std::os::unix::fs::symlink("/var/lib/openvswitch/conf.db", lab.ovs_dir.join("conf.db"))
+        .unwrap();
+    let _ = std::fs::remove_file(lab.ovs_dir.join(".conf.db.~lock~"));
+    std::os::unix::fs::symlink(
+        "/var/lib/openvswitch/.conf.db.~lock~",
+        lab.ovs_dir.join(".conf.db.~lock~"),
+    )
+    .unwrap();
+    let mut run = start_run(&lab, &[]);
+    wait_for(
+        "ovs health on a db linked to a host path",
+        Duration::from_secs(20),
+        || healthy(&lab),
+    );
+    assert!(lab.vsctl(&["list-ports", "br-int"]).contains("eth1"));
+    assert!(
+        !lab.ovs_dir.join("real/conf.db").exists() && real.join("conf.db").is_file(),
+        "the host's database must be the one used, not a new one"
+    );
+    assert!(
+        std::fs::symlink_metadata(lab.ovs_dir.join(".conf.db.~lock~"))
+            .is_ok_and(|m| m.file_type().is_symlink()),
+        "the host's lock link must stay"
+    );
     sigterm(&run);
     assert!(exit_within(&mut run, Duration::from_secs(20)).is_some());
 }

@@ -234,6 +234,19 @@ fn component_lines(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Vec<Component> {
         ),
         None => line("host-ovs", "n/a", "install stopped no host OVS"),
     });
+    for e in &ledger.entries {
+        if let Entry::UplinkReleased(p) = e {
+            out.push(line(
+                "host-ovs",
+                "ok",
+                format!(
+                    "install took {} from the host's OVS bridge {} (NCP's manual attach); \
+                     cleanup gives it back",
+                    p.uplink, p.bridge
+                ),
+            ));
+        }
+    }
     let health = super::ovs::health(ctx);
     let attached = env
         .settings

@@ -82,6 +82,11 @@ pub enum Entry {
     },
     /// The uplink's state before `uplink attach` changed anything: what detach restores.
     UplinkAttached(Box<UplinkPreState>),
+    /// An uplink that something else (NCP's manual procedure) had attached to the host's OVS,
+    /// taken back to node-if by `install` before it stopped that OVS. Recorded as the uplink
+    /// carries it afterwards; cleanup puts the port and the addresses back on the bridge once the
+    /// host's OVS runs again.
+    UplinkReleased(Box<UplinkPreState>),
     /// A host OVS that `install` stopped: how to start it again.
     HostOvsStopped {
         step: String,
@@ -222,6 +227,7 @@ impl Entry {
             Entry::PackageRemoved { .. } => "package_removed",
             Entry::ProfileLoaded { .. } => "profile_loaded",
             Entry::UplinkAttached(_) => "uplink_attached",
+            Entry::UplinkReleased(_) => "uplink_released",
             Entry::HostOvsStopped { .. } => "host_ovs_stopped",
         }
     }
@@ -232,7 +238,7 @@ impl Entry {
             | Entry::File { step, .. }
             | Entry::PackageRemoved { step, .. }
             | Entry::ProfileLoaded { step, .. } => step,
-            Entry::UplinkAttached(p) => &p.step,
+            Entry::UplinkAttached(p) | Entry::UplinkReleased(p) => &p.step,
             Entry::HostOvsStopped { step, .. } => step,
         }
     }

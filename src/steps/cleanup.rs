@@ -232,7 +232,7 @@ impl Step for LegacyCleanup {
         report: &mut StepReport,
     ) -> Result<()> {
         match action {
-            LegacyAction::DetachUplink => super::uplink::detach_within(ctx, ledger, report),
+            LegacyAction::DetachUplink => super::uplink::detach_within(ctx, ledger, report, None),
             LegacyAction::UnloadProfile(p) => {
                 crate::host::apparmor::Parser::find(ctx.host)?.unload(p)
             }

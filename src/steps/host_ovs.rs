@@ -127,7 +127,7 @@ impl Step for HostOvs {
         report: &mut StepReport,
     ) -> Result<()> {
         match action {
-            HostOvsAction::DetachUplink => uplink::detach_within(ctx, ledger, report),
+            HostOvsAction::DetachUplink => uplink::detach_within(ctx, ledger, report, Some(NAME)),
             HostOvsAction::Stop { live, systemd } => stop(ctx, live, *systemd, ledger),
         }
     }

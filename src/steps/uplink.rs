@@ -396,10 +396,11 @@ impl super::Step for Attach {
                 );
                 let db = ovs_dir(ctx)?.display().to_string();
                 let mut pre = pre_state(&names, &uplink, db, before, &c);
+                // As the host names it (the manifests mount the OVS directories at their host
+                // paths), links unresolved: cleanup reads it under its own host root.
                 pre.conf_db = crate::host::ovs::OvsDirs::from_settings(ctx.host, ctx.settings)
-                    .and_then(|d| d.conf_db())
                     .ok()
-                    .map(|p| p.display().to_string());
+                    .map(|d| d.db.join("conf.db").display().to_string());
                 (pre, c)
             }
         };
@@ -740,6 +741,9 @@ pub struct DetachPlan {
     /// The recorded attach; `None` when something else attached the uplink.
     recorded: Option<UplinkPreState>,
     lines: Vec<String>,
+    /// The step under which an attach made by something else is recorded as released
+    /// (`install` taking the uplink from the host's OVS), so that cleanup gives it back.
+    release_step: Option<String>,
 }
 
 impl super::Action for DetachPlan {
@@ -764,10 +768,17 @@ pub fn detach(ctx: &Ctx) -> Result<StepReport> {
 }
 
 /// The detach step run inside another step's apply (host-ovs, legacy cleanup), under the lock
-/// that step holds; what it moved goes into that step's notes.
-pub fn detach_within(ctx: &Ctx, ledger: &mut Ledger, report: &mut StepReport) -> Result<()> {
+/// that step holds; what it moved goes into that step's notes. `release_step`: record an attach
+/// made by something else under that step, for cleanup to restore.
+pub fn detach_within(
+    ctx: &Ctx,
+    ledger: &mut Ledger,
+    report: &mut StepReport,
+    release_step: Option<&str>,
+) -> Result<()> {
     use super::{Action, Step};
-    for a in Detach.plan(ctx)?.actions {
+    for mut a in Detach.plan(ctx)?.actions {
+        a.release_step = release_step.map(String::from);
         Detach.apply(ctx, &a, ledger, report)?;
         report.notes.extend(a.lines());
     }
@@ -861,6 +872,7 @@ impl super::Step for Detach {
             names,
             recorded,
             lines,
+            release_step: None,
         });
         Ok(plan)
     }
@@ -911,7 +923,18 @@ impl super::Step for Detach {
                     hwaddr: None,
                     mtu_request: None,
                 };
-                pre_state(&names, &uplink, String::new(), kept, &back)
+                let pre = pre_state(&names, &uplink, String::new(), kept, &back);
+                if let Some(step) = &p.release_step {
+                    // Before the move: a kill in between leaves a record whose undo finds the
+                    // addresses still on the bridge, which is what it would have restored.
+                    let released = UplinkPreState {
+                        step: step.clone(),
+                        ovs_db_dir: ovs_dir(ctx)?.display().to_string(),
+                        ..pre.clone()
+                    };
+                    ledger.record(ctx.host, Entry::UplinkReleased(Box::new(released)))?;
+                }
+                pre
             }
         };
         let window = detach_recorded(ctx.host, &mut nl, &ovs, &pre).map_err(|e| {
@@ -945,7 +968,8 @@ pub fn undo(host: &HostRoot, pre: &UplinkPreState) -> Result<()> {
             pre.ovs_db_dir
         )
     })?;
-    let offline = crate::host::ovs::Offline::start(host, std::path::Path::new(db))?;
+    let db = crate::host::ovs::recorded_db(host, db)?;
+    let offline = crate::host::ovs::Offline::start(host, &db)?;
     detach_recorded(host, &mut nl, &offline.ovs, pre)?;
     offline.ovs.clear_restore_wait()?;
     // The bridge's own device outlives a stopped ovs-vswitchd; with no switch to remove it,
@@ -961,6 +985,74 @@ pub fn undo(host: &HostRoot, pre: &UplinkPreState) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// For `cleanup`: gives the host's OVS back the uplink that `install` took from it (NCP's
+/// manual procedure had attached it): the port again, then the addresses and routes on the
+/// bridge, make-before-break as in attach. Runs after the host's OVS was started again.
+pub fn reattach(pre: &UplinkPreState) -> Result<()> {
+    let ovs = Ovs::new(PathBuf::from(&pre.ovs_db_dir))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = ovs.reachable() {
+        if Instant::now() > deadline {
+            return Err(anyhow!(
+                "the host's OVS at {} did not come back within 30 s ({e:#}); start it and run \
+                 cleanup again to put {} back into {}",
+                pre.ovs_db_dir,
+                pre.uplink,
+                pre.bridge
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if !ovs.bridge_exists(&pre.bridge)? {
+        return Err(anyhow!(
+            "the host's OVS has no bridge {} any more; {} stays on node-if",
+            pre.bridge,
+            pre.uplink
+        ));
+    }
+    // The names come from the ledger: the uplink must be a link that exists before any
+    // ovs-vsctl sees it.
+    let mut nl = Netlink::open()?;
+    let uplink = nl
+        .link(&pre.uplink)?
+        .with_context(|| format!("the uplink `{}` does not exist", pre.uplink))?;
+    if !ovs.ports(&pre.bridge)?.contains(&pre.uplink) {
+        ovs.add_port(&pre.bridge, &pre.uplink)?;
+    }
+    // A switch that just started creates the bridge's device when it has read the database.
+    let bridge = loop {
+        if let Some(b) = nl.link(&pre.bridge)? {
+            break b;
+        }
+        if Instant::now() > deadline {
+            return Err(anyhow!("OVS did not create the {} interface", pre.bridge));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if !bridge.up {
+        nl.set_link(bridge.index, Some(true), None, None)?;
+    }
+    let up_end = End {
+        index: uplink.index,
+        name: &pre.uplink,
+    };
+    let br_end = End {
+        index: bridge.index,
+        name: &pre.bridge,
+    };
+    let carried = restore_carried(pre, up_end)?;
+    let live = dump(&mut nl)?;
+    let ops = nm::plan_move(
+        &carried,
+        up_end,
+        br_end,
+        &live.addrs,
+        &live.routes,
+        &live.rules,
+    );
+    nl.apply(&ops)
 }
 
 /// For health checks: the uplink carries no movable address (they are on the bridge).

@@ -10,7 +10,11 @@ with the example ncp.ini ConfigMap it mounts. Only these change, each printed:
 Pod fields podman 4.3 does not read become settings of a containers.conf written beside each
 Pod (<name>.conf; podman reads it from CONTAINERS_CONF): hostPID (added in podman 4.5) becomes
 pidns = "host", terminationGracePeriodSeconds becomes stop_timeout.
+A container with a Localhost AppArmor profile (field or annotation; kube play ignores both) is
+taken out of the Pod and written as a `podman run` into the played pod (<name>.run, a shell
+script), generated from its spec; a field that translation does not know is an error.
 Usage: kube-pods.py REPO IMAGE OUT_DIR [NAME=VALUE...]"""
+import shlex
 import sys
 import yaml
 
@@ -41,6 +45,13 @@ def pod(ds, image, env, changes):
                 changes.append(f"{ds['metadata']['name']}/{c['name']}: NCP's image -> {image} `sleep infinity` (stand-in)")
             else:
                 sys.exit(f"kube-pods: unknown image {c['image']}")
+    runs = []
+    for c in list(spec.get("containers", [])):
+        profile = apparmor_profile(tmpl["metadata"], c)
+        if profile:
+            spec["containers"] = [x for x in spec["containers"] if x is not c]
+            runs.append(podman_run(ds["metadata"]["name"], spec, c, profile))
+            changes.append(f"{ds['metadata']['name']}/{c['name']}: AppArmor {profile} -> podman run --security-opt apparmor={profile} (in {ds['metadata']['name']}.run)")
     meta = {"name": ds["metadata"]["name"], "labels": tmpl["metadata"].get("labels", {})}
     meta["annotations"] = dict(tmpl["metadata"].get("annotations", {}))
     if spec.get("initContainers"):
@@ -48,7 +59,52 @@ def pod(ds, image, env, changes):
         # the pod (podman's default, "once", removes them after the first run).
         meta["annotations"]["io.podman.annotations.init.container.type"] = "always"
         changes.append(f"{ds['metadata']['name']}: init containers of type always (podman annotation)")
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}, runs
+
+
+def apparmor_profile(meta, c):
+    """The Localhost AppArmor profile of a container: the field, else the annotation."""
+    field = c.get("securityContext", {}).get("appArmorProfile")
+    if field:
+        return field["localhostProfile"] if field["type"] == "Localhost" else None
+    ann = meta.get("annotations", {}).get(f"container.apparmor.security.beta.kubernetes.io/{c['name']}", "")
+    return ann[len("localhost/"):] if ann.startswith("localhost/") else None
+
+
+def podman_run(pod_name, spec, c, profile):
+    """`podman run` into the played pod for one container, from its spec."""
+    known = {"name", "image", "command", "args", "env", "securityContext", "volumeMounts"}
+    extra = set(c) - known
+    extra |= set(c.get("securityContext", {})) - {"capabilities", "appArmorProfile", "privileged"}
+    if extra or c.get("securityContext", {}).get("privileged"):
+        sys.exit(f"kube-pods: {pod_name}/{c['name']}: cannot translate {sorted(extra) or 'privileged'} to podman run")
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    a = ["podman", "run", "-d", "--replace", "--pod", pod_name, "--name", f"{pod_name}-{c['name']}",
+         "--restart", "on-failure", "--security-opt", f"apparmor={profile}"]
+    if spec.get("hostPID"):
+        a += ["--pid", "host"]
+    caps = c.get("securityContext", {}).get("capabilities", {})
+    a += [x for cap in caps.get("drop", []) for x in ("--cap-drop", cap)]
+    a += [x for cap in caps.get("add", []) for x in ("--cap-add", cap)]
+    for e in c.get("env", []):
+        a += ["-e", f"{e['name']}={e['value']}"]
+    for m in c.get("volumeMounts", []):
+        v = volumes[m["name"]]
+        opts = ["ro"] if m.get("readOnly") else []
+        if m.get("mountPropagation") == "HostToContainer":
+            opts.append("rslave")
+        if "hostPath" in v:
+            src = v["hostPath"]["path"]
+        elif "configMap" in v:
+            src = v["configMap"]["name"]  # the volume kube play made of the ConfigMap
+        else:
+            sys.exit(f"kube-pods: {pod_name}/{c['name']}: cannot translate volume {m['name']}")
+        a += ["-v", f"{src}:{m['mountPath']}" + (":" + ",".join(opts) if opts else "")]
+    cmd = c.get("command", [])
+    if cmd:
+        a += ["--entrypoint", cmd[0]]
+    a += [c["image"]] + cmd[1:] + c.get("args", [])
+    return " ".join(shlex.quote(x) for x in a)
 
 
 def containers_conf(spec, name, changes):
@@ -73,12 +129,15 @@ def main():
         with open(f"{repo}/units/kubernetes/{name}") as f:
             ds = yaml.safe_load(f)
         assert ds["kind"] == "DaemonSet", name
-        p = pod(ds, image, env, changes)
+        p, runs = pod(ds, image, env, changes)
         name = ds["metadata"]["name"]
         with open(f"{out}/{name}.yaml", "w") as f:
             yaml.safe_dump_all([configmap, p], f, sort_keys=False)
         with open(f"{out}/{name}.conf", "w") as f:
             f.write(containers_conf(p["spec"], name, changes))
+        with open(f"{out}/{name}.run", "w") as f:
+            f.write("# Generated by vagrant/harness/kube-pods.py: containers added to the played pod.\nset -e\n")
+            f.write("".join(r + "\n" for r in runs))
     with open(f"{out}/image", "w") as f:
         f.write(image + "\n")
     for c in changes:

@@ -4,23 +4,27 @@
 # ncp-bootstrap as it is deployed: the image of `make image`, and the pod templates of
 # units/kubernetes run by podman (kube play; harness/kube-pods.py turned each DaemonSet into its Pod,
 # and its containers.conf carries the fields podman 4.3 does not read: see vagrant/README.md).
-# Phase 1: a node with its address in ifupdown's file and the host's OVS running -> the
-#   nsx-ncp-bootstrap pod (init container: host OVS stopped and disabled through the host's
-#   systemd, CNI installed, profile loaded in enforce mode) -> the node-agent pod (nsx-ovs with
+# Phase 1: a node after NCP's manual procedure (its address in ifupdown's file, but moved by
+#   hand to br-int of the host's OVS, which runs with node-if as port 1) -> the
+#   nsx-ncp-bootstrap pod (init container: the address back on node-if, host OVS stopped and
+#   disabled through the host's systemd, CNI installed, profile loaded in enforce mode) -> the node-agent pod (nsx-ovs with
 #   the manifest's capabilities attaches the uplink on the kernel datapath while the peer
-#   pings; nsx-node-agent confined by node-agent-apparmor) -> podman kill of nsx-ovs: restarted,
+#   pings; nsx-node-agent confined by node-agent-apparmor) -> kill -9 of nsx-ovs: restarted,
 #   attached again -> both pods enabled at boot (podman-kube@) -> reboot.
 # Phase 2: the pods come back at boot, the init container converges, the uplink is attached ->
-#   decommission as the README says -> the node is as before.
+#   decommission as the README says -> the node is as before (the address on the host OVS's
+#   br-int again, that OVS running and enabled).
 set -u
 PHASE=$1
 . "$(dirname "$0")/common.sh"
-P=/etc/ncpb-pods
+# Outside what the snapshot covers: the scenario's files, not the product's changes.
+P=/srv/ncpb-pods
 BOOT=nsx-ncp-bootstrap
 AGENT=ncp-bootstrap-node-agent
 CLEAN=nsx-ncp-bootstrap-cleanup
-play() { # pod
+play() { # pod, then the containers kube-pods.py made podman runs of
   CONTAINERS_CONF=$P/$1.conf podman kube play $P/$1.yaml >$S/play-$1.txt 2>&1 || { cat $S/play-$1.txt; fail "podman kube play $1"; }
+  CONTAINERS_CONF=$P/$1.conf sh $P/$1.run >>$S/play-$1.txt 2>&1 || { cat $S/play-$1.txt; fail "$1.run"; }
 }
 down() { # pod
   CONTAINERS_CONF=$P/$1.conf podman kube down $P/$1.yaml >/dev/null 2>&1 || fail "podman kube down $1"
@@ -45,14 +49,24 @@ if [ "$PHASE" = 1 ]; then
   ifup $UP || fail "ifup $UP"
   wait_for 90 "openvswitch-switch.service active" systemctl is-active -q openvswitch-switch
   wait_for 30 "the peer answers" peer_answers
+  # NCP's manual procedure: br-int with node-if as port 1, the node's addresses and default
+  # route moved by hand onto br-int.
+  ovs-vsctl --may-exist add-br br-int -- --may-exist add-port br-int $UP -- set Interface $UP ofport_request=1 || fail "add-port"
+  ip link set br-int up
+  ip addr del 192.168.76.10/24 dev $UP && ip addr add 192.168.76.10/24 dev br-int
+  ip -6 addr del fd00:76::10/64 dev $UP && ip -6 addr add fd00:76::10/64 dev br-int nodad
+  ip route add default via $GW dev br-int
+  wait_for 30 "the peer answers through the host OVS's br-int" peer_answers
   t_load=$(date +%s.%N)
   podman load -q -i $S/ncp-bootstrap.oci.tar >/dev/null || fail "podman load"
   image=$(cat $S/pods/image)
   podman image exists $image || fail "the image is not $image"
   ok "image loaded ($image, $(podman image inspect --format '{{.Size}}' $image | awk '{printf "%d MiB", $1/1048576}')) in $(since $t_load) s"
-  mkdir -p $P && cp $S/pods/*.yaml $S/pods/*.conf $P/
-  # podman's own CNI config appears at its first network use: before the snapshot, not in it.
+  mkdir -p $P && cp $S/pods/*.yaml $S/pods/*.conf $S/pods/*.run $P/
+  # podman's own CNI configs appear at its first network use and at its first kube play (the
+  # default kube network): made before the snapshot, they are not in what cleanup must undo.
   podman network ls >/dev/null
+  podman network exists podman-default-kube-network || podman network create podman-default-kube-network >/dev/null
   snapshot > $S/before.txt
 
   play $BOOT
@@ -61,6 +75,8 @@ if [ "$PHASE" = 1 ]; then
   wait_for 30 "the $BOOT pod is Running" pod_running $BOOT
   podman logs $BOOT-$BOOT > $S/init-1.txt 2>&1
   cat $S/init-1.txt
+  ip -4 -o addr show dev $UP | grep -q 192.168.76.10/24 && ok "the address is back on $UP" || fail "address not on $UP"
+  wait_for 30 "the peer answers through $UP" peer_answers
   [ "$(systemctl is-enabled openvswitch-switch)" = disabled ] && ok "host OVS disabled (through the host's systemd)" || fail "host OVS still enabled"
   systemctl is-active -q openvswitch-switch && fail "host OVS still active"
   grep -q '^node-agent-apparmor (enforce)' /sys/kernel/security/apparmor/profiles && ok "profile loaded in enforce mode" || fail "profile not loaded"
@@ -85,17 +101,19 @@ if [ "$PHASE" = 1 ]; then
   old=$(ovs_pid)
   peer_ping_begin
   sleep 2
-  podman kill $AGENT-nsx-ovs >/dev/null || fail "podman kill"
+  # `podman kill` marks a container stopped by the user, which podman (unlike the kubelet)
+  # never restarts: the container's process is killed instead, as an OOM kill would.
+  kill -9 $old || fail "kill -9 of nsx-ovs"
   wait_for 120 "nsx-ovs restarted" sh -c "p=\$(podman inspect --format '{{.State.Pid}}' $AGENT-nsx-ovs); [ -n \"\$p\" ] && [ \"\$p\" != 0 ] && [ \"\$p\" != $old ]"
   wait_for 120 "uplink attached again" sh -c "podman logs $AGENT-nsx-ovs 2>&1 | grep -c 'uplink attached' | grep -qv '^1\$'"
   attached || fail "not attached after the restart"
-  peer_ping_end "podman kill of nsx-ovs, 10 ms"
+  peer_ping_end "kill -9 of nsx-ovs, 10 ms"
   echo "ROW ovs run after kill: $(attach_line)"
 
   # At boot as on a node: podman-kube@ plays each pod file (with its containers.conf).
   for pod in $BOOT $AGENT; do
     mkdir -p /etc/systemd/system/$(unit $pod).d
-    printf '[Service]\nEnvironment=CONTAINERS_CONF=%s/%s.conf\n' $P $pod > /etc/systemd/system/$(unit $pod).d/conf.conf
+    printf '[Service]\nEnvironment=CONTAINERS_CONF=%s/%s.conf\nExecStartPost=/bin/sh %s/%s.run\n' $P $pod $P $pod > /etc/systemd/system/$(unit $pod).d/conf.conf
     systemctl add-wants multi-user.target $(unit $pod) >/dev/null 2>&1 || fail "enable $(unit $pod)"
   done
   systemctl daemon-reload
@@ -125,6 +143,7 @@ wait_for 180 "the cleanup pod's init container finished" init_done $CLEAN cleanu
 podman logs $CLEAN-cleanup
 down $CLEAN
 rm -rf $P
-wait_for 30 "the peer answers through $UP" peer_answers
+wait_for 60 "the address is on the host OVS's br-int again" sh -c "ip -4 -o addr show dev br-int | grep -q 192.168.76.10/24"
+wait_for 30 "the peer answers through br-int" peer_answers
 same_as_before
 exit 0

@@ -17,6 +17,8 @@ pub struct OvsDirs {
     pub run: PathBuf,
     pub db: PathBuf,
     pub log: PathBuf,
+    /// Where the host's absolute symlinks point (see `conf_db`).
+    host: HostRoot,
 }
 
 impl OvsDirs {
@@ -31,6 +33,7 @@ impl OvsDirs {
             run: pick("OVS_RUNDIR", &s.ovs_run_dir)?,
             db: pick("OVS_DBDIR", &s.ovs_db_dir)?,
             log: pick("OVS_LOGDIR", &s.ovs_log_dir)?,
+            host: host.clone(),
         })
     }
 
@@ -38,18 +41,37 @@ impl OvsDirs {
         self.run.join(format!("{daemon}.pid"))
     }
 
-    /// The database file, following a symlinked conf.db to the file it names.
+    /// The database file, following a symlinked conf.db to the file it names. An absolute
+    /// link is the host's (Debian: `/etc/openvswitch/conf.db -> /var/lib/openvswitch/conf.db`):
+    /// in a container it names a path under the host root, not in the container's own
+    /// filesystem, so it is read there whenever its directory exists under the host root.
     pub fn conf_db(&self) -> Result<PathBuf> {
         let p = self.db.join("conf.db");
-        match std::fs::read_link(&p) {
-            Ok(target) => Ok(if target.is_absolute() {
-                target
-            } else {
-                self.db.join(target)
-            }),
-            Err(_) => Ok(p),
+        let Ok(target) = std::fs::read_link(&p) else {
+            return Ok(p);
+        };
+        if !target.is_absolute() {
+            return Ok(self.db.join(target));
         }
+        let under = self.host.resolve(&target.to_string_lossy())?;
+        Ok(if under.parent().is_some_and(Path::is_dir) {
+            under
+        } else {
+            target
+        })
     }
+}
+
+/// A database path recorded in the ledger: a host path, read under the host root (following
+/// the host's own links), or, for an OVS whose directories lie outside the host root (tests,
+/// `OVS_DBDIR`), the path as recorded.
+pub fn recorded_db(host: &HostRoot, recorded: &str) -> Result<PathBuf> {
+    let under = host.resolve(recorded)?;
+    Ok(if under.exists() {
+        under
+    } else {
+        PathBuf::from(recorded)
+    })
 }
 
 /// The live daemons that own a run dir: (name, pid).
@@ -130,7 +152,14 @@ pub fn clean_stale(host: &HostRoot, dirs: &OvsDirs) -> Result<Vec<PathBuf>> {
             }
         }
     }
-    candidates.push(dirs.db.join(".conf.db.~lock~"));
+    // ovsdb-server locks beside the file it opens: the database a symlinked conf.db names.
+    // A lock that is itself a link (Debian ships one beside its conf.db link) is the host's.
+    if let Some(dir) = dirs.conf_db()?.parent() {
+        let lock = dir.join(".conf.db.~lock~");
+        if std::fs::symlink_metadata(&lock).is_ok_and(|m| m.is_file()) {
+            candidates.push(lock);
+        }
+    }
     for c in candidates {
         if std::fs::remove_file(&c).is_ok() {
             removed.push(c);

@@ -6,7 +6,7 @@ mod dirs;
 pub mod flows;
 
 pub use daemons::{terminate, Daemons};
-pub use dirs::{clean_stale, live_daemons, prepare_db, OvsDirs, DAEMONS};
+pub use dirs::{clean_stale, live_daemons, prepare_db, recorded_db, OvsDirs, DAEMONS};
 
 use super::{run, HostRoot};
 use crate::error::precondition;
