@@ -171,6 +171,9 @@ fn load_verify_rerun_status_and_cleanup() {
     assert!(s.stdout.contains(
         "container.apparmor.security.beta.kubernetes.io/<container>: localhost/node-agent-apparmor"
     ));
+    assert!(s.stdout.contains(
+        "securityContext.appArmorProfile: {type: Localhost, localhostProfile: node-agent-apparmor}"
+    ));
 
     let c = aa(&h, &["cleanup"], &[]);
     assert_eq!(c.code, 0, "{}{}", c.stdout, c.stderr);

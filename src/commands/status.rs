@@ -5,7 +5,7 @@ use crate::host::apparmor::{loaded_mode, module_enabled};
 use crate::host::paths;
 use crate::ledger::{Entry, FileCheck, Ledger};
 use crate::report::Report;
-use crate::steps::apparmor::{annotation, AppArmor};
+use crate::steps::apparmor::{annotation, app_armor_profile, AppArmor};
 use crate::steps::cni::{host_conflist, Cni, HostConflist, FILES};
 use crate::steps::legacy_pkg::{self, Detection};
 use crate::steps::{Ctx, Step};
@@ -35,6 +35,7 @@ struct AppArmorStatus {
     /// The mode the kernel lists it in (`enforce`, `complain`), when loaded.
     loaded_mode: Option<String>,
     annotation: String,
+    app_armor_profile: String,
     skipped: Option<String>,
     pending: Vec<String>,
 }
@@ -362,6 +363,7 @@ fn apparmor_status(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Result<AppArmorStat
         file_present,
         file_ours,
         annotation: annotation("<container>", &step.profile),
+        app_armor_profile: app_armor_profile(&step.profile),
         profile: step.profile,
         file,
         skipped,
@@ -394,7 +396,11 @@ fn render_apparmor(a: &AppArmorStatus) -> String {
             .as_deref()
             .map_or("not loaded".to_string(), |m| format!("loaded ({m})"))
     ));
-    t.push_str(&format!("  annotation: {}\n", a.annotation));
+    t.push_str(&format!(
+        "  field (Kubernetes 1.30+): {}\n",
+        a.app_armor_profile
+    ));
+    t.push_str(&format!("  annotation (older): {}\n", a.annotation));
     t
 }
 

@@ -19,9 +19,15 @@ use crate::host::apparmor::{loaded_mode, module_enabled, Parser, ENABLED};
 
 use crate::config::AppArmorMode as Mode;
 
-/// The pod annotation a DaemonSet container needs to run under the profile.
+/// The pod annotation a DaemonSet container needs to run under the profile (clusters before
+/// Kubernetes 1.30).
 pub fn annotation(container: &str, profile: &str) -> String {
     format!("container.apparmor.security.beta.kubernetes.io/{container}: localhost/{profile}")
+}
+
+/// The container's security-context field for the profile (Kubernetes 1.30 and later).
+pub fn app_armor_profile(profile: &str) -> String {
+    format!("securityContext.appArmorProfile: {{type: Localhost, localhostProfile: {profile}}}")
 }
 
 pub struct AppArmor {
@@ -152,7 +158,8 @@ impl Step for AppArmor {
             })?;
         let mut plan = Plan::new();
         plan.notes.push(format!(
-            "pod annotation: {}",
+            "container field (Kubernetes 1.30+): {}; pod annotation (older): {}",
+            app_armor_profile(&self.profile),
             annotation("<container>", &self.profile)
         ));
         let on_host = ctx.host.file_state(paths::APPARMOR_PROFILE_FILE)?;

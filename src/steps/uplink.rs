@@ -62,6 +62,20 @@ fn dump(nl: &mut Netlink) -> Result<Live> {
     })
 }
 
+/// The netlink operations that put `carried` from `from` onto `to`, against the links as they
+/// are now.
+fn plan_now(nl: &mut Netlink, carried: &Carried, from: End, to: End) -> Result<Vec<Op>> {
+    let live = dump(nl)?;
+    Ok(nm::plan_move(
+        carried,
+        from,
+        to,
+        &live.addrs,
+        &live.routes,
+        &live.rules,
+    ))
+}
+
 /// What the pre-state says the uplink carried, expressed as it must be on the bridge.
 fn restore_carried(pre: &UplinkPreState, bridge: End) -> Result<Carried> {
     let uplink = End {
@@ -608,15 +622,7 @@ fn do_attach(
         name: &names.uplink,
     };
     let carried = restore_carried(pre, br_end)?.moved(br_end, up_end);
-    let live = dump(nl)?;
-    let ops = nm::plan_move(
-        &carried,
-        up_end,
-        br_end,
-        &live.addrs,
-        &live.routes,
-        &live.rules,
-    );
+    let ops = plan_now(nl, &carried, up_end, br_end)?;
     let half = ops.len() / 2;
 
     let p = ctx.progress;
@@ -649,15 +655,7 @@ fn do_attach(
         )),
     }
     // Verify: re-planning finds nothing left, which also means the uplink keeps no moved address.
-    let live = dump(nl)?;
-    let left = nm::plan_move(
-        &carried,
-        up_end,
-        br_end,
-        &live.addrs,
-        &live.routes,
-        &live.rules,
-    );
+    let left = plan_now(nl, &carried, up_end, br_end)?;
     if !left.is_empty() {
         return Err(anyhow!(
             "verification failed, still to do: {}",
@@ -698,15 +696,7 @@ pub fn detach_recorded(
     // networkd makes before we break: it configures the uplink again while the bridge still
     // carries the addresses (and the move below then finds them in place).
     crate::host::networkd::release_uplink(host, &pre.uplink)?;
-    let live = dump(nl)?;
-    let ops = nm::plan_move(
-        &carried,
-        br_end,
-        up_end,
-        &live.addrs,
-        &live.routes,
-        &live.rules,
-    );
+    let ops = plan_now(nl, &carried, br_end, up_end)?;
     let t = Instant::now();
     nl.apply(&ops)?;
     let window = t.elapsed().as_secs_f64() * 1000.0;
@@ -1043,15 +1033,7 @@ pub fn reattach(pre: &UplinkPreState) -> Result<()> {
         name: &pre.bridge,
     };
     let carried = restore_carried(pre, up_end)?;
-    let live = dump(&mut nl)?;
-    let ops = nm::plan_move(
-        &carried,
-        up_end,
-        br_end,
-        &live.addrs,
-        &live.routes,
-        &live.rules,
-    );
+    let ops = plan_now(&mut nl, &carried, up_end, br_end)?;
     nl.apply(&ops)
 }
 

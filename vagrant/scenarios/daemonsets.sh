@@ -62,7 +62,7 @@ if [ "$PHASE" = 1 ]; then
   image=$(cat $S/pods/image)
   podman image exists $image || fail "the image is not $image"
   ok "image loaded ($image, $(podman image inspect --format '{{.Size}}' $image | awk '{printf "%d MiB", $1/1048576}')) in $(since $t_load) s"
-  mkdir -p $P && cp $S/pods/*.yaml $S/pods/*.conf $S/pods/*.run $P/
+  mkdir -p $P && cp $S/pods/*.yaml $S/pods/*.conf $S/pods/*.run $S/pods/*.capeff $P/
   # podman's own CNI configs appear at its first network use and at its first kube play (the
   # default kube network): made before the snapshot, they are not in what cleanup must undo.
   podman network ls >/dev/null
@@ -91,7 +91,10 @@ if [ "$PHASE" = 1 ]; then
   echo "ROW ovs run: $(attach_line)"
   peer_ping_end "node-agent pod start, 10 ms"
   [ "$(podman inspect --format '{{.HostConfig.Privileged}}' $AGENT-nsx-ovs)" = false ] && ok "nsx-ovs is not privileged" || fail "nsx-ovs privileged"
-  grep CapEff /proc/$(ovs_pid)/status
+  # The effective capabilities: exactly the manifest's list (kube-pods.py computed the mask).
+  want=$(awk '$1 == "nsx-ovs" {print $2}' $P/$AGENT.capeff)
+  have=$(awk '/^CapEff:/ {print $2}' /proc/$(ovs_pid)/status)
+  [ -n "$want" ] && [ "$have" = "$want" ] && ok "nsx-ovs has exactly the manifest's capabilities (CapEff $have)" || fail "nsx-ovs CapEff $have, manifest $want"
   ovs-dpctl show | grep -q "port [0-9]*: $UP\$" && ok "$UP is a port of the kernel datapath" || { ovs-dpctl show; fail "kernel datapath"; }
   podman healthcheck run $AGENT-nsx-ovs && ok "liveness probe (ovs health) passes" || fail "liveness probe"
   agent=$(podman inspect --format '{{.State.Pid}}' $AGENT-nsx-node-agent)
