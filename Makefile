@@ -55,8 +55,10 @@ clean:
 	$(CARGO) clean
 
 # Every speed and size figure, measured in one run; the table goes to target/bench/report.md.
+# Built like `make build`, so the figures are the shipped binary's. NCPB_BENCH_REUSE_VM_LOGS=1
+# takes the VM rows from the logs `make vm-test` just kept (CI) instead of booting again.
 bench: setup-vm
-	$(CARGO) bench --bench report
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) bench --locked --target $(TRIPLE) --bench report
 
 # Installs the binary, the NCP release's CNI bundle (NCP_BUNDLE: a directory that mirrors the
 # host), the AppArmor profile and the systemd units on a host, or under DESTDIR for packaging

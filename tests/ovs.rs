@@ -37,6 +37,21 @@ fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitS
     None
 }
 
+fn daemon_pid(lab: &NetLab, name: &str) -> String {
+    std::fs::read_to_string(lab.ovs_dir.join(format!("{name}.pid")))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn kill9(pid: &str) {
+    assert!(Command::new("kill")
+        .args(["-9", pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
 fn sigterm(child: &Child) {
     // `ip netns exec` execs the tool, so the child's pid is the tool's.
     Command::new("kill")
@@ -87,18 +102,11 @@ fn host_ovs_is_stopped_then_ovs_run_takes_over_and_recovers() {
     assert!(lab.state().contains("addr br-int 10.0.0.5/24"));
     assert!(lab.ping_from_peer("10.0.0.5"));
 
-    // Kill its ovs-vswitchd: ovs run must exit non-zero within 10 s.
-    let vswitchd: u32 = std::fs::read_to_string(lab.ovs_dir.join("ovs-vswitchd.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    Command::new("kill")
-        .args(["-9", &vswitchd.to_string()])
-        .status()
-        .unwrap();
+    // Kill its ovsdb-server: ovs run must exit non-zero within 10 s (only a dead
+    // ovs-vswitchd is started again in place).
+    kill9(&daemon_pid(&lab, "ovsdb-server"));
     let status = exit_within(&mut run, Duration::from_secs(10))
-        .expect("ovs run did not exit after its switch died");
+        .expect("ovs run did not exit after its database server died");
     assert!(!status.success());
     assert!(!healthy(&lab));
 
@@ -411,6 +419,40 @@ fn a_restart_keeps_the_flows_groups_and_meters_on_the_bridge() {
     });
     assert_agent_state(&lab, "across kill -9 and start");
     assert!(ofctl(&lab, &["dump-flows", "--no-stats"]).contains("0xf00d"));
+
+    // kill -9 of ovs-vswitchd alone: the same run starts it again, with the flows restored.
+    for n in 1..=3 {
+        let old = daemon_pid(&lab, "ovs-vswitchd");
+        kill9(&old);
+        wait_for(
+            "ovs-vswitchd started again by the same run",
+            Duration::from_secs(20),
+            || {
+                std::fs::read_to_string(lab.ovs_dir.join("ovs-vswitchd.pid"))
+                    .is_ok_and(|p| p.trim() != old)
+                    && healthy(&lab)
+            },
+        );
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "ovs run exited after ovs-vswitchd's death {n}"
+        );
+        assert_agent_state(&lab, &format!("across kill -9 {n} of ovs-vswitchd"));
+        assert!(ofctl(&lab, &["dump-flows", "--no-stats"]).contains("0xf00d"));
+    }
+    // A fourth death within the minute: the run gives up and exits non-zero, for the
+    // runtime's back-off.
+    kill9(&daemon_pid(&lab, "ovs-vswitchd"));
+    let status = exit_within(&mut run, Duration::from_secs(20))
+        .expect("ovs run kept restarting a switch that keeps dying");
+    assert!(!status.success());
+    let mut run = start_run(&lab, &[]);
+    wait_for(
+        "ovs health after the run gave up",
+        Duration::from_secs(20),
+        || healthy(&lab),
+    );
+    assert_agent_state(&lab, "after the run gave up and a new one started");
     sigterm(&run);
     assert!(exit_within(&mut run, Duration::from_secs(20)).is_some());
 

@@ -1,6 +1,7 @@
 //! `ovs run`, the nsx-ovs container's entrypoint (a supervisor, not a step: it prepares the
 //! database, starts the daemons, attaches the uplink through the uplink step and stays in the
-//! foreground until a signal or a daemon's death), and `ovs health`.
+//! foreground until a signal or a daemon's death; a crashed ovs-vswitchd is started again in
+//! place, a few times, with the bridge's flows restored), and `ovs health`.
 
 use super::{Env, Outcome};
 use crate::error::{precondition, Error, Kind};
@@ -140,6 +141,7 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
             })
             .ok(),
     };
+    let mut budget = RestartBudget::new(SWITCH_RESTARTS, SWITCH_RESTART_WINDOW);
     loop {
         if term.load(Ordering::Relaxed) {
             ctx.progress.info("ovs run: signal received, stopping");
@@ -159,14 +161,104 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
             daemons.stop(Duration::from_secs(10));
             return Ok(code);
         }
-        if let Some(why) = daemons.dead() {
-            eprintln!("error: {why}");
+        if let Some(death) = daemons.dead() {
+            if death.name == "ovs-vswitchd" && budget.allow(Instant::now()) {
+                ctx.progress.warn(&format!("ovs run: {death}"));
+                if let Err(e) = restart_switch(ctx, &mut daemons, keeper.as_ref()) {
+                    daemons.stop(Duration::from_secs(5));
+                    return Err(e.context("ovs run: starting ovs-vswitchd again"));
+                }
+                continue;
+            }
+            eprintln!("error: {death}");
+            if death.name == "ovs-vswitchd" {
+                eprintln!(
+                    "error: ovs-vswitchd died {} times within {} s; ovs run exits and leaves \
+                     further restarts to the container runtime or systemd",
+                    SWITCH_RESTARTS + 1,
+                    SWITCH_RESTART_WINDOW.as_secs()
+                );
+            }
             daemons.stop(Duration::from_secs(5));
             return Ok(1);
         }
-        keep_flows(ctx, &mut keeper, false);
+        if let Some(k) = keeper.as_mut() {
+            if let Err(e) = k.refresh(false) {
+                // A switch that died under the refresh is started again on the next turn, from
+                // the copy as it was saved before.
+                if daemons.dead().is_none() {
+                    ctx.progress.warn(&format!(
+                        "ovs run: flows are no longer saved for restarts: {e:#}"
+                    ));
+                    keeper = None;
+                }
+            }
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A dead ovs-vswitchd is started again in place, at most this many times within the window;
+/// after that `ovs run` exits and the kubelet's or systemd's back-off takes over, so that a
+/// switch that cannot start does not loop here.
+const SWITCH_RESTARTS: usize = 3;
+const SWITCH_RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// Restarts allowed within a sliding window.
+struct RestartBudget {
+    at: std::collections::VecDeque<Instant>,
+    max: usize,
+    window: Duration,
+}
+
+impl RestartBudget {
+    fn new(max: usize, window: Duration) -> Self {
+        RestartBudget {
+            at: std::collections::VecDeque::new(),
+            max,
+            window,
+        }
+    }
+
+    /// Whether one more restart at `now` is within the budget (and, if so, counts it).
+    fn allow(&mut self, now: Instant) -> bool {
+        while self
+            .at
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            self.at.pop_front();
+        }
+        if self.at.len() >= self.max {
+            return false;
+        }
+        self.at.push_back(now);
+        true
+    }
+}
+
+/// A crashed ovs-vswitchd started again without leaving the kernel datapath unmanaged for
+/// longer than it takes: the datapath keeps its flows (and forwards established traffic) under
+/// flow-restore-wait until the saved OpenFlow tables are back. Restarting here, rather than
+/// exiting and waiting for the runtime's restart delay, keeps that window to the switch's own
+/// start-up; new flows (an ARP refresh, a new connection) are dropped only within it.
+fn restart_switch(ctx: &Ctx, daemons: &mut Daemons, keeper: Option<&Keeper>) -> Result<()> {
+    let t = Instant::now();
+    daemons.start_switch(keeper.is_some())?;
+    if let Some(k) = keeper {
+        restore_flows(ctx, k);
+        daemons.end_restore_wait()?;
+    }
+    ctx.progress.info(&format!(
+        "ovs run: ovs-vswitchd started again, forwarding {:.0} ms after its death was seen{}",
+        t.elapsed().as_secs_f64() * 1000.0,
+        if keeper.is_some() {
+            " (flows restored)"
+        } else {
+            " (flows not kept: ovs.keep_flows = false)"
+        }
+    ));
+    Ok(())
 }
 
 /// The flow copy of `bridge`; the bridge must exist (OVS has its management socket).
@@ -232,4 +324,25 @@ pub fn health(ctx: &Ctx) -> Result<(), String> {
         return Err(format!("{up} is not a port of {bridge}"));
     }
     uplink::holds_no_address(up).map_err(|e| format!("{e:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_restart_budget_slides_with_time() {
+        let mut b = RestartBudget::new(3, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        assert!(b.allow(at(0)));
+        assert!(b.allow(at(10)));
+        assert!(b.allow(at(20)));
+        assert!(!b.allow(at(30)), "a fourth death within a minute");
+        assert!(!b.allow(at(59)));
+        // The first restart has left the window; the refused ones were not counted.
+        assert!(b.allow(at(60)));
+        assert!(!b.allow(at(61)));
+        assert!(b.allow(at(200)));
+    }
 }

@@ -33,6 +33,9 @@ pub struct Link {
     pub mac: Vec<u8>,
     pub mtu: u32,
     pub up: bool,
+    /// Promiscuous mode as set by a user (`ip link set … promisc on`), not the count that
+    /// OVS and packet sockets hold.
+    pub promisc: bool,
     /// Index of the link this one is enslaved to (a Linux bridge or bond), if any.
     pub controller: Option<u32>,
     pub loopback: bool,
@@ -222,6 +225,22 @@ impl Netlink {
             .with_context(|| format!("setting link {index}"))
     }
 
+    /// Sets or clears a link's user promiscuous flag.
+    pub fn set_promisc(&mut self, index: u32, on: bool) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.change_mask = LinkFlags::Promisc;
+        if on {
+            m.header.flags = LinkFlags::Promisc;
+        }
+        let mut buf = Vec::new();
+        let seq = self.encode(RouteNetlinkMessage::SetLink(m), NLM_F_ACK, &mut buf);
+        self.sock.send(&buf, 0).context("sending a link change")?;
+        self.collect_acks(&[seq])
+            .remove(0)
+            .with_context(|| format!("setting promiscuous mode of link {index}"))
+    }
+
     /// Deletes a link (a bridge device OVS left behind when it stopped).
     pub fn del_link(&mut self, index: u32) -> Result<()> {
         let mut m = LinkMessage::default();
@@ -298,6 +317,7 @@ fn link_from(l: &LinkMessage) -> Link {
         mac: Vec::new(),
         mtu: 0,
         up: l.header.flags.contains(LinkFlags::Up),
+        promisc: l.header.flags.contains(LinkFlags::Promisc),
         controller: None,
         loopback: l.header.flags.contains(LinkFlags::Loopback),
         kind: None,

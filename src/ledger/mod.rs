@@ -22,7 +22,7 @@
 //!       "was_loaded": false, "reload_from": null },
 //!     { "kind": "uplink_attached", "step": "uplink", "uplink": "eth1", "uplink_index": 2,
 //!       "bridge": "br-int", "ovs_db_dir": "/var/run/openvswitch", "bridge_created": true,
-//!       "uplink_was_up": true, "mac": "52:54:00:12:34:56", "mtu": 1500,
+//!       "uplink_was_up": true, "uplink_promisc": false, "mac": "52:54:00:12:34:56", "mtu": 1500,
 //!       "addresses": [ { "summary": "10.0.0.5/24 dev#2", "raw": "<netlink bytes, hex>" } ],
 //!       "routes": [ … ], "rules": [ … ] }
 //!   ],
@@ -124,6 +124,10 @@ pub struct UplinkPreState {
     #[serde(default)]
     pub bridge_mtu_request_before: Option<String>,
     pub uplink_was_up: bool,
+    /// The uplink's user promiscuous flag before the attach, which holds it on for the instant
+    /// the port is added (`None` in a ledger written before that was recorded: left alone).
+    #[serde(default)]
+    pub uplink_promisc: Option<bool>,
     pub mac: String,
     pub mtu: u32,
     /// The OVS database file, so that cleanup can edit it when no OVS runs any more.

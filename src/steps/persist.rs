@@ -455,6 +455,7 @@ mod tests {
             bridge_hwaddr_before: None,
             bridge_mtu_request_before: None,
             uplink_was_up: true,
+            uplink_promisc: Some(false),
             mac: "52:54:00:aa:bb:01".into(),
             mtu: 1500,
             conf_db: None,

@@ -301,6 +301,7 @@ fn pre_state(
         bridge_hwaddr_before: bridge.hwaddr,
         bridge_mtu_request_before: bridge.mtu_request,
         uplink_was_up: uplink.up,
+        uplink_promisc: Some(uplink.promisc),
         mac: mac_string(&uplink.mac),
         mtu: uplink.mtu,
         conf_db: None,
@@ -626,8 +627,22 @@ fn do_attach(
     let half = ops.len() / 2;
 
     let p = ctx.progress;
+    let kernel = ctx.settings.datapath == crate::config::Datapath::System;
+    // The kernel registers the port's receive hook before it marks the device as an OVS port,
+    // and between the two it switches the NIC to promiscuous mode (a round trip to the NIC or
+    // its firmware); a packet arriving then is dropped. With the flag already on, that switch
+    // is only a count (`host::ovs::datapath`).
+    let hold_promisc = kernel && !uplink.promisc;
+    if hold_promisc {
+        nl.set_promisc(uplink.index, true)?;
+    }
     p.debug(&format!("uplink: adding port {}", names.uplink));
-    ovs.add_port(&names.bridge, &names.uplink)?;
+    let added = ovs.add_port(&names.bridge, &names.uplink);
+    if kernel && (hold_promisc || pre.uplink_promisc == Some(false)) {
+        // OVS holds its own count now; ours goes (also when a killed run left it on).
+        nl.set_promisc(uplink.index, false)?;
+    }
+    added?;
     p.debug(&format!(
         "uplink: port added; moving {} operations",
         ops.len()
@@ -661,6 +676,22 @@ fn do_attach(
             "verification failed, still to do: {}",
             describe_ops(&left).join("; ")
         ));
+    }
+    // Last, so that ovs-vswitchd has handled every packet that reached it before it knew the
+    // port, and installed whatever drop flows it will for them.
+    if kernel {
+        match crate::host::ovs::datapath::clear_stale_drops(&names.uplink) {
+            Ok(0) => {}
+            Ok(n) => report.notes.push(format!(
+                "removed {n} datapath flow(s) that dropped what {} received before \
+                 ovs-vswitchd had mapped its port",
+                names.uplink
+            )),
+            Err(e) => report.warnings.push(format!(
+                "the datapath's drop flows for {} were not checked: {e:#}",
+                names.uplink
+            )),
+        }
     }
     Ok(window_ms)
 }
@@ -703,6 +734,10 @@ pub fn detach_recorded(
     // The addresses are back on the uplink: NetworkManager may have it again.
     crate::host::nm::take_back(host, &pre.uplink, &pre.bridge)?;
     ovs.del_port(&pre.bridge, &pre.uplink)?;
+    if pre.uplink_promisc == Some(false) && uplink.promisc {
+        // Left on by an attach that was killed while it held the flag.
+        nl.set_promisc(uplink.index, false)?;
+    }
     crate::host::networkd::release_bridge(host, &pre.uplink)?;
     if !ovs.bridge_exists(&pre.bridge)? {
         return Ok(window);

@@ -174,6 +174,24 @@ impl NetLab {
         self.ovs_started = true;
     }
 
+    /// `ovs-ctl stop` of what `start_ovs` started (nothing when it did not).
+    pub fn stop_ovs(&mut self) {
+        if !self.ovs_started {
+            return;
+        }
+        let _ = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.node,
+                "/usr/share/openvswitch/scripts/ovs-ctl",
+                "stop",
+            ])
+            .envs(self.ovs_env())
+            .output();
+        self.ovs_started = false;
+    }
+
     pub fn vsctl(&self, args: &[&str]) -> String {
         let db = format!("--db=unix:{}/db.sock", self.ovs_dir.display());
         let mut a = vec!["ip", "netns", "exec", &self.node, "ovs-vsctl", &db];
@@ -359,18 +377,7 @@ fn sorted(v: &serde_json::Value) -> String {
 
 impl Drop for NetLab {
     fn drop(&mut self) {
-        if self.ovs_started {
-            let _ = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &self.node,
-                    "/usr/share/openvswitch/scripts/ovs-ctl",
-                    "stop",
-                ])
-                .envs(self.ovs_env())
-                .output();
-        }
+        self.stop_ovs();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.node])
             .output();

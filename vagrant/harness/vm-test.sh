@@ -14,7 +14,9 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 SCENARIO=${1:-lifecycle.sh}
 WORK=${2:-$REPO/target/vm}
-mkdir -p "$WORK"
+mkdir -p "$WORK/logs"
+# A copy of everything printed, for `make bench` (NCPB_BENCH_REUSE_VM_LOGS).
+exec > >(tee "$WORK/logs/$SCENARIO.log") 2>&1
 IMG=$WORK/image
 t0=$(date +%s)
 bash "$HERE/build-image.sh" "$IMG"

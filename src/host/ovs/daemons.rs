@@ -9,6 +9,18 @@ use anyhow::{Context, Result};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+/// A daemon that exited, and what it last logged.
+pub struct Death {
+    pub name: &'static str,
+    pub text: String,
+}
+
+impl std::fmt::Display for Death {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 pub struct Daemons {
     children: Vec<(&'static str, Child)>,
     dirs: OvsDirs,
@@ -90,9 +102,21 @@ impl Daemons {
                         .map(|o| bridges = o.stdout)
                         .is_ok()
             },
-            || me.dead(),
+            || me.dead().map(|d| d.to_string()),
         )?;
         let restoring = keep.is_some_and(|bridge| bridges.lines().any(|b| b == bridge));
+        me.start_switch(restoring)?;
+        Ok(me)
+    }
+
+    /// Starts ovs-vswitchd, the first time or after it died, and waits until it reads the
+    /// database. With `restoring`, under `flow-restore-wait=true`: an existing kernel datapath
+    /// keeps its flows, and keeps forwarding established traffic, until the caller has put the
+    /// OpenFlow tables back and called `end_restore_wait`.
+    pub fn start_switch(&mut self, restoring: bool) -> Result<()> {
+        let vsctl = run::find_tool("ovs-vsctl", "talk to Open vSwitch")?;
+        let sock = self.dirs.run.join("db.sock");
+        let db_arg = format!("--db=unix:{}", sock.display());
         if restoring {
             run::run(
                 &vsctl,
@@ -108,9 +132,9 @@ impl Daemons {
             )
             .context("setting flow-restore-wait")?;
         }
-        me.restoring = restoring;
+        self.restoring = restoring;
         let vswitchd = Self::spawn(
-            dirs,
+            &self.dirs,
             "ovs-vswitchd",
             &[
                 format!("unix:{}", sock.display()),
@@ -120,7 +144,9 @@ impl Daemons {
                 "-vfile:info".into(),
             ],
         )?;
-        me.children.push(("ovs-vswitchd", vswitchd));
+        // A dead switch's entry is replaced: `dead` must see the new process, not the old status.
+        self.children.retain(|(name, _)| *name != "ovs-vswitchd");
+        self.children.push(("ovs-vswitchd", vswitchd));
         // ovs-vsctl waits for ovs-vswitchd to apply a change, which proves the switch is up
         // and reading the database. The value must differ from the last run's: ovs-vsctl does
         // not wait on a transaction that changes nothing.
@@ -140,9 +166,8 @@ impl Daemons {
             "ovs-vswitchd coming up",
             Duration::from_secs(20),
             || run::run(&vsctl, mark).is_ok(),
-            || me.dead(),
-        )?;
-        Ok(me)
+            || self.dead().map(|d| d.to_string()),
+        )
     }
 
     /// Lets ovs-vswitchd manage the datapath's flows again (waiting until it has read that).
@@ -160,27 +185,21 @@ impl Daemons {
         Ok(())
     }
 
-    /// A description of the first daemon that exited, with the last lines of its log.
-    pub fn dead(&mut self) -> Option<String> {
+    /// The first daemon that exited, with the last lines of its log.
+    pub fn dead(&mut self) -> Option<Death> {
         for (name, child) in self.children.iter_mut() {
             if let Ok(Some(status)) = child.try_wait() {
                 let log = self.dirs.log.join(format!("{name}.log"));
-                let tail = std::fs::read_to_string(&log)
-                    .map(|t| {
-                        t.lines()
-                            .rev()
-                            .take(10)
-                            .collect::<Vec<_>>()
-                            .into_iter()
-                            .rev()
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    })
-                    .unwrap_or_default();
-                return Some(format!(
-                    "{name} exited ({status}); last lines of {}:\n{tail}",
-                    log.display()
-                ));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+                return Some(Death {
+                    name,
+                    text: format!(
+                        "{name} exited ({status}); last lines of {}:\n{tail}",
+                        log.display()
+                    ),
+                });
             }
         }
         None

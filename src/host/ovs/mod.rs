@@ -2,6 +2,7 @@
 //! cleanup starts on a database nobody serves, and (in submodules) dirs and supervised daemons.
 
 mod daemons;
+pub mod datapath;
 mod dirs;
 pub mod flows;
 
