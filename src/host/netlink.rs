@@ -217,11 +217,7 @@ impl Netlink {
         if let Some(mtu) = mtu {
             m.attributes.push(LinkAttribute::Mtu(mtu));
         }
-        let mut buf = Vec::new();
-        let seq = self.encode(RouteNetlinkMessage::SetLink(m), NLM_F_ACK, &mut buf);
-        self.sock.send(&buf, 0).context("sending a link change")?;
-        self.collect_acks(&[seq])
-            .remove(0)
+        self.ask(RouteNetlinkMessage::SetLink(m))
             .with_context(|| format!("setting link {index}"))
     }
 
@@ -233,11 +229,7 @@ impl Netlink {
         if on {
             m.header.flags = LinkFlags::Promisc;
         }
-        let mut buf = Vec::new();
-        let seq = self.encode(RouteNetlinkMessage::SetLink(m), NLM_F_ACK, &mut buf);
-        self.sock.send(&buf, 0).context("sending a link change")?;
-        self.collect_acks(&[seq])
-            .remove(0)
+        self.ask(RouteNetlinkMessage::SetLink(m))
             .with_context(|| format!("setting promiscuous mode of link {index}"))
     }
 
@@ -245,12 +237,16 @@ impl Netlink {
     pub fn del_link(&mut self, index: u32) -> Result<()> {
         let mut m = LinkMessage::default();
         m.header.index = index;
-        let mut buf = Vec::new();
-        let seq = self.encode(RouteNetlinkMessage::DelLink(m), NLM_F_ACK, &mut buf);
-        self.sock.send(&buf, 0).context("sending a link deletion")?;
-        self.collect_acks(&[seq])
-            .remove(0)
+        self.ask(RouteNetlinkMessage::DelLink(m))
             .with_context(|| format!("deleting link {index}"))
+    }
+
+    /// One request, acknowledged.
+    fn ask(&mut self, msg: RouteNetlinkMessage) -> Result<()> {
+        let mut buf = Vec::new();
+        let seq = self.encode(msg, NLM_F_ACK, &mut buf);
+        self.sock.send(&buf, 0).context("sending a link change")?;
+        self.collect_acks(&[seq]).remove(0)
     }
 
     /// Sends every op, in order, in as few buffers as possible, and waits for every ack. The

@@ -82,11 +82,15 @@ pub fn cmdline(host: &HostRoot, pid: u32) -> Result<Option<Vec<String>>> {
     ))
 }
 
+/// The file name of a command line's program (`argv[0]` without its directory).
+fn program(cmdline: &[String]) -> Option<&str> {
+    cmdline.first().and_then(|a0| a0.rsplit('/').next())
+}
+
 /// Whether `pid` is alive and runs `program` (guards against a recycled pid).
-pub fn runs(host: &HostRoot, pid: u32, program: &str) -> Result<bool> {
+pub fn runs(host: &HostRoot, pid: u32, name: &str) -> Result<bool> {
     Ok(cmdline(host, pid)?.is_some_and(|c| {
-        c.first()
-            .is_some_and(|a0| a0.rsplit('/').next() == Some(program) || a0.contains(program))
+        program(&c) == Some(name) || c.first().is_some_and(|a0| a0.contains(name))
     }))
 }
 
@@ -114,9 +118,7 @@ pub fn ovs_run_parent(host: &HostRoot, pid: u32) -> Result<Option<u32>> {
         return Ok(None);
     };
     let ours = cmdline(host, parent)?.is_some_and(|c| {
-        c.first()
-            .is_some_and(|a0| a0.rsplit('/').next() == Some("ncp-bootstrap"))
-            && c.windows(2).any(|w| w[0] == "ovs" && w[1] == "run")
+        program(&c) == Some("ncp-bootstrap") && c.windows(2).any(|w| w[0] == "ovs" && w[1] == "run")
     });
     Ok(ours.then_some(parent))
 }

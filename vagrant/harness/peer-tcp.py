@@ -10,6 +10,7 @@ node's kernel acknowledged nothing while data was outstanding (the network's sta
 guest's scheduling of the echoing process does not lengthen), and the retransmissions.
 Usage: peer-tcp.py ADDRESS PORT DURATION OUT
 """
+import select
 import socket
 import struct
 import sys
@@ -24,21 +25,28 @@ srv.listen(1)
 srv.settimeout(60)
 conn, _ = srv.accept()
 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+# Generous: a send blocks while the node's window is full, which is a stall to measure.
+conn.settimeout(30)
 MSG = 64
 received = []  # (time, bytes so far)
 done = threading.Event()
 
 
 def reader():
+    # select, not a socket timeout: a timeout would also apply to the sender's sendall, which
+    # then fails as soon as the node's window stays full for a second (a starved echo process
+    # in a slow guest), and the measurement would be lost instead of recorded as a stall.
     total = 0
-    conn.settimeout(1.0)
     while not done.is_set() or total < sent[0]:
-        try:
-            b = conn.recv(65536)
-        except socket.timeout:
+        ready, _, _ = select.select([conn], [], [], 1.0)
+        if not ready:
             if done.is_set():
                 break
             continue
+        try:
+            b = conn.recv(65536)
+        except OSError:
+            break
         if not b:
             break
         total += len(b)
@@ -64,19 +72,28 @@ t = threading.Thread(target=reader)
 t.start()
 start = time.monotonic()
 next_send = start
-while time.monotonic() - start < duration:
-    conn.sendall(b"x" * MSG)
-    sent[0] += MSG
-    acked, retrans, rto = tcp_info()
-    now = time.monotonic()
-    if acked != last_acked:
-        last_acked, last_change = acked, now
-    ack_stall = max(ack_stall, now - last_change)
-    next_send += 0.002
-    pause = next_send - time.monotonic()
-    if pause > 0:
-        time.sleep(pause)
-done.set()
+error = ""
+retrans = retrans0
+try:
+    while time.monotonic() - start < duration:
+        conn.sendall(b"x" * MSG)
+        sent[0] += MSG
+        acked, retrans, rto = tcp_info()
+        now = time.monotonic()
+        if acked != last_acked:
+            last_acked, last_change = acked, now
+        ack_stall = max(ack_stall, now - last_change)
+        next_send += 0.002
+        pause = next_send - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+except OSError as e:
+    # The stream broke (reset by the node, or its window stayed closed past the send timeout):
+    # say so in the result instead of dying without one.
+    error = f", broken after {time.monotonic() - start:.1f} s: {e}"
+    ack_stall = max(ack_stall, time.monotonic() - last_change)
+finally:
+    done.set()
 # Give the last echoes time to come back (a stalled stream may still be retransmitting).
 t.join(timeout=10)
 conn.close()
@@ -87,5 +104,5 @@ with open(out, "w") as f:
     f.write(
         f"tcp: sent {sent[0]} bytes, echoed {echoed}, longest stall {stall * 1000:.0f} ms "
         f"(echo), ack_stall {ack_stall * 1000:.0f} ms, retransmits {retrans - retrans0}, "
-        f"rto {rto:.0f} ms\n"
+        f"rto {rto:.0f} ms{error}\n"
     )
