@@ -88,9 +88,37 @@ pub fn reclassify(err: anyhow::Error, kind: Kind, why: &str) -> anyhow::Error {
 
 /// An error chain for people: its messages joined with ": ", the wordless kind layers left out.
 pub fn render(err: &anyhow::Error) -> String {
-    err.chain()
+    let text = err
+        .chain()
         .map(|e| e.to_string())
         .filter(|m| !m.is_empty())
         .collect::<Vec<_>>()
-        .join(": ")
+        .join(": ");
+    visible(&text)
+}
+
+/// Text with the characters a terminal would not show (a NUL, a BOM, other controls) written
+/// as escapes, so that a value read from a host file is seen as it is. Newlines and tabs stay.
+pub fn visible(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if c.is_control() || c == '\u{feff}' || c == '\u{200b}' => {
+                c.escape_unicode().to_string()
+            }
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invisible_characters_are_shown_as_escapes() {
+        assert_eq!(visible("a\u{0}b\u{feff}c\nd"), "a\\u{0}b\\u{feff}c\nd");
+        let e = anyhow::anyhow!("node.uplink = \"eth1\u{0}\" is not a NIC");
+        assert_eq!(render(&e), "node.uplink = \"eth1\\u{0}\" is not a NIC");
+    }
 }

@@ -10,3 +10,19 @@ pub fn fault(point: &str) {
     }
     let _ = point;
 }
+
+/// Runs, at a named point, what another process does at that moment (a network manager
+/// configuring a link between our plan and our apply): `NCP_FAULT_HOOK=point=shell command`,
+/// run with `sh -c` and waited for; its failure is ignored (the test checks the outcome).
+/// Compiled only into builds with the `fault-injection` feature.
+pub fn hook(point: &str) {
+    #[cfg(feature = "fault-injection")]
+    if let Ok(spec) = std::env::var("NCP_FAULT_HOOK") {
+        if let Some((p, cmd)) = spec.split_once('=') {
+            if p == point {
+                let _ = std::process::Command::new("sh").args(["-c", cmd]).status();
+            }
+        }
+    }
+    let _ = point;
+}

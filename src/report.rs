@@ -37,7 +37,10 @@ pub struct StepReport {
     #[serde(serialize_with = "to_microseconds")]
     pub duration_ms: f64,
     /// Figures the step measured about itself (e.g. `switch_window_ms`).
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[serde(
+        skip_serializing_if = "std::collections::BTreeMap::is_empty",
+        serialize_with = "metrics_to_microseconds"
+    )]
     pub metrics: std::collections::BTreeMap<String, f64>,
 }
 
@@ -71,6 +74,19 @@ pub struct Report {
 /// Milliseconds rounded to whole microseconds: finer digits are noise, not information.
 fn to_microseconds<S: serde::Serializer>(ms: &f64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((ms * 1000.0).round() / 1000.0)
+}
+
+/// Metrics are milliseconds too: printed to the microsecond, not as `0.08400400000000001`.
+fn metrics_to_microseconds<S: serde::Serializer>(
+    m: &std::collections::BTreeMap<String, f64>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(m.len()))?;
+    for (k, v) in m {
+        map.serialize_entry(k, &((v * 1000.0).round() / 1000.0))?;
+    }
+    map.end()
 }
 
 impl Report {

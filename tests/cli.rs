@@ -184,6 +184,99 @@ fn config_precedence_flag_env_file_ini_default() {
     assert!(r.stderr.contains("/nonexistent/ncp.ini"));
 }
 
+/// NCP 3.x and 4.x keep `ovs_uplink_port` under `[nsx_node_agent]` (NCP 2.x: `[nsx_kube_proxy]`,
+/// now empty): read from there, with the section named as its source, in CRLF too; set to two
+/// values in the two sections, refused naming both.
+#[test]
+fn ncp_ini_as_ncp_3_and_4_write_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = tmp.path().to_str().unwrap();
+    let fixture = format!("{}/tests/fixtures/ncp-4x-node-agent.ini", common::REPO);
+    let r = run(&["--host-root", h, "--ncp-ini", &fixture, "config", "show"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("node.uplink = "))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("node.uplink = ens192")
+            && line.ends_with("[nsx_node_agent] ovs_uplink_port"),
+        "{}",
+        r.stdout
+    );
+    // The bridge is commented out: the default.
+    assert!(
+        r.stdout.contains("node.bridge = br-int    # default"),
+        "{}",
+        r.stdout
+    );
+
+    let crlf = tmp.path().join("crlf.ini");
+    let text = fs::read_to_string(&fixture).unwrap().replace('\n', "\r\n");
+    fs::write(&crlf, text).unwrap();
+    let r = run(&[
+        "--host-root",
+        h,
+        "--ncp-ini",
+        crlf.to_str().unwrap(),
+        "config",
+        "show",
+    ]);
+    assert!(
+        r.stdout.contains("node.uplink = ens192"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+
+    let clash = tmp.path().join("clash.ini");
+    fs::write(
+        &clash,
+        "[nsx_kube_proxy]\novs_uplink_port = ens224\n[nsx_node_agent]\novs_uplink_port = ens192\n",
+    )
+    .unwrap();
+    let r = run(&[
+        "--host-root",
+        h,
+        "--ncp-ini",
+        clash.to_str().unwrap(),
+        "config",
+        "show",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    for want in [
+        "[nsx_node_agent]",
+        "[nsx_kube_proxy]",
+        "ens192",
+        "ens224",
+        "clash.ini",
+    ] {
+        assert!(r.stderr.contains(want), "{want} missing: {}", r.stderr);
+    }
+}
+
+/// A command that changes the host, run as another user than root: exit 2 before anything is
+/// read or changed, saying so (not exit 3 at the first file it cannot create).
+#[test]
+fn a_change_as_non_root_is_refused_up_front() {
+    if !have("setpriv") {
+        return skip("setpriv (util-linux) not installed");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let h = tmp.path().to_str().unwrap();
+    let before = snapshot(tmp.path(), true);
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .args(["--host-root", h, "install", "--bundle", "/nonexistent"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("must run as root (uid 65534"), "{stderr}");
+    assert_eq!(snapshot(tmp.path(), true), before);
+}
+
 #[test]
 fn config_set_keeps_comments_and_layout() {
     let tmp = tempfile::tempdir().unwrap();

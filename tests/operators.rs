@@ -100,8 +100,9 @@ fn another_cni_config_that_sorts_first_is_named_and_left_alone() {
     assert_eq!(at(&n, &["status", "--bundle", &b(&n)], &[]).code, 0);
 }
 
-/// After cleanup (or before install) nothing is drift: the node is "not installed", exit 0.
-/// A bundle that cannot be used is drift: install could not run.
+/// After cleanup (or before install) nothing is drift: the node is "not installed", exit 0,
+/// even with a bundle that cannot be used (said as what stops the next install). On an
+/// installed node an unusable bundle is drift. Not ready is exit 1: the node is not usable.
 #[test]
 fn status_tells_not_installed_from_drift_and_an_unusable_bundle() {
     let n = node("4.1.0");
@@ -118,17 +119,27 @@ fn status_tells_not_installed_from_drift_and_an_unusable_bundle() {
     assert!(s.stdout.contains("node: not installed"), "{}", s.stdout);
 
     let s = at(&n, &["status", "--bundle", "/nonexistent/bundle"], &[]);
-    assert_eq!(s.code, 1, "{}", s.stdout);
+    assert_eq!(s.code, 0, "{}", s.stdout);
+    assert!(s.stdout.contains("node: not installed"), "{}", s.stdout);
     assert!(
-        s.stdout.contains("drift: the bundle is unusable"),
+        s.stdout
+            .contains("install would fail: the bundle is unusable"),
         "{}",
         s.stdout
     );
 
     // Installed with an uplink configured, but no containerized OVS: not ready, said so.
     assert_eq!(at(&n, &["install", "--bundle", &b(&n)], &[]).code, 0);
+    let s = at(&n, &["status", "--bundle", "/nonexistent/bundle"], &[]);
+    assert_eq!(s.code, 1, "{}", s.stdout);
+    assert!(
+        s.stdout.contains("drift: the bundle is unusable"),
+        "{}",
+        s.stdout
+    );
     let env = [("NCP_BOOTSTRAP_NODE_UPLINK", "eth1")];
     let s = at(&n, &["status", "--bundle", &b(&n)], &env);
+    assert_eq!(s.code, 1, "{}", s.stdout);
     assert!(s.stdout.contains("node: not ready"), "{}", s.stdout);
     assert!(
         s.stdout

@@ -222,6 +222,68 @@ fn ovs_run_creates_a_missing_database_and_follows_a_symlinked_one() {
     assert!(exit_within(&mut run, Duration::from_secs(20)).is_some());
 }
 
+/// Two `ovs run` started together on one host (the systemd unit and the DaemonSet, or a rolling
+/// update with surge), on a fresh database and on an existing one: exactly one wins, the other
+/// exits 2 naming the winner's pid, and the winner's daemons are never touched.
+#[test]
+fn of_two_ovs_runs_started_together_exactly_one_wins() {
+    let Some(lab) = NetLab::new() else { return };
+    lab.standard();
+    let env = [("NCP_BOOTSTRAP_OVS_ON_EXIT", "restore")];
+    for round in 0..6 {
+        if round % 2 == 0 {
+            let _ = std::fs::remove_file(lab.ovs_dir.join("conf.db"));
+        }
+        let piped = || {
+            let mut c = lab.tool_command(&["ovs", "run"], &env);
+            c.stderr(std::process::Stdio::piped());
+            Background(c.spawn().unwrap())
+        };
+        let mut a = piped();
+        let mut b = piped();
+        let (mut loser, mut winner) = loop {
+            if a.try_wait().unwrap().is_some() {
+                break (a, b);
+            }
+            if b.try_wait().unwrap().is_some() {
+                break (b, a);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let out = std::mem::replace(&mut loser.0, Command::new("true").spawn().unwrap())
+            .wait_with_output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "round {round}: {stderr}");
+        assert!(
+            stderr.contains(&format!("(pid {})", winner.id())),
+            "round {round}: the winner is not named: {stderr}"
+        );
+        wait_for("the winner healthy", Duration::from_secs(20), || {
+            healthy(&lab)
+        });
+        let switch = daemon_pid(&lab, "ovs-vswitchd");
+        let ppid = std::fs::read_to_string(format!("/proc/{switch}/stat")).unwrap();
+        let ppid = ppid
+            .rsplit(") ")
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            ppid,
+            winner.id().to_string(),
+            "round {round}: ovs-vswitchd is the winner's"
+        );
+        assert!(exit_within(&mut winner, Duration::from_millis(500)).is_none());
+        sigterm(&winner);
+        let s = exit_within(&mut winner, Duration::from_secs(20)).expect("winner exits");
+        assert_eq!(s.code(), Some(0), "round {round}");
+    }
+}
+
 #[test]
 fn ovs_run_refuses_a_live_host_ovs() {
     let Some(mut lab) = NetLab::new() else { return };

@@ -173,6 +173,26 @@ fn preconditions_exit_2() {
     let r = lab.tool(&["uplink", "attach"], &[("OVS_RUNDIR", "/nonexistent")]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("not reachable"), "{}", r.stderr);
+    // A bridge name the kernel cannot give an interface: refused before OVS is asked.
+    let r = lab.tool(&["uplink", "attach", "--bridge", "br-integration01"], &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("16 bytes long"), "{}", r.stderr);
+    assert_eq!(lab.vsctl(&["list-br"]), "");
+    // An alias label that would be too long on the bridge (eth1:abcdefghij → br-int:abcdefghij,
+    // 17 bytes): refused in the plan, where the kernel would refuse it in the middle of the move.
+    lab.n("addr add 10.0.0.9/24 dev eth1 label eth1:abcdefghij");
+    let with_label = lab.state();
+    let r = lab.tool(&["uplink", "attach"], &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("\"br-int:abcdefghij\" (17 bytes")
+            && r.stderr.contains("at most 8 bytes"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(lab.state(), with_label);
+    assert_eq!(lab.vsctl(&["list-br"]), "");
+    lab.n("addr del 10.0.0.9/24 dev eth1");
     assert_eq!(lab.state(), before);
 }
 
@@ -231,6 +251,78 @@ fn cleanup_detaches_an_attached_uplink() {
     assert_eq!(lab.state(), before);
     assert_eq!(lab.vsctl(&["list-br"]), "");
     assert!(!lab.host.join("var/lib/ncp-bootstrap").exists());
+}
+
+/// A network manager given node-if back before the move (systemd-networkd once its runtime
+/// file goes) configures it again while detach works: here between detach's plan and its apply
+/// (the fault hook stands in for networkd). The kernel then holds two copies of a route (the
+/// manager's appended after br-int's), and a replace of br-int's copy with one identical to the
+/// manager's is refused with EEXIST. Detach converges on what is already there: the manager's
+/// copy stays, br-int's goes.
+#[test]
+fn detach_converges_on_what_a_network_manager_puts_back_meanwhile() {
+    let Some(lab) = lab() else { return };
+    let before = lab.state();
+    assert_eq!(lab.tool(&["uplink", "attach"], &[]).code, 0);
+    // What networkd does once it has eth1 again: its address, then its routes.
+    let networkd = "move-planned=ip addr add 10.0.0.5/24 dev eth1; \
+        ip route append default via 10.0.0.1 dev eth1; \
+        ip route append 192.168.50.0/24 via 10.0.0.1 dev eth1 metric 50";
+    let d = lab.tool(&["uplink", "detach"], &[("NCP_FAULT_HOOK", networkd)]);
+    assert_eq!(d.code, 0, "{}\n{}", d.stdout, d.stderr);
+    let after = lab.state();
+    assert!(!after.contains("br-int"), "{after}");
+    common::assert_same(&after, &before, "detach did not converge on the pre-state");
+    assert!(lab.ping_from_peer("10.0.0.5"));
+}
+
+/// `ovs health` says what forwarding needs: node-if down fails it (the gateway is out of reach
+/// whatever OVS says), a moved address back on node-if fails it (a restart's attach moves it
+/// again), but an address someone added to node-if after the attach does not (no restart moves
+/// it: liveness would loop); `status` names it as drift.
+#[test]
+fn health_follows_what_forwarding_needs_and_what_a_restart_can_repair() {
+    let Some(lab) = lab() else { return };
+    assert_eq!(lab.tool(&["uplink", "attach"], &[]).code, 0);
+    let health = || lab.tool(&["ovs", "health"], &[]);
+    assert_eq!(health().code, 0, "{}", health().stdout);
+
+    lab.n("link set eth1 down");
+    let h = health();
+    assert_eq!(h.code, 1, "{}", h.stdout);
+    assert!(h.stdout.contains("eth1 is down"), "{}", h.stdout);
+    let st = lab.tool(&["status"], &[]);
+    assert!(st.stdout.contains("eth1 is down"), "{}", st.stdout);
+    lab.n("link set eth1 up");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while health().code != 0 && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(health().code, 0, "{}", health().stdout);
+
+    lab.n("addr add 10.0.0.77/24 dev eth1");
+    let h = health();
+    assert_eq!(
+        h.code, 0,
+        "an address no restart moves fails liveness: {}",
+        h.stdout
+    );
+    let st = lab.tool(&["status"], &[]);
+    assert!(
+        st.stdout.contains("10.0.0.77/24") && st.stdout.contains("after the attach"),
+        "{}",
+        st.stdout
+    );
+    lab.n("addr del 10.0.0.77/24 dev eth1");
+
+    lab.n("addr add 10.0.0.6/24 dev eth1");
+    let h = health();
+    assert_eq!(h.code, 1, "{}", h.stdout);
+    assert!(
+        h.stdout.contains("eth1 still holds 10.0.0.6/24"),
+        "{}",
+        h.stdout
+    );
 }
 
 /// NetworkManager adds its addresses with `noprefixroute` and the prefix routes itself (protocol

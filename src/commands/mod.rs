@@ -65,14 +65,16 @@ pub fn run(cli: Cli) -> i32 {
         cli.dry_run(),
         &cli.host_root.display().to_string(),
     );
-    let result = build_env(&cli, &progress).and_then(|env| {
-        // Configuration warnings go into the report, which prints them once at the end.
-        report.warnings.extend(env.config.warnings.iter().cloned());
-        if !matches!(cli.command, Command::Ovs(OvsCommand::Health)) {
-            progress.info(&start_line(&env));
-        }
-        dispatch(&env, &mut report)
-    });
+    let result = check_root(&cli)
+        .and_then(|()| build_env(&cli, &progress))
+        .and_then(|env| {
+            // Configuration warnings go into the report, which prints them once at the end.
+            report.warnings.extend(env.config.warnings.iter().cloned());
+            if !matches!(cli.command, Command::Ovs(OvsCommand::Health)) {
+                progress.info(&start_line(&env));
+            }
+            dispatch(&env, &mut report)
+        });
     progress.finish();
     let mut text = String::new();
     match result {
@@ -251,6 +253,28 @@ fn uplink_flags(c: &Command) -> Option<&crate::cli::UplinkArgs> {
         Command::Persist { link, .. } => Some(link),
         _ => None,
     }
+}
+
+/// Whether a command changes the host when it is not a dry run.
+fn changes_host(c: &Command) -> bool {
+    !matches!(
+        c,
+        Command::Status(_) | Command::Config(_) | Command::Ovs(OvsCommand::Health)
+    )
+}
+
+/// Refused up front: a non-root run would otherwise fail half way, at the first file it
+/// creates ("Permission denied", exit 3), after planning against a host it cannot change.
+fn check_root(cli: &Cli) -> Result<()> {
+    let uid = nix::unistd::geteuid();
+    if changes_host(&cli.command) && !cli.dry_run() && !uid.is_root() {
+        return Err(crate::error::precondition(format!(
+            "`ncp-bootstrap {}` changes the host and must run as root (uid {uid} now); run it \
+             with sudo, or add --dry-run to see what it would do",
+            command_name(&cli.command),
+        )));
+    }
+    Ok(())
 }
 
 fn dispatch(env: &Env, report: &mut Report) -> Result<Outcome> {

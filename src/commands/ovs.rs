@@ -64,6 +64,8 @@ fn ensure_module(ctx: &Ctx) -> Result<()> {
 pub fn run(ctx: &Ctx) -> Result<i32> {
     let started = Instant::now();
     let dirs = OvsDirs::from_settings(ctx.host, ctx.settings)?;
+    // Held until this function returns, after the daemons are stopped.
+    let _claim = dirs.claim()?;
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&term))
@@ -141,6 +143,9 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
             })
             .ok(),
     };
+    let mut sweep = DropSweep::for_ctx(ctx);
+    sweep.after_start(Instant::now());
+    sweep.run_due(ctx, Instant::now());
     let mut budget = RestartBudget::new(SWITCH_RESTARTS, SWITCH_RESTART_WINDOW);
     loop {
         if term.load(Ordering::Relaxed) {
@@ -168,6 +173,8 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
                     daemons.stop(Duration::from_secs(5));
                     return Err(e.context("ovs run: starting ovs-vswitchd again"));
                 }
+                sweep.after_start(Instant::now());
+                sweep.run_due(ctx, Instant::now());
                 continue;
             }
             eprintln!("error: {death}");
@@ -194,7 +201,70 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
                 }
             }
         }
+        sweep.run_due(ctx, Instant::now());
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// When, after ovs-vswitchd started, the kernel datapath is swept for the drop flows it
+/// installs for packets of a port it had not mapped yet (`datapath::clear_stale_drops`). A
+/// switch starting on a datapath that already has the uplink as a port (a restart, an upgrade,
+/// a switch started again in place; all the more on a busy machine, where the mapping comes
+/// late) gets the peer's packets before it knows the port, and the exact-match drop flow it
+/// installs for them is never revalidated while they keep coming: the node stays cut off from
+/// that peer while both daemons answer. Swept once the switch has read the database (the port
+/// is mapped then), and again later for upcalls that were in flight.
+const SWEEP_AFTER_START: [Duration; 3] = [
+    Duration::ZERO,
+    Duration::from_secs(2),
+    Duration::from_secs(10),
+];
+
+/// The pending sweeps; none on the userspace datapath or without an uplink.
+struct DropSweep {
+    uplink: Option<String>,
+    due: Vec<Instant>,
+}
+
+impl DropSweep {
+    fn for_ctx(ctx: &Ctx) -> DropSweep {
+        let kernel = ctx.settings.datapath == crate::config::Datapath::System;
+        DropSweep {
+            uplink: ctx.settings.uplink.clone().filter(|_| kernel),
+            due: Vec::new(),
+        }
+    }
+
+    fn after_start(&mut self, now: Instant) {
+        if self.uplink.is_some() {
+            self.due = SWEEP_AFTER_START.iter().map(|d| now + *d).collect();
+        }
+    }
+
+    /// Whether a sweep is due at `now` (those due are taken: several due at once make one).
+    fn take_due(&mut self, now: Instant) -> bool {
+        let before = self.due.len();
+        self.due.retain(|t| *t > now);
+        self.due.len() != before
+    }
+
+    fn run_due(&mut self, ctx: &Ctx, now: Instant) {
+        if !self.take_due(now) {
+            return;
+        }
+        let Some(up) = self.uplink.as_deref() else {
+            return;
+        };
+        match crate::host::ovs::datapath::clear_stale_drops(up) {
+            Ok(0) => {}
+            Ok(n) => ctx.progress.info(&format!(
+                "ovs run: removed {n} datapath flow(s) that dropped what {up} received before \
+                 ovs-vswitchd had mapped its port"
+            )),
+            Err(e) => ctx.progress.warn(&format!(
+                "ovs run: the datapath's drop flows for {up} were not checked: {e:#}"
+            )),
+        }
     }
 }
 
@@ -323,12 +393,57 @@ pub fn health(ctx: &Ctx) -> Result<(), String> {
     if !ports.iter().any(|p| p == up) {
         return Err(format!("{up} is not a port of {bridge}"));
     }
-    uplink::holds_no_address(up).map_err(|e| format!("{e:#}"))
+    uplink::check_forwarding(ctx.host, up, bridge).map_err(|e| format!("{e:#}"))?;
+    if ctx.settings.datapath == crate::config::Datapath::System {
+        // A datapath that cannot be read says nothing either way (no ovs-dpctl in the image).
+        let stale = crate::host::ovs::datapath::stale_drops(up).unwrap_or_default();
+        if !stale.is_empty() {
+            return Err(format!(
+                "the kernel datapath drops what {up} receives: {} exact-match drop flow(s) \
+                 installed before ovs-vswitchd had mapped the port (ovs run removes them after \
+                 each start of the switch; a restart of nsx-ovs does)",
+                stale.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_datapath_is_swept_at_each_start_of_the_switch_and_after() {
+        let mut s = DropSweep {
+            uplink: Some("eth1".into()),
+            due: Vec::new(),
+        };
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert!(!s.take_due(at(0)), "nothing before a start");
+        s.after_start(t0);
+        assert!(s.take_due(at(0)));
+        assert!(!s.take_due(at(1_000)));
+        assert!(s.take_due(at(2_000)));
+        // A second start before the last sweep of the first schedules all three again.
+        s.after_start(at(5_000));
+        assert!(s.take_due(at(5_000)));
+        assert!(
+            s.take_due(at(15_000)),
+            "the 2 s and 10 s sweeps, late, make one"
+        );
+        assert!(!s.take_due(at(60_000)));
+        let mut none = DropSweep {
+            uplink: None,
+            due: Vec::new(),
+        };
+        none.after_start(t0);
+        assert!(
+            !none.take_due(at(0)),
+            "no uplink (or userspace datapath): no sweep"
+        );
+    }
 
     #[test]
     fn the_restart_budget_slides_with_time() {

@@ -112,10 +112,16 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
             .map(crate::steps::Action::describe)
             .collect(),
     };
+    // On a node that was never installed (or was cleaned up) nothing of ours can have drifted:
+    // an unusable bundle is what stops the next install, said as such.
+    let mut install_blocked = Vec::new();
     if let Some(e) = &bundle_error {
-        drift.push(format!(
-            "the bundle is unusable, so install cannot run: {e}"
-        ));
+        let why = format!("the bundle is unusable, so install cannot run: {e}");
+        if installed {
+            drift.push(why);
+        } else {
+            install_blocked.push(why);
+        }
     }
     if installed {
         for p in &pending {
@@ -183,8 +189,16 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
         (true, true, true) => "ready",
     };
     text.push_str(&render_verdict(node, &drift, &not_ready));
+    for b in &install_blocked {
+        text.push_str(&format!("install would fail: {b}\n"));
+    }
     Ok(Outcome {
-        code: if drift.is_empty() { 0 } else { 1 },
+        // Automation asks "is this node usable?": drift and not ready are both no.
+        code: if drift.is_empty() && not_ready.is_empty() {
+            0
+        } else {
+            1
+        },
         text,
         details: Some(serde_json::json!({
             "node": node,
@@ -193,6 +207,7 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
             "apparmor": aa,
             "components": others,
             "drift": drift,
+            "install_blocked": install_blocked,
             "ledger_entries": ledger.entries.len(),
         })),
     })
@@ -268,47 +283,60 @@ fn component_lines(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Vec<Component> {
         (Err(why), None) => line("ovs", "missing", why.clone()),
     });
     out.push(match attached {
-        Some(pre) => match crate::steps::uplink::holds_no_address(&pre.uplink) {
-            Ok(()) => match crate::host::nm::needs_hand_off(&env.host, &pre.uplink) {
-                Ok(true) => line(
+        Some(pre) => {
+            match crate::steps::uplink::check_forwarding(&env.host, &pre.uplink, &pre.bridge) {
+                Ok(notes) if !notes.is_empty() => line(
                     "uplink",
                     "drift",
                     format!(
-                        "{} is attached to {}, but NetworkManager runs and still manages it: \
-                         a restart of NetworkManager would put the addresses back on it; run \
-                         `ncp-bootstrap uplink attach` to hand it off",
-                        pre.uplink, pre.bridge
+                        "{} is attached to {}, but {}",
+                        pre.uplink,
+                        pre.bridge,
+                        notes.join("; ")
                     ),
                 ),
-                _ => match networkd_status(&env.host, pre) {
-                    Err(why) => line(
+                Ok(_) => match crate::host::nm::needs_hand_off(&env.host, &pre.uplink) {
+                    Ok(true) => line(
                         "uplink",
                         "drift",
-                        format!("{} is attached to {}, but {why}", pre.uplink, pre.bridge),
-                    ),
-                    Ok(nd) => line(
-                        "uplink",
-                        "ok",
                         format!(
-                            "{} is attached to {}; its addresses are on the bridge{}{nd}",
-                            pre.uplink,
-                            pre.bridge,
-                            if crate::host::nm::handed_off(&env.host, &pre.uplink).unwrap_or(false)
-                            {
-                                "; NetworkManager leaves it unmanaged until detach"
-                            } else {
-                                ""
-                            }
+                            "{} is attached to {}, but NetworkManager runs and still manages it: \
+                         a restart of NetworkManager would put the addresses back on it; run \
+                         `ncp-bootstrap uplink attach` to hand it off",
+                            pre.uplink, pre.bridge
                         ),
                     ),
+                    _ => match networkd_status(&env.host, pre) {
+                        Err(why) => line(
+                            "uplink",
+                            "drift",
+                            format!("{} is attached to {}, but {why}", pre.uplink, pre.bridge),
+                        ),
+                        Ok(nd) => line(
+                            "uplink",
+                            "ok",
+                            format!(
+                                "{} is attached to {}; its addresses are on the bridge{}{nd}",
+                                pre.uplink,
+                                pre.bridge,
+                                if crate::host::nm::handed_off(&env.host, &pre.uplink)
+                                    .unwrap_or(false)
+                                {
+                                    "; NetworkManager leaves it unmanaged until detach"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        ),
+                    },
                 },
-            },
-            Err(e) => line(
-                "uplink",
-                "drift",
-                format!("recorded as attached, but {e:#}"),
-            ),
-        },
+                Err(e) => line(
+                    "uplink",
+                    "drift",
+                    format!("recorded as attached, but {e:#}"),
+                ),
+            }
+        }
         None => line("uplink", "n/a", "not attached by ncp-bootstrap"),
     });
     for e in &ledger.entries {

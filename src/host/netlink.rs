@@ -33,6 +33,8 @@ pub struct Link {
     pub mac: Vec<u8>,
     pub mtu: u32,
     pub up: bool,
+    /// The link is operationally up (`IFF_RUNNING`: carrier, and its lower device up).
+    pub carrier: bool,
     /// Promiscuous mode as set by a user (`ip link set … promisc on`), not the count that
     /// OVS and packet sockets hold.
     pub promisc: bool,
@@ -313,6 +315,7 @@ fn link_from(l: &LinkMessage) -> Link {
         mac: Vec::new(),
         mtu: 0,
         up: l.header.flags.contains(LinkFlags::Up),
+        carrier: l.header.flags.contains(LinkFlags::Running),
         promisc: l.header.flags.contains(LinkFlags::Promisc),
         controller: None,
         loopback: l.header.flags.contains(LinkFlags::Loopback),

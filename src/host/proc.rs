@@ -136,3 +136,48 @@ pub fn ovs_environ(host: &HostRoot, pid: u32) -> Result<Vec<(String, String)>> {
         })
         .collect())
 }
+
+/// The pid holding a `flock` on the file or directory with this device and inode, from this
+/// process's `/proc/locks` (pids as this pid namespace sees them; `None` when none is listed or
+/// the holder is outside the namespace). Lines are input: one that does not parse is skipped.
+pub fn flock_holder(dev: u64, ino: u64) -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/locks").ok()?;
+    flock_holder_in(&text, dev, ino)
+}
+
+fn flock_holder_in(text: &str, dev: u64, ino: u64) -> Option<u32> {
+    // dev_t as the kernel splits it (the glibc/Linux encoding), printed `%02x:%02x:%lu`.
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let want = format!("{major:02x}:{minor:02x}:{ino}");
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // `1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF`; blocked waiters have `->` first.
+        if f.len() < 6 || f[1] != "FLOCK" || f[5] != want {
+            return None;
+        }
+        f[4].parse().ok().filter(|p| *p > 0)
+    })
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn the_holder_of_a_flock_is_read_from_proc_locks() {
+        // dev 0xfd01 = major 0xfd, minor 0x01.
+        let text = "1: POSIX  ADVISORY  WRITE 77 fd:01:99 0 EOF\n\
+                    2: FLOCK  ADVISORY  WRITE 4321 fd:01:5678 0 EOF\n\
+                    2: -> FLOCK  ADVISORY  WRITE 4400 fd:01:5678 0 EOF\n\
+                    3: FLOCK  ADVISORY  WRITE garbage fd:01:42 0 EOF\n";
+        assert_eq!(flock_holder_in(text, 0xfd01, 5678), Some(4321));
+        assert_eq!(
+            flock_holder_in(text, 0xfd01, 99),
+            None,
+            "a POSIX lock is not a flock"
+        );
+        assert_eq!(flock_holder_in(text, 0xfd01, 42), None, "an unreadable pid");
+        assert_eq!(flock_holder_in(text, 0x0801, 5678), None, "another device");
+    }
+}

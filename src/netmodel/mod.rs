@@ -196,6 +196,41 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_route_someone_put_back_meanwhile_is_not_replaced_and_the_old_copy_goes() {
+        let pre_addrs = vec![addr(2, "10.0.0.5", 24, false)];
+        let pre_routes = vec![route(2, None, Some("10.0.0.1"), 254, 0)];
+        let what = carried_by(2, "eth1", &pre_addrs, &pre_routes, &[]);
+        // Attached, then a network manager configured the bridge's route on eth1 again: both
+        // copies live. A replace would be refused (EEXIST); br-int's copy is deleted instead.
+        let live_a = vec![addr(9, "10.0.0.5", 24, false)];
+        let both = vec![
+            route(9, None, Some("10.0.0.1"), 254, 0),
+            route(2, None, Some("10.0.0.1"), 254, 0),
+        ];
+        let ops = plan_move(&what, ETH, BR, &live_a, &both, &[]);
+        let kinds: Vec<String> = ops.iter().map(Op::describe).collect();
+        assert_eq!(kinds.len(), 1, "{kinds:#?}");
+        assert!(
+            kinds[0].starts_with("delete route default via 10.0.0.1 dev#2"),
+            "{kinds:#?}"
+        );
+        // Seen from the detach (bridge to uplink): the uplink's copy stays, the bridge's goes.
+        let back = what.moved(ETH, BR);
+        let ops = plan_move(&back, BR, ETH, &live_a, &both, &[]);
+        let kinds: Vec<String> = ops.iter().map(Op::describe).collect();
+        assert!(
+            !kinds.iter().any(|k| k.starts_with("replace route")),
+            "{kinds:#?}"
+        );
+        assert!(
+            kinds
+                .iter()
+                .any(|k| k.starts_with("delete route default via 10.0.0.1 dev#9")),
+            "{kinds:#?}"
+        );
+    }
+
+    #[test]
     fn kernel_routes_and_link_local_addresses_stay() {
         let mut ll = addr(2, "fe80::1", 64, false);
         ll.header.scope = AddressScope::Link;

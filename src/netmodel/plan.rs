@@ -130,6 +130,22 @@ pub fn plan_move(
     // Stable: on-link routes first, then gateway routes, each in dump order.
     routes.sort_by_key(|r| route_gateway(r).is_some());
     ops.extend(routes.into_iter().map(Op::ReplaceRoute));
+    // A route that is already on `to` while `from` still has its copy: put there by someone
+    // else meanwhile (a network manager given the link back configures it again). A replace
+    // would be refused (EEXIST: the kernel keeps both copies when one was appended), so the old
+    // copy goes once the new one is in place.
+    ops.extend(
+        what.routes
+            .iter()
+            .filter(|r| done.contains(&route_key(&route_on(r, from.index, to.index))))
+            .flat_map(|r| {
+                live_routes
+                    .iter()
+                    .filter(|l| route_uses(l, from.index) && route_key(l) == route_key(r))
+            })
+            .cloned()
+            .map(Op::DelRoute),
+    );
     let live = |x: &RuleMessage| live_rules.iter().any(|l| rule_key(l) == rule_key(x));
     for r in &what.rules {
         let moved = rule_on(r, from.name, to.name);

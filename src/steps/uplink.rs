@@ -31,10 +31,12 @@ impl Names {
         let uplink = ctx.settings.uplink.clone().ok_or_else(|| {
             precondition(
                 "no uplink configured: pass --uplink IF, or set node.uplink (config file, \
-                 NCP_BOOTSTRAP_NODE_UPLINK) or ovs_uplink_port in ncp.ini [nsx_kube_proxy]",
+                 NCP_BOOTSTRAP_NODE_UPLINK) or ovs_uplink_port in ncp.ini [nsx_node_agent]",
             )
         })?;
         let bridge = ctx.settings.bridge.clone();
+        check_ifname("node.uplink", &uplink)?;
+        check_ifname("node.bridge", &bridge)?;
         if uplink == bridge {
             return Err(precondition(format!(
                 "the uplink and the bridge are both `{uplink}`; node.uplink must name the NIC"
@@ -74,6 +76,40 @@ fn plan_now(nl: &mut Netlink, carried: &Carried, from: End, to: End) -> Result<V
         &live.routes,
         &live.rules,
     ))
+}
+
+/// How many times a move is planned again against the links as they are when a network
+/// manager changed them under it.
+const CONVERGE_TRIES: usize = 3;
+
+/// Plans and applies the move until nothing is left to do. A network manager given the uplink
+/// back works beside us (networkd configures it again as soon as its runtime file goes): an op
+/// it made stale between the dump and the apply fails (`File exists`, `No such process`), and
+/// the next plan starts from what is there. Returns the switch window in ms of the first burst.
+fn converge(nl: &mut Netlink, carried: &Carried, from: End, to: End) -> Result<f64> {
+    let mut window = None;
+    let mut tries = 0;
+    loop {
+        let ops = plan_now(nl, carried, from, to)?;
+        if ops.is_empty() {
+            return Ok(window.unwrap_or(0.0));
+        }
+        tries += 1;
+        crate::fault::hook("move-planned");
+        let t = Instant::now();
+        let res = nl.apply(&ops);
+        window.get_or_insert(t.elapsed().as_secs_f64() * 1000.0);
+        match res {
+            Ok(()) => return Ok(window.unwrap_or(0.0)),
+            Err(e) if tries >= CONVERGE_TRIES => {
+                return Err(e.context(format!(
+                    "the move from {} to {} did not converge in {CONVERGE_TRIES} tries",
+                    from.name, to.name
+                )))
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// What the pre-state says the uplink carried, expressed as it must be on the bridge.
@@ -259,6 +295,63 @@ fn check_uplink(names: &Names, l: &crate::host::netlink::Link) -> Result<()> {
     }
 }
 
+/// The kernel's limit on an interface name, and so on an address label (IFNAMSIZ less the NUL).
+const IFNAME_MAX: usize = 15;
+
+/// An interface name the kernel accepts: 1 to 15 bytes, no `/`, no whitespace, not `.`/`..`.
+fn check_ifname(key: &str, name: &str) -> Result<()> {
+    let why = if name.is_empty() {
+        Some("is empty".to_string())
+    } else if name.len() > IFNAME_MAX {
+        Some(format!(
+            "is {} bytes long; the kernel allows {IFNAME_MAX}",
+            name.len()
+        ))
+    } else if name == "." || name == ".." || name.contains(['/', ':']) {
+        Some("is not a name the kernel gives an interface".to_string())
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("contains whitespace or a control character".to_string())
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(input(format!(
+            "{key} = {name:?} {why}; set it to the interface's name as `ip link` shows it"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// An alias label moves with its address, its uplink prefix replaced by the bridge's
+/// (`eth1:web` becomes `br-int:web`); one that would then be longer than an interface name is
+/// refused by the kernel (ERANGE) in the middle of the move, so it is refused here, before
+/// anything changes.
+fn check_labels(names: &Names, carried: &Carried) -> Result<()> {
+    for a in &carried.addresses {
+        let Some(label) = nm::address_label(a) else {
+            continue;
+        };
+        let Some(rest) = label.strip_prefix(names.uplink.as_str()) else {
+            continue;
+        };
+        let moved = format!("{}{rest}", names.bridge);
+        if moved.len() > IFNAME_MAX {
+            return Err(input(format!(
+                "address {} on {} has the label {label:?}, which on {} would be {moved:?} ({} \
+                 bytes; the kernel allows {IFNAME_MAX}): give it a label of at most {} bytes \
+                 after the colon (`ip addr change` cannot rename a label: delete and add the \
+                 address again), or drop it",
+                nm::describe_address(a),
+                names.uplink,
+                names.bridge,
+                moved.len(),
+                IFNAME_MAX.saturating_sub(names.bridge.len() + 1),
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A bridge link that exists must be OVS's own: an `openvswitch` internal device (kernel
 /// datapath) or the tap device the userspace datapath uses. Attaching onto a plain NIC or a
 /// Linux bridge would hand it the node's addresses.
@@ -424,6 +517,7 @@ impl super::Step for Attach {
         if ledger.uplink(&names.uplink).is_none() && networkd.is_none() {
             check_dynamic(ctx, &names, &carried_on_uplink, &mut plan.warnings)?;
         }
+        check_labels(&names, &carried_on_uplink)?;
         let port_present = bridge_view.is_some_and(|b| b.ports.contains(&names.uplink));
         let ops = nm::plan_move(
             &carried_on_uplink,
@@ -727,10 +821,7 @@ pub fn detach_recorded(
     // networkd makes before we break: it configures the uplink again while the bridge still
     // carries the addresses (and the move below then finds them in place).
     crate::host::networkd::release_uplink(host, &pre.uplink)?;
-    let ops = plan_now(nl, &carried, br_end, up_end)?;
-    let t = Instant::now();
-    nl.apply(&ops)?;
-    let window = t.elapsed().as_secs_f64() * 1000.0;
+    let window = converge(nl, &carried, br_end, up_end)?;
     // The addresses are back on the uplink: NetworkManager may have it again.
     crate::host::nm::take_back(host, &pre.uplink, &pre.bridge)?;
     ovs.del_port(&pre.bridge, &pre.uplink)?;
@@ -1072,21 +1163,67 @@ pub fn reattach(pre: &UplinkPreState) -> Result<()> {
     nl.apply(&ops)
 }
 
-/// For health checks: the uplink carries no movable address (they are on the bridge).
-pub fn holds_no_address(uplink: &str) -> Result<()> {
+/// For health and status: what forwarding through the attached uplink needs and a restart of
+/// `ovs run` can give back. Fails when the uplink or the bridge is down or without carrier
+/// (the gateway is out of reach, whatever OVS says), or when the uplink holds an address the
+/// attach recorded and moved (the re-attach of a restart moves it again). An address added to
+/// the uplink after the attach is none of these: no restart moves it, so it must not fail a
+/// liveness probe (which would restart nsx-ovs in a loop); it comes back as a note.
+pub fn check_forwarding(host: &HostRoot, uplink: &str, bridge: &str) -> Result<Vec<String>> {
     let mut nl = Netlink::open()?;
     let link = nl
         .link(uplink)?
         .with_context(|| format!("{uplink} does not exist"))?;
-    let left: Vec<String> = nl
-        .addresses()?
-        .iter()
-        .filter(|a| a.header.index == link.index && nm::is_movable_address(a))
-        .map(nm::describe_address)
-        .collect();
-    if left.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!("{uplink} still holds {}", left.join(", ")))
+    if !link.up {
+        return Err(anyhow!(
+            "{uplink} is down: nothing reaches the gateway through {bridge}; `ip link set \
+             {uplink} up` (ovs run brings it up when it attaches)"
+        ));
     }
+    if !link.carrier {
+        return Err(anyhow!(
+            "{uplink} has no carrier: nothing reaches the gateway through {bridge}"
+        ));
+    }
+    match nl.link(bridge)? {
+        Some(b) if b.up => {}
+        Some(_) => {
+            return Err(anyhow!(
+                "{bridge} is down: the node's addresses on it are unreachable"
+            ))
+        }
+        None => return Err(anyhow!("{bridge} has no device: OVS has not created it")),
+    }
+    let ledger = Ledger::load(host)?;
+    let recorded: Vec<_> = match ledger.uplink(uplink) {
+        Some(pre) => pre
+            .carried()?
+            .addresses
+            .iter()
+            .map(nm::address_key)
+            .collect(),
+        None => Vec::new(),
+    };
+    let (moved, added): (Vec<_>, Vec<_>) = nl
+        .addresses()?
+        .into_iter()
+        .filter(|a| a.header.index == link.index && nm::is_movable_address(a))
+        .partition(|a| recorded.contains(&nm::address_key(a)));
+    if !moved.is_empty() {
+        let left: Vec<String> = moved.iter().map(nm::describe_address).collect();
+        return Err(anyhow!(
+            "{uplink} still holds {} (the attach moves it to {bridge})",
+            left.join(", ")
+        ));
+    }
+    Ok(added
+        .iter()
+        .map(|a| {
+            format!(
+                "{} was added to {uplink} after the attach and stays there (no attach moves \
+                 it): move it to {bridge} by hand, or detach and attach again",
+                nm::describe_address(a)
+            )
+        })
+        .collect())
 }

@@ -36,8 +36,10 @@ fi
 
 NS=ncpb-vm-$$
 WATCH=
+HOGS=
 finish() {
   [ -n "$WATCH" ] && kill "$WATCH" 2>/dev/null
+  [ -n "$HOGS" ] && kill $HOGS 2>/dev/null
   ip netns pids "$NS" 2>/dev/null | xargs -r kill 2>/dev/null
   ip netns del "$NS" 2>/dev/null
   true
@@ -85,6 +87,17 @@ if grep -q '^# peer: dnsmasq' "$REPO/vagrant/scenarios/$SCENARIO"; then
     --dhcp-leasefile="$SHARE/dnsmasq.leases" --log-dhcp --log-facility="$SHARE/dnsmasq.log" \
     --pid-file="$RUN/dnsmasq.pid" &
 fi
+
+# Load beside the VM: NCPB_VM_LOAD=N processes that burn a CPU each for the whole run (a
+# scenario with `# load: cpu` gets one in any case), so that a scenario is proven on a busy
+# machine, not only on a quiet one.
+LOAD=${NCPB_VM_LOAD:-0}
+if [ "$LOAD" = 0 ] && grep -q '^# load: cpu' "$REPO/vagrant/scenarios/$SCENARIO"; then LOAD=1; fi
+for _ in $(seq 1 "$LOAD"); do
+  sh -c 'while :; do :; done' &
+  HOGS="$HOGS $!"
+done
+[ "$LOAD" = 0 ] || echo "load: $LOAD CPU-burning process(es) beside the VM"
 
 status=0
 PHASES=$(sed -n 's/^# phases: *//p' "$REPO/vagrant/scenarios/$SCENARIO")

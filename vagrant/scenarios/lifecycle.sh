@@ -31,7 +31,11 @@ if [ "$PHASE" = 1 ]; then
   pgrep -x ovs-vswitchd && fail "ovs-vswitchd still runs"
   grep -q '^node-agent-apparmor (enforce)' /sys/kernel/security/apparmor/profiles && ok "profile loaded in enforce mode" || fail "profile not loaded"
   [ -x /opt/cni/bin/nsx ] && [ -f /etc/cni/net.d/10-nsx.conflist ] && ok "CNI installed" || fail "CNI files"
-  $B status --bundle $S/bundle || fail "status after install"
+  # Installed, the uplink configured, no containerized OVS yet: not ready, exit 1.
+  $B status --bundle $S/bundle > $S/status-installed.txt; rc=$?
+  cat $S/status-installed.txt
+  [ $rc = 1 ] && grep -q "^node: not ready" $S/status-installed.txt && ! grep -q "^drift:" $S/status-installed.txt \
+    && ok "status after install: not ready until ovs run attaches (exit 1), no drift" || fail "status after install (exit $rc)"
 
   # -O reports each missing reply, -D timestamps it: the log shows when a probe was lost. The
   # node pings the peer and the peer pings the node, both every 10 ms, across the attach.

@@ -1,5 +1,6 @@
 #!/bin/sh
 # phases: 1 2
+# load: cpu
 # Node-if defined by cloud-init's netplan file on systemd-networkd (an Ubuntu cloud image's
 # stack). cloud-init itself is not in the guest image (it would look for a datasource at each
 # boot); its /etc/cloud/cloud.cfg stands in for it, which is what persist looks for.

@@ -80,6 +80,26 @@ measure() { # kind, way; the action is in "$@" after them
   journalctl -u ncp-ovs --no-pager -o short-precise --since "@$since" | grep -v ' ovs run: \(add\|delete\|replace\) \||coverage|\||poll_loop|\||memory|' | tail -25
 }
 
+# Exact-match drop flows for the uplink's datapath port, as ovs-vswitchd installs them for
+# packets it got before it had mapped the port (an exact key prints every field, skb_priority
+# too; a megaflow leaves wildcards out).
+uplink_odp() { ovs-dpctl show | sed -n "s/.*port \([0-9]*\): $UP\$/\1/p"; }
+stale_drops() { ovs-dpctl dump-flows | grep "in_port($(uplink_odp))," | grep 'skb_priority(' | grep 'actions:drop$' | grep -vc /; }
+# The peer reaches the node: a short round from the peer (its echo requests are what a stale
+# drop flow black-holes; the node's own pings to the gateway are another flow).
+peer_reaches_node() { # after what
+  peer_ping_begin 0.01 200
+  peer_ping_end
+  n=$(sed -n 's/.* \([0-9]*\) received.*/\1/p' $S/peer-ping.txt)
+  [ "${n:-0}" -ge 190 ] && ok "the peer reaches the node after $1 ($n/200)" || { ovs-dpctl dump-flows | grep "in_port($(uplink_odp))," | head; fail "the peer does not reach the node after $1 ($n/200)"; }
+}
+# After each restart of the switch: no stale drop flow left (ovs run sweeps after each start),
+# health healthy, the peer through.
+datapath_clean() { # after what
+  wait_for 15 "no stale drop flow for $UP after $1" test "$(stale_drops)" = 0
+  $B -q ovs health || fail "ovs health after $1"
+  peer_reaches_node "$1"
+}
 do_restart() { systemctl restart ncp-ovs.service; healthy_again "$1"; }
 do_kill() {
   old=$(pgrep -x ovs-vswitchd) || fail "no ovs-vswitchd to kill"
@@ -100,21 +120,46 @@ for way in ours naive; do
   ovs-ofctl add-flow br-int "table=0,priority=200,cookie=0x77,ip,actions=NORMAL"
 
   measure restart $way do_restart "restart ($way)"
+  datapath_clean "restart ($way)"
   measure kill $way do_kill "kill -9 of ovs-vswitchd ($way)"
+  datapath_clean "kill -9 ($way)"
   if [ $way = ours ]; then
     ovs-ofctl dump-flows br-int | grep -q cookie=0x77 && ok "the agent's flow survived restart and kill -9" || fail "flow lost ($way)"
   fi
   service_with $keep /usr/local/sbin/ncp-bootstrap-next
   measure upgrade $way do_restart "upgrade ($way)"
+  datapath_clean "upgrade ($way)"
   if [ $way = ours ]; then
     ovs-ofctl dump-flows br-int | grep -q cookie=0x77 && ok "the agent's flow survived the upgrade" || fail "flow lost in the upgrade"
   fi
 done
 
-# First attach at 1 ms: the uplink back on node-if, then ours and the plain add-port five times
-# each, and twice a round that attaches nothing.
+# The black hole itself, made on purpose: the exact-match drop flow ovs-vswitchd installs for
+# the peer's echo requests when they reach it before it has mapped the uplink's port. While the
+# peer keeps pinging, nothing removes it: ovs health must say so, and the next start of the
+# switch removes it.
 service_with true /usr/bin/ncp-bootstrap
 systemctl restart ncp-ovs.service; healthy_again "the last restart"
+PMAC=$(ip neigh show $GW dev br-int | sed -n 's/.*lladdr \([0-9a-f:]*\).*/\1/p')
+[ -n "$PMAC" ] || { ping -c1 -W1 $GW >/dev/null; PMAC=$(ip neigh show $GW dev br-int | sed -n 's/.*lladdr \([0-9a-f:]*\).*/\1/p'); }
+NMAC=$(cat /sys/class/net/$UP/address)
+KEY="recirc_id(0),dp_hash(0),skb_priority(0),in_port($(uplink_odp)),skb_mark(0),ct_state(0),ct_zone(0),ct_mark(0),ct_label(0),eth(src=$PMAC,dst=$NMAC),eth_type(0x0800),ipv4(src=$GW,dst=192.168.76.10,proto=1,tos=0,ttl=64,frag=no),icmp(type=8,code=0)"
+peer_ping_begin 0.01 3000
+sleep 1
+ovs-dpctl del-flow system@ovs-system "$KEY" 2>/dev/null
+ovs-dpctl add-flow system@ovs-system "$KEY" "" || fail "ovs-dpctl add-flow of the drop flow"
+sleep 3
+echo "stale drop flows while the peer pings: $(stale_drops)"
+if $B ovs health > $S/health-blackhole.txt; then
+  cat $S/health-blackhole.txt; fail "ovs health says healthy while the datapath drops the peer's probes"
+fi
+grep -q "exact-match drop flow" $S/health-blackhole.txt && ok "ovs health sees the black hole: $(cat $S/health-blackhole.txt)" || { cat $S/health-blackhole.txt; fail "health's reason"; }
+systemctl restart ncp-ovs.service; healthy_again "the restart that clears the black hole"
+peer_ping_end "black hole, then a restart (peer every 10 ms):"
+datapath_clean "the black hole's restart"
+
+# First attach at 1 ms: the uplink back on node-if, then ours and the plain add-port five times
+# each, and twice a round that attaches nothing.
 MAC=$(cat /sys/class/net/$UP/address)
 first_attach() { # way
   case $1 in
@@ -163,9 +208,7 @@ for round in 1 2 3 4 5; do
     echo "ROW first-attach $way probes_received=$n/4000 round=$round kernel_drops=$(kernel_drops) unassociated_logged=$(( $(dropped) - d0 )) missing: $(missing $S/peer-ping.txt $t0) drop sites: $(kernel_drop_sites)"
     # Exact-match drop flows for the uplink's datapath port, as ovs-vswitchd installs them for
     # packets it got before it knew the port: after ours none may be left.
-    odp=$(ovs-dpctl show | sed -n "s/.*port \([0-9]*\): $UP\$/\1/p")
-    # (an exact key prints every field, skb_priority too; a megaflow leaves wildcards out)
-    stale=$(ovs-dpctl dump-flows | grep "in_port($odp)," | grep 'skb_priority(' | grep 'actions:drop$' | grep -vc /)
+    stale=$(stale_drops)
     echo "stale drop flows after $way: $stale"
     if [ $way = ours ]; then
       [ "$stale" = 0 ] || { ovs-dpctl dump-flows; fail "a drop flow for $UP was left after the attach"; }

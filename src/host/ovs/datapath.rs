@@ -31,25 +31,40 @@ const DATAPATH: &str = "system@ovs-system";
 /// packet. Returns how many were removed.
 pub fn clear_stale_drops(port: &str) -> Result<usize> {
     let dpctl = run::find_tool("ovs-dpctl", "clear the datapath's stale drop flows")?;
-    let show = run::run(&dpctl, ["show", DATAPATH])?;
+    let mut removed = 0;
+    for key in stale_drops_with(&dpctl, port)? {
+        // A flow is deleted by its key and mask; without a mask the kernel takes the printed
+        // fields as exact, which names these flows (a flow with a partial mask prints `/`
+        // and is left). One that expired meanwhile is not an error.
+        if run::run(&dpctl, ["del-flow", DATAPATH, key.as_str()]).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// The keys of the datapath's stale drop flows for packets from `port` (see `clear_stale_drops`);
+/// empty when the datapath does not have the port. For health: while one is there, what it
+/// matches (a peer's ping, a steady stream) is black-holed though both daemons answer.
+pub fn stale_drops(port: &str) -> Result<Vec<String>> {
+    let dpctl = run::find_tool("ovs-dpctl", "read the datapath's flows")?;
+    stale_drops_with(&dpctl, port)
+}
+
+fn stale_drops_with(dpctl: &std::path::Path, port: &str) -> Result<Vec<String>> {
+    let show = run::run(dpctl, ["show", DATAPATH])?;
     let Some(number) = parse_ports(&show.stdout)
         .into_iter()
         .find(|(_, n)| n == port)
         .map(|(p, _)| p)
     else {
-        return Ok(0);
+        return Ok(Vec::new());
     };
-    let dump = run::run(&dpctl, ["dump-flows", DATAPATH])?;
-    let mut removed = 0;
-    for key in drop_flows(&dump.stdout, number) {
-        // A flow is deleted by its key and mask; without a mask the kernel takes the printed
-        // fields as exact, which names these flows (a flow with a partial mask prints `/`
-        // and is left). One that expired meanwhile is not an error.
-        if run::run(&dpctl, ["del-flow", DATAPATH, key]).is_ok() {
-            removed += 1;
-        }
-    }
-    Ok(removed)
+    let dump = run::run(dpctl, ["dump-flows", DATAPATH])?;
+    Ok(drop_flows(&dump.stdout, number)
+        .into_iter()
+        .map(String::from)
+        .collect())
 }
 
 /// The keys of flows from datapath port `number` whose action is drop and whose printed key

@@ -8,6 +8,11 @@ use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
 pub const DAEMONS: [&str; 2] = ["ovsdb-server", "ovs-vswitchd"];
+
+/// The run directory held by one `ovs run` (`OvsDirs::claim`); dropping it lets the next one in.
+pub struct RunClaim {
+    _dir: std::fs::File,
+}
 const SCHEMA: &str = "vswitch.ovsschema";
 
 /// The OVS directories as this process must use them. `OVS_RUNDIR`, `OVS_DBDIR` and
@@ -35,6 +40,38 @@ impl OvsDirs {
             log: pick("OVS_LOGDIR", &s.ovs_log_dir)?,
             host: host.clone(),
         })
+    }
+
+    /// Claims the run directory for this `ovs run` for as long as the claim lives: a flock on
+    /// the directory itself (nothing is created in it, so nothing is left to clean up). Two
+    /// `ovs run` on one host (the systemd unit and the DaemonSet, or a rolling update with
+    /// surge) would otherwise both start daemons on one database and pid files: exactly one
+    /// wins, the other is refused before it touches anything, naming the winner.
+    pub fn claim(&self) -> Result<RunClaim> {
+        std::fs::create_dir_all(&self.run)
+            .with_context(|| format!("creating {}", self.run.display()))?;
+        let dir = std::fs::File::open(&self.run)
+            .with_context(|| format!("opening {} to claim it", self.run.display()))?;
+        match dir.try_lock() {
+            Ok(()) => Ok(RunClaim { _dir: dir }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                use std::os::unix::fs::MetadataExt;
+                let holder = dir
+                    .metadata()
+                    .ok()
+                    .and_then(|m| proc::flock_holder(m.dev(), m.ino()))
+                    .map_or("another process".into(), |p| format!("pid {p}"));
+                Err(precondition(format!(
+                    "another `ncp-bootstrap ovs run` ({holder}) already runs OVS at {}; this one \
+                     changes nothing and exits. Run one of them: stop ncp-ovs.service on a node \
+                     whose nsx-ovs container runs it, or the other way round",
+                    self.run.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", self.run.display()))
+            }
+        }
     }
 
     pub fn pidfile(&self, daemon: &str) -> PathBuf {

@@ -1,8 +1,11 @@
 //! Configuration: every key, its default, and where its effective value came from.
 //!
 //! Precedence, highest first: command-line flags, environment (`NCP_BOOTSTRAP_<SECTION>_<KEY>`),
-//! the config file (TOML), ncp.ini (`[nsx_kube_proxy] ovs_uplink_port`, `[nsx_node_agent]
-//! ovs_bridge`), built-in defaults.
+//! the config file (TOML), ncp.ini (`ovs_uplink_port` in `[nsx_node_agent]` as NCP 3.x and later
+//! write it, or in `[nsx_kube_proxy]` as NCP 2.x did; `[nsx_node_agent] ovs_bridge`), built-in
+//! defaults.
+
+pub mod ncp_ini;
 
 use crate::error::input;
 use crate::host::{paths, HostRoot};
@@ -31,7 +34,7 @@ pub struct KeyDef {
 /// Every configuration key. The README's table is checked against this list by a test.
 pub const KEYS: &[KeyDef] = &[
     KeyDef { name: "node.uplink", ty: Type::Str, default: None,
-        doc: "node-if: the NIC attached to the node's NSX logical switch (ncp.ini [nsx_kube_proxy] ovs_uplink_port)" },
+        doc: "node-if: the NIC attached to the node's NSX logical switch (ncp.ini [nsx_node_agent] ovs_uplink_port; NCP 2.x: [nsx_kube_proxy])" },
     KeyDef { name: "node.bridge", ty: Type::Str, default: Some("br-int"),
         doc: "the OVS integration bridge (ncp.ini [nsx_node_agent] ovs_bridge)" },
     KeyDef { name: "node.allow_expiring_lease", ty: Type::Bool, default: Some("false"),
@@ -265,17 +268,25 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from(paths::NCP_INI));
         match read_text(&ini_path) {
             Ok(text) => {
-                for (key, v) in ncp_ini_values(&text, &ini_path)? {
+                for v in ncp_ini_values(&text, &ini_path)? {
                     values.insert(
-                        key,
+                        v.key,
                         Resolved {
-                            value: Some(Value::Str(v)),
-                            source: Source::NcpIni(ini_path.display().to_string()),
+                            value: Some(Value::Str(v.value)),
+                            source: Source::NcpIni(format!("{} {}", ini_path.display(), v.at)),
                         },
                     );
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && inputs.ncp_ini.is_none() => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(input(format!(
+                    "ncp.ini {} (--ncp-ini) does not exist: name the file NCP's \
+                     nsx-node-agent-config ConfigMap is mounted as (/etc/nsx-ujo/ncp.ini in NCP's \
+                     pods), or leave --ncp-ini out",
+                    ini_path.display()
+                )))
+            }
             Err(e) => return Err(input(format!("ncp.ini {}: {e}", ini_path.display()))),
         }
 
@@ -410,46 +421,53 @@ fn toml_items(text: &str, file: &str) -> Result<Vec<(&'static KeyDef, toml_edit:
     Ok(out)
 }
 
-/// The two ncp.ini values we use. ncp.ini is oslo.config INI: `[section]`, `key = value`,
-/// `#`/`;` comments.
-fn ncp_ini_values(text: &str, path: &Path) -> Result<Vec<(&'static str, String)>> {
-    let mut section = String::new();
+/// An ncp.ini value the bootstrap takes: our key, the value, and where in the file it is
+/// (`[section] key`, for `config show`).
+#[derive(Debug, PartialEq)]
+struct IniValue {
+    key: &'static str,
+    value: String,
+    at: String,
+}
+
+/// The ncp.ini keys we take, each with the sections NCP has kept it in, newest first: NCP 3.x
+/// and later read `ovs_uplink_port` in `[nsx_node_agent]`, NCP 2.x in `[nsx_kube_proxy]`.
+const NCP_INI_KEYS: &[(&str, &[&str], &str)] = &[
+    (
+        "node.uplink",
+        &["nsx_node_agent", "nsx_kube_proxy"],
+        "ovs_uplink_port",
+    ),
+    ("node.bridge", &["nsx_node_agent"], "ovs_bridge"),
+];
+
+/// The values we take from ncp.ini (`ncp_ini`: oslo.config's INI, as NCP reads it). A key set
+/// in two of its sections to different values is refused, naming both.
+fn ncp_ini_values(text: &str, path: &Path) -> Result<Vec<IniValue>> {
+    let ini =
+        ncp_ini::Ini::parse(text).map_err(|e| input(format!("ncp.ini {}: {e}", path.display())))?;
     let mut out = Vec::new();
-    for (n, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix('[') {
-            section = rest
-                .strip_suffix(']')
-                .ok_or_else(|| {
-                    input(format!(
-                        "ncp.ini {}:{}: bad section header `{line}`",
-                        path.display(),
-                        n + 1
-                    ))
-                })?
-                .trim()
-                .to_string();
-            continue;
-        }
-        let Some((k, v)) = line.split_once(['=', ':']) else {
+    for (key, sections, name) in NCP_INI_KEYS {
+        let found: Vec<ncp_ini::Found> = sections.iter().filter_map(|s| ini.get(s, name)).collect();
+        let Some(first) = found.first() else { continue };
+        if let Some(other) = found.iter().find(|f| f.value != first.value) {
             return Err(input(format!(
-                "ncp.ini {}:{}: expected `key = value`, found `{line}`",
+                "ncp.ini {}: `{name}` is `{}` in [{}] and `{}` in [{}]; NCP 3.x and later read \
+                 [{}], NCP 2.x [{}]: set it in one section, or to the same value in both",
                 path.display(),
-                n + 1
+                first.value,
+                first.section,
+                other.value,
+                other.section,
+                sections[0],
+                sections[sections.len() - 1],
             )));
-        };
-        let (k, v) = (k.trim(), v.trim());
-        let key = match (section.as_str(), k) {
-            ("nsx_kube_proxy", "ovs_uplink_port") => "node.uplink",
-            ("nsx_node_agent", "ovs_bridge") => "node.bridge",
-            _ => continue,
-        };
-        if !v.is_empty() {
-            out.push((key, v.to_string()));
         }
+        out.push(IniValue {
+            key,
+            value: first.value.clone(),
+            at: format!("[{}] {name}", first.section),
+        });
     }
     Ok(out)
 }
@@ -666,12 +684,45 @@ mod tests {
     fn ncp_ini_is_read() {
         let text = "[DEFAULT]\n# c\n[nsx_kube_proxy]\novs_uplink_port = ens224\n[nsx_node_agent]\novs_bridge=br-nsx\nother = 1\n";
         let v = ncp_ini_values(text, Path::new("ncp.ini")).unwrap();
+        let got: Vec<(&str, &str, &str)> = v
+            .iter()
+            .map(|v| (v.key, v.value.as_str(), v.at.as_str()))
+            .collect();
         assert_eq!(
-            v,
+            got,
             vec![
-                ("node.uplink", "ens224".into()),
-                ("node.bridge", "br-nsx".into())
+                ("node.uplink", "ens224", "[nsx_kube_proxy] ovs_uplink_port"),
+                ("node.bridge", "br-nsx", "[nsx_node_agent] ovs_bridge"),
             ]
         );
+    }
+
+    #[test]
+    fn ncp_3_and_later_name_the_uplink_under_the_node_agent() {
+        let text = "[nsx_node_agent]\novs_bridge = br-int\novs_uplink_port = ens192\n";
+        let v = ncp_ini_values(text, Path::new("ncp.ini")).unwrap();
+        assert_eq!(v[0].key, "node.uplink");
+        assert_eq!(v[0].value, "ens192");
+        assert_eq!(v[0].at, "[nsx_node_agent] ovs_uplink_port");
+        // The same value in both sections is one value; different values are refused by name.
+        let both = "[nsx_node_agent]\novs_uplink_port = ens192\n[nsx_kube_proxy]\novs_uplink_port = ens192\n";
+        assert_eq!(
+            ncp_ini_values(both, Path::new("ncp.ini")).unwrap()[0].value,
+            "ens192"
+        );
+        let clash = "[nsx_node_agent]\novs_uplink_port = ens192\n[nsx_kube_proxy]\novs_uplink_port = ens224\n";
+        let e = format!(
+            "{:#}",
+            ncp_ini_values(clash, Path::new("/etc/nsx-ujo/ncp.ini")).unwrap_err()
+        );
+        for want in [
+            "/etc/nsx-ujo/ncp.ini",
+            "[nsx_node_agent]",
+            "[nsx_kube_proxy]",
+            "ens192",
+            "ens224",
+        ] {
+            assert!(e.contains(want), "{want} missing in {e}");
+        }
     }
 }
