@@ -276,6 +276,85 @@ fn detach_converges_on_what_a_network_manager_puts_back_meanwhile() {
     assert!(lab.ping_from_peer("10.0.0.5"));
 }
 
+/// An address deleted from node-if while the attach works (while OVS adds the port, or inside
+/// the move itself) stays deleted: it is not re-created on br-int, and the attach finishes
+/// instead of rolling back. Detach does not bring it back either.
+#[test]
+fn an_address_deleted_during_the_attach_stays_deleted() {
+    if !cfg!(feature = "fault-injection") {
+        return common::skip("build with --features fault-injection (make test does)");
+    }
+    for (point, del) in [
+        ("port-added", "ip addr del 10.0.0.6/24 dev eth1"),
+        (
+            "mid-move",
+            "ip addr del 10.0.0.6/24 dev eth1; ip addr del 10.0.0.6/24 dev br-int",
+        ),
+    ] {
+        let Some(lab) = lab() else { return };
+        let before = lab.state();
+        let hook = format!("{point}={del}");
+        let r = lab.tool(&["uplink", "attach"], &[("NCP_FAULT_HOOK", &hook)]);
+        assert_eq!(r.code, 0, "{point}: {}\n{}", r.stdout, r.stderr);
+        let attached = lab.state();
+        assert!(
+            !attached.contains("10.0.0.6"),
+            "{point}: re-created:\n{attached}"
+        );
+        assert!(
+            attached.contains("addr br-int 10.0.0.5/24"),
+            "{point}:\n{attached}"
+        );
+        assert!(
+            !attached.contains("addr eth1 10.0.0.5"),
+            "{point}:\n{attached}"
+        );
+        assert!(lab.ping_from_peer("10.0.0.5"), "{point}");
+        let d = lab.tool(&["uplink", "detach"], &[]);
+        assert_eq!(d.code, 0, "{point}: {}\n{}", d.stdout, d.stderr);
+        let want: String = before
+            .lines()
+            .filter(|l| !l.contains("10.0.0.6"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        common::assert_same(&lab.state(), &want, "detach after the deletion");
+    }
+}
+
+/// What changed on br-int while attached goes back with the detach as it is then: an address
+/// and a route added to the bridge are carried to node-if (the bridge, ours, is removed and
+/// would take them along), listed by `--dry-run`; an address removed from the bridge is not
+/// brought back.
+#[test]
+fn detach_carries_the_bridge_as_it_is_at_detach_time() {
+    let Some(lab) = lab() else { return };
+    let before = lab.state();
+    assert_eq!(lab.tool(&["uplink", "attach"], &[]).code, 0);
+    lab.n("addr add 10.0.0.77/24 dev br-int");
+    lab.n("route add 192.168.77.0/24 via 10.0.0.1 dev br-int");
+    lab.n("addr del 10.0.0.6/24 dev br-int");
+    let dry = lab.tool(&["--dry-run", "uplink", "detach"], &[]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    for want in ["carry 10.0.0.77/24", "carry 192.168.77.0/24 via 10.0.0.1"] {
+        assert!(dry.stdout.contains(want), "{want} missing:\n{}", dry.stdout);
+    }
+    assert!(!dry.stdout.contains("10.0.0.6"), "{}", dry.stdout);
+    let d = lab.tool(&["uplink", "detach"], &[]);
+    assert_eq!(d.code, 0, "{}\n{}", d.stdout, d.stderr);
+    let after = lab.state();
+    assert!(after.contains("addr eth1 10.0.0.77/24"), "{after}");
+    assert!(
+        after.contains(r#""dev":"eth1","dst":"192.168.77.0/24","gateway":"10.0.0.1""#),
+        "{after}"
+    );
+    let want: Vec<&str> = before.lines().filter(|l| !l.contains("10.0.0.6")).collect();
+    let got: Vec<&str> = after
+        .lines()
+        .filter(|l| !l.contains("10.0.0.77") && !l.contains("192.168.77.0"))
+        .collect();
+    common::assert_same(&got.join("\n"), &want.join("\n"), "detach");
+}
+
 /// `ovs health` says what forwarding needs: node-if down fails it (the gateway is out of reach
 /// whatever OVS says), a moved address back on node-if fails it (a restart's attach moves it
 /// again), but an address someone added to node-if after the attach does not (no restart moves

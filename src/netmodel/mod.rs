@@ -231,6 +231,30 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_address_someone_deleted_meanwhile_stays_deleted_unless_all_are_gone() {
+        let pre = vec![
+            addr(2, "10.0.0.5", 24, false),
+            addr(2, "10.0.0.6", 24, true),
+        ];
+        let what = carried_by(2, "eth1", &pre, &[], &[]);
+        // 10.0.0.6 was deleted from eth1 while the attach worked: it is not re-created.
+        let live = vec![addr(2, "10.0.0.5", 24, false)];
+        let ops: Vec<String> = plan_move(&what, ETH, BR, &live, &[], &[])
+            .iter()
+            .map(Op::describe)
+            .collect();
+        assert!(!ops.iter().any(|o| o.contains("10.0.0.6")), "{ops:#?}");
+        assert!(
+            ops.iter()
+                .any(|o| o.starts_with("add address 10.0.0.5/24 dev#9")),
+            "{ops:#?}"
+        );
+        // Nothing on either link (after a reboot): everything recorded is put back.
+        let ops = plan_move(&what, ETH, BR, &[], &[], &[]);
+        assert_eq!(ops.len(), 2, "{ops:#?}");
+    }
+
+    #[test]
     fn kernel_routes_and_link_local_addresses_stay() {
         let mut ll = addr(2, "fe80::1", 64, false);
         ll.header.scope = AddressScope::Link;

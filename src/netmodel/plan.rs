@@ -100,7 +100,12 @@ pub fn plan_move(
         .filter(|l| l.header.index == to.index)
         .map(|l| (address_key(l), l))
         .collect();
-    for a in &what.addresses {
+    let deleted = deleted_meanwhile(what, from, to, live_addrs);
+    for a in what
+        .addresses
+        .iter()
+        .filter(|a| !deleted.contains(&address_key(a)))
+    {
         let moved = address_on(a, to.index, from.name, to.name);
         let live = on_to.get(&address_key(a)).copied();
         let v6 = a.header.family == AddressFamily::Inet6 && !has_nodad(a);
@@ -169,6 +174,94 @@ pub fn plan_move(
     ops.extend(dels.into_iter().cloned().map(Op::DelAddress));
     ops.extend(reflag);
     ops
+}
+
+/// What a link carries `now` beyond what was `recorded` for it (added after an attach, by an
+/// operator or another tool): static addresses, routes and rules. What the kernel makes by
+/// itself (addresses and routes from router advertisements, which expire) is left out: it makes
+/// them again on whichever link it then serves.
+pub fn added_since(recorded: &Carried, now: &Carried) -> Carried {
+    let addr_keys: std::collections::HashSet<_> =
+        recorded.addresses.iter().map(address_key).collect();
+    let route_keys: std::collections::HashSet<_> = recorded.routes.iter().map(route_key).collect();
+    let rule_keys: std::collections::HashSet<_> = recorded.rules.iter().map(rule_key).collect();
+    Carried {
+        addresses: now
+            .addresses
+            .iter()
+            .filter(|a| !is_dynamic(a) && !addr_keys.contains(&address_key(a)))
+            .cloned()
+            .collect(),
+        routes: now
+            .routes
+            .iter()
+            .filter(|r| {
+                r.header.protocol != netlink_packet_route::route::RouteProtocol::Ra
+                    && !route_keys.contains(&route_key(r))
+            })
+            .cloned()
+            .collect(),
+        rules: now
+            .rules
+            .iter()
+            .filter(|r| !rule_keys.contains(&rule_key(r)))
+            .cloned()
+            .collect(),
+    }
+}
+
+impl Carried {
+    pub fn is_empty(&self) -> bool {
+        self.addresses.is_empty() && self.routes.is_empty() && self.rules.is_empty()
+    }
+
+    /// Everything of `self`, then everything of `more`.
+    pub fn with(mut self, more: Carried) -> Carried {
+        self.addresses.extend(more.addresses);
+        self.routes.extend(more.routes);
+        self.rules.extend(more.rules);
+        self
+    }
+
+    /// One line per item, for plans and notes.
+    pub fn describe(&self) -> Vec<String> {
+        self.addresses
+            .iter()
+            .map(describe_address)
+            .chain(self.routes.iter().map(describe_route))
+            .chain(self.rules.iter().map(describe_rule))
+            .collect()
+    }
+}
+
+/// The carried addresses someone deleted meanwhile: on neither link, while others of them are
+/// on one. The move adds each address to `to` before it deletes it from `from`, so an address
+/// is never on neither link because of us; one that is was deleted (during an attach, or from
+/// the bridge while attached), and moving it would bring it back. When none is on either link
+/// the links lost them all (a reboot, a userspace bridge gone with its switch): everything
+/// recorded is put back.
+pub fn deleted_meanwhile(
+    what: &Carried,
+    from: End,
+    to: End,
+    live_addrs: &[AddressMessage],
+) -> Vec<(u8, Option<IpAddr>, u8)> {
+    let on_either: std::collections::HashSet<_> = live_addrs
+        .iter()
+        .filter(|l| l.header.index == from.index || l.header.index == to.index)
+        .map(address_key)
+        .collect();
+    let missing: Vec<_> = what
+        .addresses
+        .iter()
+        .map(address_key)
+        .filter(|k| !on_either.contains(k))
+        .collect();
+    if missing.len() == what.addresses.len() {
+        Vec::new()
+    } else {
+        missing
+    }
 }
 
 /// The default gateways of the carried routes (IPv4 first): what the `gateway` probe pings.

@@ -717,8 +717,23 @@ fn do_attach(
         name: &names.uplink,
     };
     let carried = restore_carried(pre, br_end)?.moved(br_end, up_end);
-    let ops = plan_now(nl, &carried, up_end, br_end)?;
-    let half = ops.len() / 2;
+    let planned_on = |addrs: &[netlink_packet_route::address::AddressMessage]| -> Vec<_> {
+        addrs
+            .iter()
+            .filter(|a| a.header.index == uplink.index)
+            .map(nm::address_key)
+            .collect()
+    };
+    let live = dump(nl)?;
+    let addrs_at_plan = planned_on(&live.addrs);
+    let mut ops = nm::plan_move(
+        &carried,
+        up_end,
+        br_end,
+        &live.addrs,
+        &live.routes,
+        &live.rules,
+    );
 
     let p = ctx.progress;
     let kernel = ctx.settings.datapath == crate::config::Datapath::System;
@@ -737,6 +752,14 @@ fn do_attach(
         nl.set_promisc(uplink.index, false)?;
     }
     added?;
+    // Adding the port waits for ovs-vswitchd (tens of ms, more on a busy node): an address
+    // deleted from the uplink meanwhile must not be re-created on the bridge. One address dump
+    // tells; the plan is made again only when they changed.
+    crate::fault::hook("port-added");
+    if planned_on(&nl.addresses()?) != addrs_at_plan {
+        ops = plan_now(nl, &carried, up_end, br_end)?;
+    }
+    let half = ops.len() / 2;
     p.debug(&format!(
         "uplink: port added; moving {} operations",
         ops.len()
@@ -748,9 +771,14 @@ fn do_attach(
         nl.set_link(uplink.index, Some(true), None, None)?;
     }
     fault("after-port");
-    nl.apply(&ops[..half])?;
+    let first = nl.apply(&ops[..half]);
     fault("mid-move");
-    nl.apply(&ops[half..])?;
+    crate::fault::hook("mid-move");
+    // An op made stale by someone else (an address deleted inside the move) fails alone; the
+    // move is then finished from the links as they are, rather than rolled back.
+    if first.is_err() || nl.apply(&ops[half..]).is_err() {
+        converge(nl, &carried, up_end, br_end)?;
+    }
     let window_ms = window.elapsed().as_secs_f64() * 1000.0;
     p.debug("uplink: addresses and routes moved");
 
@@ -790,15 +818,23 @@ fn do_attach(
     Ok(window_ms)
 }
 
-/// Puts everything the pre-state recorded back on the uplink, removes the port, and the bridge
-/// when this tool created it and nothing else uses it.
-/// Returns the switch window in ms: the netlink burst that puts addresses and routes back.
+/// What a detach did besides the recorded move.
+pub struct Detached {
+    /// The switch window in ms: the netlink burst that puts addresses and routes back.
+    pub window_ms: f64,
+    /// What was added to the bridge after the attach and was carried to the uplink with the rest.
+    pub carried_extra: Vec<String>,
+}
+
+/// Puts everything the pre-state recorded back on the uplink, with what was added to a bridge
+/// of ours since, removes the port, and the bridge when this tool created it and nothing else
+/// uses it.
 pub fn detach_recorded(
     host: &HostRoot,
     nl: &mut Netlink,
     ovs: &Ovs,
     pre: &UplinkPreState,
-) -> Result<f64> {
+) -> Result<Detached> {
     let uplink = nl
         .link(&pre.uplink)?
         .with_context(|| format!("the uplink `{}` does not exist", pre.uplink))?;
@@ -817,7 +853,20 @@ pub fn detach_recorded(
         index: uplink.index,
         name: &pre.uplink,
     };
-    let carried = restore_carried(pre, br_end)?;
+    let recorded = restore_carried(pre, br_end)?;
+    // What was added to a bridge of ours after the attach goes with the rest: the bridge is
+    // removed below and would take it along. (On a bridge we did not make it stays there.)
+    let added = match br_index {
+        u32::MAX => Carried::default(),
+        _ if !pre.bridge_created => Carried::default(),
+        index => {
+            let live = dump(nl)?;
+            let now = nm::carried_by(index, &pre.bridge, &live.addrs, &live.routes, &live.rules);
+            nm::added_since(&recorded, &now)
+        }
+    };
+    let carried_extra = added.describe();
+    let carried = recorded.with(added);
     // networkd makes before we break: it configures the uplink again while the bridge still
     // carries the addresses (and the move below then finds them in place).
     crate::host::networkd::release_uplink(host, &pre.uplink)?;
@@ -830,8 +879,12 @@ pub fn detach_recorded(
         nl.set_promisc(uplink.index, false)?;
     }
     crate::host::networkd::release_bridge(host, &pre.uplink)?;
+    let done = Detached {
+        window_ms: window,
+        carried_extra,
+    };
     if !ovs.bridge_exists(&pre.bridge)? {
-        return Ok(window);
+        return Ok(done);
     }
     if pre.bridge_created {
         if ovs.ports(&pre.bridge)?.is_empty() {
@@ -844,7 +897,7 @@ pub fn detach_recorded(
             pre.bridge_mtu_request_before.as_deref(),
         )?;
     }
-    Ok(window)
+    Ok(done)
 }
 
 /// `uplink detach` as a step: everything back on node-if from the recorded pre-state (or, with
@@ -935,15 +988,34 @@ impl super::Step for Detach {
                 name: &names.uplink,
             };
             let live = dump(&mut nl)?;
+            let now = nm::carried_by(
+                br.index,
+                &names.bridge,
+                &live.addrs,
+                &live.routes,
+                &live.rules,
+            );
             let carried = match &recorded {
-                Some(p) => restore_carried(p, br_end)?,
-                None => nm::carried_by(
-                    br.index,
-                    &names.bridge,
-                    &live.addrs,
-                    &live.routes,
-                    &live.rules,
-                ),
+                Some(p) => {
+                    let rec = restore_carried(p, br_end)?;
+                    let added = nm::added_since(&rec, &now);
+                    if p.bridge_created {
+                        lines.extend(added.describe().iter().map(|x| {
+                            format!("carry {x} too (added to {} after the attach)", names.bridge)
+                        }));
+                        rec.with(added)
+                    } else {
+                        plan.warnings.extend(added.describe().iter().map(|x| {
+                            format!(
+                                "{x} was added to {} after the attach; it stays there (the \
+                                 bridge is not ncp-bootstrap's and is kept)",
+                                names.bridge
+                            )
+                        }));
+                        rec
+                    }
+                }
+                None => now,
             };
             lines.extend(describe_ops(&nm::plan_move(
                 &carried,
@@ -1053,13 +1125,21 @@ impl super::Step for Detach {
                 pre
             }
         };
-        let window = detach_recorded(ctx.host, &mut nl, &ovs, &pre).map_err(|e| {
+        let done = detach_recorded(ctx.host, &mut nl, &ovs, &pre).map_err(|e| {
             Error::new(
                 Kind::Apply,
                 format!("uplink detach failed: {e:#}; re-run it to finish"),
             )
         })?;
-        report.metrics.insert("switch_window_ms".into(), window);
+        report
+            .metrics
+            .insert("switch_window_ms".into(), done.window_ms);
+        report.notes.extend(done.carried_extra.iter().map(|x| {
+            format!(
+                "carried {x} to {} (added to {} after the attach)",
+                names.uplink, names.bridge
+            )
+        }));
         let entry = Entry::UplinkAttached(Box::new(pre));
         if ledger.entries.contains(&entry) {
             ledger.forget(ctx.host, &entry)?;
