@@ -355,6 +355,57 @@ fn detach_carries_the_bridge_as_it_is_at_detach_time() {
     common::assert_same(&got.join("\n"), &want.join("\n"), "detach");
 }
 
+/// A SIGTERM or SIGINT to a standalone `uplink attach` in the middle of its work (here: once
+/// OVS has the port, just before the move) does not leave the node half moved: the attach
+/// finishes, says the signal came, and the node is attached as after an undisturbed run.
+#[test]
+fn a_signal_during_the_attach_is_held_until_it_finishes() {
+    if !cfg!(feature = "fault-injection") {
+        return common::skip("build with --features fault-injection (make test does)");
+    }
+    for sig in ["TERM", "INT"] {
+        let Some(lab) = lab() else { return };
+        let before = lab.state();
+        // The hook's shell is the tool's child: $PPID is the tool.
+        let hook = format!("port-added=kill -{sig} $PPID; sleep 0.2");
+        let r = lab.tool(&["uplink", "attach"], &[("NCP_FAULT_HOOK", &hook)]);
+        assert_eq!(r.code, 0, "SIG{sig}: {}\n{}", r.stdout, r.stderr);
+        assert!(
+            r.stdout.contains(&format!(
+                "SIG{sig} arrived while the host was being changed"
+            )),
+            "{}",
+            r.stdout
+        );
+        let attached = lab.state();
+        assert!(!attached.contains("addr eth1 10.0.0"), "{attached}");
+        assert!(attached.contains("addr br-int 10.0.0.6/24"), "{attached}");
+        assert!(lab.ping_from_peer("10.0.0.5"));
+        assert_eq!(lab.tool(&["uplink", "detach"], &[]).code, 0);
+        common::assert_same(&lab.state(), &before, "detach after the signal");
+    }
+}
+
+/// A route through a nexthop object (FRR 8, systemd-networkd `[NextHop]`): refused by name in
+/// the plan (exit 2, nothing changed), not an EINVAL in the middle of the move and a rollback.
+#[test]
+fn routes_through_nexthop_objects_are_refused_before_anything_changes() {
+    let Some(lab) = lab() else { return };
+    lab.n("nexthop add id 10 via 10.0.0.1 dev eth1");
+    lab.n("route add 192.168.90.0/24 nhid 10");
+    let before = lab.state();
+    assert!(before.contains("192.168.90.0/24"), "{before}");
+    let r = lab.tool(&["uplink", "attach"], &[]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("192.168.90.0/24") && r.stderr.contains("nexthop id 10"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(lab.state(), before);
+    assert_eq!(lab.vsctl(&["list-br"]), "");
+}
+
 /// `ovs health` says what forwarding needs: node-if down fails it (the gateway is out of reach
 /// whatever OVS says), a moved address back on node-if fails it (a restart's attach moves it
 /// again), but an address someone added to node-if after the attach does not (no restart moves

@@ -65,6 +65,7 @@ pub fn run(cli: Cli) -> i32 {
         cli.dry_run(),
         &cli.host_root.display().to_string(),
     );
+    let deferred = defer_signals(&cli.command);
     let result = check_root(&cli)
         .and_then(|()| build_env(&cli, &progress))
         .and_then(|env| {
@@ -76,6 +77,12 @@ pub fn run(cli: Cli) -> i32 {
             dispatch(&env, &mut report)
         });
     progress.finish();
+    if let Some(sig) = deferred.as_ref().and_then(Deferred::received) {
+        report.warnings.push(format!(
+            "{sig} arrived while the host was being changed; the run finished first, so nothing \
+             is left half done"
+        ));
+    }
     let mut text = String::new();
     match result {
         Ok(outcome) => {
@@ -261,6 +268,40 @@ fn changes_host(c: &Command) -> bool {
         c,
         Command::Status(_) | Command::Config(_) | Command::Ovs(OvsCommand::Health)
     )
+}
+
+/// SIGTERM, SIGINT and SIGHUP held off while a command changes the host (`uplink attach` in the
+/// middle of its move would otherwise leave addresses on both links and half the routes
+/// moved): each sets a flag instead of ending the process, and the run finishes (or rolls
+/// back) as it would have. `ovs run` watches its own flags; `demo` stops on Ctrl-C by itself.
+struct Deferred {
+    flags: Vec<(&'static str, std::sync::Arc<std::sync::atomic::AtomicBool>)>,
+}
+
+impl Deferred {
+    /// The first of the held signals that arrived, if any.
+    fn received(&self) -> Option<&'static str> {
+        self.flags
+            .iter()
+            .find(|(_, f)| f.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|(n, _)| *n)
+    }
+}
+
+fn defer_signals(c: &Command) -> Option<Deferred> {
+    if !changes_host(c) || matches!(c, Command::Ovs(_) | Command::Demo) {
+        return None;
+    }
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut flags = Vec::new();
+    for (name, sig) in [("SIGTERM", SIGTERM), ("SIGINT", SIGINT), ("SIGHUP", SIGHUP)] {
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // A signal that cannot be held keeps its default action: no worse than before.
+        if signal_hook::flag::register(sig, std::sync::Arc::clone(&flag)).is_ok() {
+            flags.push((name, flag));
+        }
+    }
+    Some(Deferred { flags })
 }
 
 /// Refused up front: a non-root run would otherwise fail half way, at the first file it

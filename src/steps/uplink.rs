@@ -352,6 +352,40 @@ fn check_labels(names: &Names, carried: &Carried) -> Result<()> {
     Ok(())
 }
 
+/// Routes that point at a nexthop object (`ip route … nhid N`, as FRR 8 and systemd-networkd's
+/// `[NextHop]` install them) take their device from the object, not from the route: a copy of
+/// the route on the bridge would still leave through node-if, and the kernel refuses one that
+/// names both the object and a device (EINVAL). Moving the objects is not done; such routes are
+/// refused by name before anything changes.
+fn check_nexthop_objects(names: &Names, carried: &Carried) -> Result<()> {
+    use netlink_packet_route::route::RouteAttribute;
+    let via_objects: Vec<String> = carried
+        .routes
+        .iter()
+        .filter_map(|r| {
+            r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::NhId(id) => {
+                    Some(format!("{} (nexthop id {id})", nm::describe_route(r)))
+                }
+                _ => None,
+            })
+        })
+        .collect();
+    if via_objects.is_empty() {
+        return Ok(());
+    }
+    Err(input(format!(
+        "{} carries route(s) through nexthop objects, which ncp-bootstrap does not move to {}: \
+         {}. Configure them as plain routes (`ip route add … via GATEWAY dev {}`; in \
+         systemd-networkd a [Route] Gateway= instead of NextHop=; in FRR without nexthop \
+         groups), then attach again",
+        names.uplink,
+        names.bridge,
+        via_objects.join(", "),
+        names.uplink
+    )))
+}
+
 /// A bridge link that exists must be OVS's own: an `openvswitch` internal device (kernel
 /// datapath) or the tap device the userspace datapath uses. Attaching onto a plain NIC or a
 /// Linux bridge would hand it the node's addresses.
@@ -518,6 +552,7 @@ impl super::Step for Attach {
             check_dynamic(ctx, &names, &carried_on_uplink, &mut plan.warnings)?;
         }
         check_labels(&names, &carried_on_uplink)?;
+        check_nexthop_objects(&names, &carried_on_uplink)?;
         let port_present = bridge_view.is_some_and(|b| b.ports.contains(&names.uplink));
         let ops = nm::plan_move(
             &carried_on_uplink,
