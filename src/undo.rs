@@ -32,6 +32,7 @@ pub enum UndoAction {
         /// The recorded hash of the original: a backup that does not match is not restored.
         sha256: String,
         mode: u32,
+        owner: Option<crate::ledger::Owner>,
     },
     /// `--forget-missing-backups`: the backup is gone, the file stays as it is.
     ForgetMissingBackup {
@@ -158,6 +159,7 @@ pub fn plan(host: &HostRoot, entry: &Entry, forget_missing_backups: bool) -> Res
                     backup,
                     sha256: original,
                     mode,
+                    owner,
                 } => {
                     let is_original = now
                         .as_ref()
@@ -185,6 +187,7 @@ pub fn plan(host: &HostRoot, entry: &Entry, forget_missing_backups: bool) -> Res
                             backup: backup.clone(),
                             sha256: original.clone(),
                             mode: *mode,
+                            owner: *owner,
                         }
                     }
                 }
@@ -259,6 +262,7 @@ fn apply_action(host: &HostRoot, action: &UndoAction) -> Result<()> {
             backup,
             sha256,
             mode,
+            owner,
         } => {
             let bytes = host.read(backup)?.with_context(|| {
                 format!(
@@ -279,6 +283,9 @@ fn apply_action(host: &HostRoot, action: &UndoAction) -> Result<()> {
                 );
             }
             host.write_atomic(path, &bytes, *mode)?;
+            if let Some(o) = owner {
+                host.set_owner(path, o.uid, o.gid)?;
+            }
             host.remove_file(backup)?;
         }
         UndoAction::ForgetMissingBackup { .. } => {}
@@ -335,6 +342,7 @@ mod tests {
             backup: backup_path(path),
             sha256: sha256_hex(original),
             mode: 0o644,
+            owner: None,
         }
     }
 

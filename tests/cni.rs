@@ -156,6 +156,85 @@ fn older_host_is_replaced_with_a_backup_and_cleanup_restores_it() {
     );
 }
 
+/// The host's original comes back with its owner and group, not only its bytes and mode.
+#[test]
+fn cleanup_restores_the_owner_of_a_replaced_file() {
+    use std::os::unix::fs::MetadataExt;
+    let f = fixture("4.1.0.22016640");
+    let p = f.host.join("etc/cni/net.d/10-nsx.conflist");
+    write(&p, conflist("3.2.1.0.18562871").as_bytes(), 0o640);
+    std::os::unix::fs::chown(&p, Some(1234), Some(2345)).unwrap();
+    assert_eq!(cni(&f, &[]).code, 0);
+    let c = run(&["--host-root", f.host.to_str().unwrap(), "cleanup"]);
+    assert_eq!(c.code, 0, "{}{}", c.stdout, c.stderr);
+    let m = fs::metadata(&p).unwrap();
+    assert_eq!((m.uid(), m.gid()), (1234, 2345));
+    assert_eq!(mode(&f.host, "etc/cni/net.d/10-nsx.conflist"), 0o640);
+    assert_eq!(
+        read(&f.host, "etc/cni/net.d/10-nsx.conflist"),
+        conflist("3.2.1.0.18562871")
+    );
+}
+
+/// A cleanup that keeps an operator-edited file keeps the host's original in its backup; the
+/// next install must not overwrite that backup: its own goes beside it, and its cleanup
+/// restores what that install replaced, leaving the first original where the first cleanup
+/// said it stays.
+#[test]
+fn a_backup_a_cleanup_kept_is_never_overwritten() {
+    let f = fixture("4.1.0.22016640");
+    let conf = "etc/cni/net.d/10-nsx.conflist";
+    let backup = "var/lib/ncp-bootstrap/backup/etc/cni/net.d/10-nsx.conflist";
+    let original = conflist("3.2.1.0.18562871");
+    write(&f.host.join(conf), original.as_bytes(), 0o644);
+    assert_eq!(cni(&f, &[]).code, 0);
+    // The operator edits ours (an older version string, as a hand rollback would).
+    let edited = conflist("4.0.0.1").replace("\"name\":\"nsx\"", "\"name\":\"nsx-edited\"");
+    write(&f.host.join(conf), edited.as_bytes(), 0o644);
+    let host = f.host.to_str().unwrap();
+    let c = run(&["--host-root", host, "cleanup"]);
+    assert_eq!(c.code, 0, "{}{}", c.stdout, c.stderr);
+    assert!(
+        c.stdout.contains("keep /etc/cni/net.d/10-nsx.conflist"),
+        "{}",
+        c.stdout
+    );
+    assert_eq!(read(&f.host, backup), original);
+    // The next install replaces the edited file: the kept original stays as it is.
+    assert_eq!(cni(&f, &[]).code, 0);
+    assert_eq!(
+        read(&f.host, backup),
+        original,
+        "the kept backup was overwritten"
+    );
+    assert_eq!(read(&f.host, &format!("{backup}.1")), edited);
+    let c = run(&["--host-root", host, "cleanup"]);
+    assert_eq!(c.code, 0, "{}{}", c.stdout, c.stderr);
+    assert_eq!(read(&f.host, conf), edited);
+    assert_eq!(read(&f.host, backup), original);
+    assert!(!f.host.join(format!("{backup}.1")).exists());
+}
+
+/// A target directory that is a symlink to nothing (`/etc/cni/net.d -> /data/cni/net.d`, /data
+/// not mounted): refused in the plan, exit 2, nothing written (not exit 3 half way).
+#[test]
+fn a_dangling_link_on_a_target_directory_is_refused_before_anything_changes() {
+    let f = fixture("4.1.0.22016640");
+    fs::create_dir_all(f.host.join("etc/cni")).unwrap();
+    std::os::unix::fs::symlink("/data/cni/net.d", f.host.join("etc/cni/net.d")).unwrap();
+    let before = snapshot(&f.host, true);
+    let r = cni(&f, &[]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("/etc/cni/net.d is a symlink to /data/cni/net.d, which does not exist"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(snapshot(&f.host, true), before);
+    assert!(!f.host.join("opt").exists() && !f.host.join("var").exists());
+}
+
 #[test]
 fn newer_host_is_kept_unless_forced() {
     let f = fixture("4.1.0");

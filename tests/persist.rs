@@ -132,6 +132,44 @@ fn ifupdown_stanza_parses_with_ifquery_and_keeps_the_rest() {
     rerun_converges_then_cleanup_restores(&lab, &["persist"], &before);
 }
 
+/// Bytes that are not UTF-8 (a Latin-1 comment, in the file and inside node-if's stanza) are
+/// written back as they were, not as U+FFFD; ifquery still reads the stanza.
+#[test]
+fn ifupdown_merge_keeps_bytes_that_are_not_utf8() {
+    let Some(lab) = lab() else { return };
+    if !need("ifquery", "ifupdown") {
+        return;
+    }
+    let mut original =
+        b"# r\xe9seau de gestion (Latin-1)\nauto eth0\niface eth0 inet dhcp\n\n".to_vec();
+    original.extend_from_slice(
+        b"auto eth1\niface eth1 inet static\n    # c\xf4t\xe9 NSX\n    address 172.16.1.4/24\n",
+    );
+    let file = lab.host.join("etc/network/interfaces");
+    write(&file, &original, 0o644);
+    let r = lab.tool(&["persist"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let out = fs::read(&file).unwrap();
+    assert!(
+        out.starts_with(b"# r\xe9seau de gestion (Latin-1)\nauto eth0\n"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(
+        out.windows(b"# c\xf4t\xe9 NSX".len())
+            .any(|w| w == b"# c\xf4t\xe9 NSX"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(!String::from_utf8_lossy(&out).contains("address 172.16.1.4"));
+    assert!(!out.windows(3).any(|w| w == "\u{fffd}".as_bytes()));
+    let q = ifquery_ok(&file, "eth1");
+    assert!(q.contains("address: 10.0.0.5\n"), "{q}");
+    let c = lab.tool(&["cleanup"], &[]);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    assert_eq!(fs::read(&file).unwrap(), original);
+}
+
 #[test]
 fn ifupdown_stanza_in_interfaces_d_is_edited_there() {
     let Some(lab) = lab() else { return };

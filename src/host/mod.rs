@@ -35,6 +35,8 @@ pub struct HostRoot {
 pub struct FileState {
     pub sha256: String,
     pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl HostRoot {
@@ -146,6 +148,8 @@ impl HostRoot {
         Ok(Some(FileState {
             sha256: sha256_hex(&bytes),
             mode: meta.permissions().mode() & 0o7777,
+            uid: std::os::unix::fs::MetadataExt::uid(&meta),
+            gid: std::os::unix::fs::MetadataExt::gid(&meta),
         }))
     }
 
@@ -163,6 +167,31 @@ impl HostRoot {
         }
         missing.reverse();
         Ok(missing)
+    }
+
+    /// Refuses a directory path one of whose components is a symlink to nothing (an operator's
+    /// `/etc/cni/net.d -> /data/cni/net.d` on a node where /data is not mounted): writing
+    /// there would create directories where the link points, or fail half way. Checked in
+    /// plans, before anything changes.
+    pub fn check_no_dangling_link(&self, host_dir: &str) -> Result<()> {
+        let mut prefix = PathBuf::from("/");
+        for c in components(Path::new(host_dir))? {
+            let parent = self.resolve(&prefix.to_string_lossy())?;
+            prefix.push(&c);
+            let here = parent.join(&c);
+            let is_link = fs::symlink_metadata(&here).is_ok_and(|m| m.file_type().is_symlink());
+            if is_link && !self.resolve(&prefix.to_string_lossy())?.exists() {
+                let target = fs::read_link(&here).unwrap_or_default();
+                return Err(precondition(format!(
+                    "{} is a symlink to {}, which does not exist (under the host root {}): \
+                     create the directory it names, or remove the link, then run again",
+                    prefix.display(),
+                    target.display(),
+                    self.root.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Creates the missing directories of `host_dir` (mode 0755) and returns the host paths it
@@ -192,6 +221,13 @@ impl HostRoot {
     /// The parent directory must exist (see `create_dirs`).
     pub fn write_atomic(&self, host_path: &str, bytes: &[u8], mode: u32) -> Result<()> {
         write_atomic_at(&self.resolve(host_path)?, bytes, mode)
+    }
+
+    /// Gives a host file (not what a symlink names) an owner and group.
+    pub fn set_owner(&self, host_path: &str, uid: u32, gid: u32) -> Result<()> {
+        let p = self.resolve(host_path)?;
+        std::os::unix::fs::lchown(&p, Some(uid), Some(gid))
+            .with_context(|| format!("giving {} the owner {uid}:{gid}", p.display()))
     }
 
     /// Removes the temp files a killed run left beside a host file (see `temp_name`).

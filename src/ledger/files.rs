@@ -23,6 +23,10 @@ pub fn take_backup(host: &HostRoot, path: &str) -> Result<(Backup, Vec<u8>)> {
             backup: backup_path(path),
             sha256: state.sha256,
             mode: state.mode,
+            owner: Some(super::Owner {
+                uid: state.uid,
+                gid: state.gid,
+            }),
         },
         bytes,
     ))
@@ -63,7 +67,22 @@ pub fn install_file(
     host.create_dirs(&parent)?;
     let original = match host.file_state(path)? {
         None => None,
-        Some(_) => Some(take_backup(host, path)?),
+        Some(_) => {
+            let (mut b, bytes) = take_backup(host, path)?;
+            b.backup = match ledger.file(path) {
+                // Recorded by an earlier (perhaps killed) run: its backup path stays.
+                Some(Entry::File {
+                    before: Before::Replaced { backup, .. },
+                    ..
+                }) => backup.clone(),
+                Some(_) => b.backup,
+                // Nothing recorded for the path, yet a backup may be there: the host's original
+                // that a cleanup kept because the file had changed since we wrote it. It is
+                // never overwritten; this backup goes beside it.
+                None => free_backup_path(host, &b.backup)?,
+            };
+            Some((b, bytes))
+        }
     };
     let before = match &original {
         None => Before::Absent,
@@ -71,6 +90,7 @@ pub fn install_file(
             backup: b.backup.clone(),
             sha256: b.sha256.clone(),
             mode: b.mode,
+            owner: b.owner,
         },
     };
     ledger.record(
@@ -92,6 +112,52 @@ pub fn install_file(
         }
     }
     host.write_atomic(path, bytes, mode)
+}
+
+/// `backup`, or the first of `backup.1`, `backup.2`… that is not taken.
+fn free_backup_path(host: &HostRoot, backup: &str) -> Result<String> {
+    if !host.exists(backup)? {
+        return Ok(backup.to_string());
+    }
+    for n in 1..1000 {
+        let candidate = format!("{backup}.{n}");
+        if !host.exists(&candidate)? {
+            return Ok(candidate);
+        }
+    }
+    anyhow::bail!("{backup} and 999 numbered backups beside it exist; remove the old ones")
+}
+
+/// The backups left in the backup tree (host paths), temp files of killed runs aside: the
+/// host's originals that a cleanup kept because their file had changed since we wrote it.
+pub fn kept_backups(host: &HostRoot) -> Result<Vec<String>> {
+    fn walk(dir: &Path, host_dir: &str, out: &mut Vec<String>) -> Result<()> {
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        };
+        for e in rd {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let t = e.file_type()?;
+            let host_path = format!("{host_dir}/{name}");
+            if t.is_dir() {
+                walk(&e.path(), &host_path, out)?;
+            } else if !crate::host::is_temp_name(&name) {
+                out.push(host_path);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(
+        &host.resolve(paths::BACKUP_DIR)?,
+        paths::BACKUP_DIR,
+        &mut out,
+    )?;
+    out.sort();
+    Ok(out)
 }
 
 /// Once the ledger is empty: remove it, the lock, the (empty) backup tree, the state dir, and

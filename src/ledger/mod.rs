@@ -15,7 +15,7 @@
 //!     { "kind": "file",         "step": "cni", "path": "/etc/cni/net.d/10-nsx.conflist",
 //!       "sha256": "…", "mode": 420,
 //!       "before": { "state": "replaced", "backup": "/var/lib/ncp-bootstrap/backup/etc/cni/net.d/10-nsx.conflist",
-//!                   "sha256": "…", "mode": 420 } },
+//!                   "sha256": "…", "mode": 420, "owner": { "uid": 0, "gid": 0 } } },
 //!     { "kind": "package_removed", "step": "cni", "manager": "dpkg", "package": "nsx-cni",
 //!       "version": "3.0.1", "backups": [ { "path": "…", "backup": "…", "sha256": "…", "mode": 493 } ] },
 //!     { "kind": "profile_loaded", "step": "apparmor", "name": "node-agent-apparmor",
@@ -29,11 +29,14 @@
 //!   "state_dirs": [ "/var/lib" ] }
 //! ```
 //! Paths are host paths (as the host sees them). Entries are undone in reverse order. A file
-//! written twice keeps its first `before`, so the backup is always of the host's original.
+//! written twice keeps its first `before`, so the backup is always of the host's original, with
+//! its mode and owner (`owner` is absent in ledgers written before it was recorded). A backup
+//! that a cleanup kept (the file had changed since we wrote it) is never overwritten: the next
+//! install backs up to a numbered name beside it (`….1`, `….2`).
 
 mod files;
 
-pub use files::{install_file, prune_state, take_backup, write_backup};
+pub use files::{install_file, kept_backups, prune_state, take_backup, write_backup};
 
 use crate::host::{paths, HostRoot};
 use anyhow::{Context, Result};
@@ -248,6 +251,13 @@ impl Entry {
     }
 }
 
+/// The owner and group of a file we replaced, restored with it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
 /// What was at a path before we wrote it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -257,6 +267,10 @@ pub enum Before {
         backup: String,
         sha256: String,
         mode: u32,
+        /// `None` in a ledger written before owners were recorded: the restored file keeps
+        /// whatever owner it gets.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<Owner>,
     },
 }
 
@@ -266,6 +280,8 @@ pub struct Backup {
     pub backup: String,
     pub sha256: String,
     pub mode: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
 }
 
 impl Ledger {
@@ -476,6 +492,10 @@ mod tests {
             backup: backup_path("/etc/x"),
             sha256: "old".into(),
             mode: 0o600,
+            owner: Some(Owner {
+                uid: 1234,
+                gid: 2345,
+            }),
         };
         l.record(&host, file("/etc/x", "v1", original.clone()))
             .unwrap();
@@ -492,6 +512,7 @@ mod tests {
             backup: backup_path("/etc/x"),
             sha256: "v1".into(),
             mode: 0o644,
+            owner: None,
         };
         l.record(&host, file("/etc/x", "v2", v1_backup)).unwrap();
         let again = Ledger::load(&host).unwrap();

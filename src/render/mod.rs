@@ -6,6 +6,7 @@ pub mod ifcfg;
 pub mod ifupdown;
 pub mod netplan;
 pub mod nm_keyfile;
+pub mod raw;
 
 use crate::netmodel::{self as nm, Carried};
 use netlink_packet_route::route::{RouteProtocol, RouteScope};

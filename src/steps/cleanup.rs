@@ -69,7 +69,16 @@ impl Step for Cleanup {
         let ledger = Ledger::load(ctx.host)?;
         if ledger.is_empty() {
             plan.notes.push("the ledger records nothing to undo".into());
-            if ctx.host.exists(paths::STATE_DIR)? {
+            let kept = crate::ledger::kept_backups(ctx.host)?;
+            if !kept.is_empty() {
+                // What an earlier cleanup kept (the host's originals of files changed after we
+                // wrote them) is the operator's to take: the state directory stays with it.
+                plan.notes.push(format!(
+                    "{} stays: it holds the host's original(s) that a cleanup kept: {}",
+                    paths::STATE_DIR,
+                    kept.join(", ")
+                ));
+            } else if ctx.host.exists(paths::STATE_DIR)? {
                 plan.actions.push(CleanupAction::PruneState);
             }
         }

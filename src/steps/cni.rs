@@ -308,6 +308,9 @@ impl Step for Cni {
                 None
             };
             let Some(why) = why else { continue };
+            if let Some(dir) = std::path::Path::new(f.path).parent() {
+                ctx.host.check_no_dangling_link(&dir.to_string_lossy())?;
+            }
             // A file already identical to the bundle's (e.g. written before a crash) is done.
             if exists && same_as(ctx.host, &self.bundle, f)? {
                 continue;

@@ -36,8 +36,15 @@ fn list(host: &HostRoot, dir: &str, suffix: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// A host config file as text, its bytes that are not UTF-8 kept (`render::raw`).
 fn text(host: &HostRoot, path: &str) -> Result<String> {
-    Ok(String::from_utf8_lossy(&host.read(path)?.unwrap_or_default()).into_owned())
+    let bytes = host.read(path)?.unwrap_or_default();
+    crate::render::raw::decode(&bytes).ok_or_else(|| {
+        crate::error::input(format!(
+            "{path} uses characters of the private range U+10FF00..U+10FFFF, which persist \
+             needs to keep its non-UTF-8 bytes apart; remove them and run again"
+        ))
+    })
 }
 
 /// The ifupdown file that defines the uplink, if any.
@@ -356,10 +363,9 @@ impl Step for Persist {
         let (cfg, source) = model(ctx, &iface)?;
         plan.notes.push(format!("source: {source}"));
         for (path, content, mode) in files(ctx, format, &cfg, &mut plan.warnings)? {
-            let same = ctx
-                .host
-                .file_state(&path)?
-                .is_some_and(|s| s.sha256 == sha256_hex(content.as_bytes()) && s.mode == mode);
+            let same = ctx.host.file_state(&path)?.is_some_and(|s| {
+                s.sha256 == sha256_hex(&crate::render::raw::encode(&content)) && s.mode == mode
+            });
             if !same {
                 plan.actions.push(WriteFile {
                     path,
@@ -383,7 +389,7 @@ impl Step for Persist {
             ctx.host,
             NAME,
             &f.path,
-            f.content.as_bytes(),
+            &crate::render::raw::encode(&f.content),
             f.mode,
             ledger,
         )
