@@ -201,6 +201,10 @@ pub enum Command {
         /// host's original content is lost); without it such entries stay and cleanup exits 3
         #[arg(long, conflicts_with = "legacy")]
         forget_missing_backups: bool,
+        /// Drop a recorded attach whose uplink no longer exists (renamed or removed NIC),
+        /// moving nothing; without it such a cleanup exits 2, as its --dry-run does
+        #[arg(long, conflicts_with = "legacy")]
+        forget_missing_uplink: bool,
         #[command(flatten)]
         dry: DryRun,
     },

@@ -34,6 +34,12 @@ pub enum UndoAction {
         mode: u32,
         owner: Option<crate::ledger::Owner>,
     },
+    /// `--forget-missing-uplink`: the uplink is gone; the record goes, nothing is moved.
+    ForgetMissingUplink {
+        uplink: String,
+        bridge: String,
+        addresses: Vec<String>,
+    },
     /// `--forget-missing-backups`: the backup is gone, the file stays as it is.
     ForgetMissingBackup {
         path: String,
@@ -63,6 +69,19 @@ impl UndoAction {
             UndoAction::Restore {
                 path, backup, mode, ..
             } => format!("restore {path} from {backup} (mode {mode:04o})"),
+            UndoAction::ForgetMissingUplink {
+                uplink,
+                bridge,
+                addresses,
+            } => format!(
+                "forget the attach of {uplink}: it no longer exists, so {} cannot be put back on \
+                 it; {bridge} stays in OVS (`ovs-vsctl del-br {bridge}` removes it)",
+                if addresses.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    addresses.join(", ")
+                }
+            ),
             UndoAction::ForgetMissingBackup { path, backup } => format!(
                 "forget {path}: its backup {backup} is missing, so the host's original cannot be \
                  restored; {path} stays as it is now"
@@ -125,14 +144,25 @@ impl UndoAction {
     pub fn is_warning(&self) -> bool {
         matches!(
             self,
-            UndoAction::KeepChanged { .. } | UndoAction::ForgetMissingBackup { .. }
+            UndoAction::KeepChanged { .. }
+                | UndoAction::ForgetMissingBackup { .. }
+                | UndoAction::ForgetMissingUplink { .. }
         )
     }
 }
 
-/// Plans the undo of one entry (read only). `forget_missing_backups`: a file whose backup is
-/// gone is forgotten rather than failing every cleanup.
-pub fn plan(host: &HostRoot, entry: &Entry, forget_missing_backups: bool) -> Result<UndoAction> {
+/// What cleanup may forget instead of failing on it every time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Forget {
+    /// `--forget-missing-backups`: a file whose backup is gone stays as it is now.
+    pub backups: bool,
+    /// `--forget-missing-uplink`: an attach whose uplink no longer exists is forgotten.
+    pub uplink: bool,
+}
+
+/// Plans the undo of one entry (read only).
+pub fn plan(host: &HostRoot, entry: &Entry, forget: Forget) -> Result<UndoAction> {
+    let forget_missing_backups = forget.backups;
     Ok(match entry {
         Entry::DirCreated { path, .. } => UndoAction::RemoveDir { path: path.clone() },
         Entry::File {
@@ -205,7 +235,35 @@ pub fn plan(host: &HostRoot, entry: &Entry, forget_missing_backups: bool) -> Res
                  purpose and is not reinstalled"
             ),
         },
-        Entry::UplinkAttached(p) => UndoAction::DetachUplink(p.clone()),
+        Entry::UplinkAttached(p) => {
+            if crate::host::netlink::Netlink::open()?
+                .link(&p.uplink)?
+                .is_some()
+            {
+                UndoAction::DetachUplink(p.clone())
+            } else if forget.uplink {
+                UndoAction::ForgetMissingUplink {
+                    uplink: p.uplink.clone(),
+                    bridge: p.bridge.clone(),
+                    addresses: p.addresses.iter().map(|a| a.summary.clone()).collect(),
+                }
+            } else {
+                return Err(crate::error::precondition(format!(
+                    "the recorded uplink {} does not exist any more (the NIC was renamed or \
+                     removed), so its addresses and routes cannot be put back on it. Bring it \
+                     back under that name and run cleanup again; or run `ncp-bootstrap cleanup \
+                     --forget-missing-uplink` to drop the record (the addresses it held, {}, \
+                     stay wherever they are now, and {} stays in OVS)",
+                    p.uplink,
+                    p.addresses
+                        .iter()
+                        .map(|a| a.summary.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    p.bridge
+                )));
+            }
+        }
         Entry::UplinkReleased(p) => UndoAction::ReattachUplink(p.clone()),
         Entry::HostOvsStopped {
             daemons,
@@ -288,7 +346,7 @@ fn apply_action(host: &HostRoot, action: &UndoAction) -> Result<()> {
             }
             host.remove_file(backup)?;
         }
-        UndoAction::ForgetMissingBackup { .. } => {}
+        UndoAction::ForgetMissingBackup { .. } | UndoAction::ForgetMissingUplink { .. } => {}
         UndoAction::RemoveDir { path } => {
             host.remove_empty_dir(path)?;
         }
@@ -351,20 +409,20 @@ mod tests {
         let (_t, h) = root();
         let e = file("/etc/x", b"ours", Before::Absent);
         assert_eq!(
-            plan(&h, &e, false).unwrap(),
+            plan(&h, &e, Forget::default()).unwrap(),
             UndoAction::Nothing {
                 why: "/etc/x is already gone".into()
             }
         );
         put(&h, "/etc/x", b"ours");
         assert_eq!(
-            plan(&h, &e, false).unwrap(),
+            plan(&h, &e, Forget::default()).unwrap(),
             UndoAction::RemoveFile {
                 path: "/etc/x".into()
             }
         );
         put(&h, "/etc/x", b"theirs");
-        assert!(plan(&h, &e, false).unwrap().is_warning());
+        assert!(plan(&h, &e, Forget::default()).unwrap().is_warning());
     }
 
     #[test]
@@ -373,20 +431,28 @@ mod tests {
         let e = file("/etc/x", b"ours", replaced("/etc/x", b"original"));
         put(&h, "/etc/x", b"ours");
         assert!(matches!(
-            plan(&h, &e, false).unwrap(),
+            plan(&h, &e, Forget::default()).unwrap(),
             UndoAction::Restore { ref backup, .. } if *backup == backup_path("/etc/x")
         ));
         // Killed between the record and the write: the host still has its original.
         put(&h, "/etc/x", b"original");
         assert!(matches!(
-            plan(&h, &e, false).unwrap(),
+            plan(&h, &e, Forget::default()).unwrap(),
             UndoAction::DropBackups { .. }
         ));
         // Ours, with the backup gone: an error at apply, or forgotten when asked.
         put(&h, "/etc/x", b"ours");
-        assert!(apply(&h, &e, &plan(&h, &e, false).unwrap()).is_err());
+        assert!(apply(&h, &e, &plan(&h, &e, Forget::default()).unwrap()).is_err());
         assert_eq!(
-            plan(&h, &e, true).unwrap(),
+            plan(
+                &h,
+                &e,
+                Forget {
+                    backups: true,
+                    uplink: false
+                }
+            )
+            .unwrap(),
             UndoAction::ForgetMissingBackup {
                 path: "/etc/x".into(),
                 backup: backup_path("/etc/x")
@@ -400,11 +466,11 @@ mod tests {
         let e = file("/etc/x", b"ours", replaced("/etc/x", b"original"));
         put(&h, "/etc/x", b"ours");
         put(&h, &backup_path("/etc/x"), b"altered");
-        let err = apply(&h, &e, &plan(&h, &e, false).unwrap()).unwrap_err();
+        let err = apply(&h, &e, &plan(&h, &e, Forget::default()).unwrap()).unwrap_err();
         assert!(format!("{err:#}").contains("altered"), "{err:#}");
         assert_eq!(h.read("/etc/x").unwrap().unwrap(), b"ours");
         put(&h, &backup_path("/etc/x"), b"original");
-        apply(&h, &e, &plan(&h, &e, false).unwrap()).unwrap();
+        apply(&h, &e, &plan(&h, &e, Forget::default()).unwrap()).unwrap();
         assert_eq!(h.read("/etc/x").unwrap().unwrap(), b"original");
         assert!(!h.exists(&backup_path("/etc/x")).unwrap());
     }
@@ -419,7 +485,7 @@ mod tests {
             reload_from: None,
         };
         assert!(matches!(
-            plan(&h, &e(false), false).unwrap(),
+            plan(&h, &e(false), Forget::default()).unwrap(),
             UndoAction::Nothing { .. }
         ));
         put(
@@ -428,11 +494,11 @@ mod tests {
             b"node-agent-apparmor (enforce)\n",
         );
         assert!(matches!(
-            plan(&h, &e(false), false).unwrap(),
+            plan(&h, &e(false), Forget::default()).unwrap(),
             UndoAction::UnloadProfile { .. }
         ));
         assert!(matches!(
-            plan(&h, &e(true), false).unwrap(),
+            plan(&h, &e(true), Forget::default()).unwrap(),
             UndoAction::Nothing { .. }
         ));
     }

@@ -235,6 +235,32 @@ fn a_dangling_link_on_a_target_directory_is_refused_before_anything_changes() {
     assert!(!f.host.join("opt").exists() && !f.host.join("var").exists());
 }
 
+/// A state directory the operator moved elsewhere (`/var/lib/ncp-bootstrap` a symlink to a
+/// directory of theirs): cleanup empties it of ours and leaves the directory and the link.
+#[test]
+fn a_symlinked_state_directory_is_emptied_not_removed() {
+    let f = fixture("4.1.0.22016640");
+    fs::create_dir_all(f.host.join("srv/ncp-state")).unwrap();
+    fs::create_dir_all(f.host.join("var/lib")).unwrap();
+    std::os::unix::fs::symlink("/srv/ncp-state", f.host.join("var/lib/ncp-bootstrap")).unwrap();
+    assert_eq!(cni(&f, &[]).code, 0);
+    assert!(f.host.join("srv/ncp-state/ledger.json").is_file());
+    let c = run(&["--host-root", f.host.to_str().unwrap(), "cleanup"]);
+    assert_eq!(c.code, 0, "{}{}", c.stdout, c.stderr);
+    assert!(
+        f.host.join("srv/ncp-state").is_dir(),
+        "the operator's directory was removed"
+    );
+    assert_eq!(
+        fs::read_dir(f.host.join("srv/ncp-state")).unwrap().count(),
+        0
+    );
+    assert!(fs::symlink_metadata(f.host.join("var/lib/ncp-bootstrap"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
 #[test]
 fn newer_host_is_kept_unless_forced() {
     let f = fixture("4.1.0");

@@ -135,11 +135,14 @@ fn lost_connectivity_rolls_back_with_exit_3() {
         "a bridge we did not create stays"
     );
     assert!(lab.ping_from_peer("10.0.0.5"));
+    // Rolled back, nothing is recorded: no ledger and no state directory are left either.
     assert!(
-        !lab.host.join("var/lib/ncp-bootstrap/ledger.json").exists()
-            || !std::fs::read_to_string(lab.host.join("var/lib/ncp-bootstrap/ledger.json"))
-                .unwrap()
-                .contains("uplink_attached")
+        !lab.host.join("var/lib/ncp-bootstrap").exists(),
+        "a rolled-back attach left its state directory"
+    );
+    assert!(
+        !lab.host.join("var/lib").exists(),
+        "and the directories it made for it"
     );
 }
 
@@ -453,6 +456,35 @@ fn health_follows_what_forwarding_needs_and_what_a_restart_can_repair() {
         "{}",
         h.stdout
     );
+}
+
+/// An attach whose uplink is gone by cleanup time (renamed NIC): `cleanup --dry-run` and the
+/// real cleanup agree (exit 2, naming the way forward), and `--forget-missing-uplink` takes it.
+#[test]
+fn cleanup_of_an_uplink_that_is_gone_says_the_way_forward() {
+    let Some(lab) = lab() else { return };
+    assert_eq!(lab.tool(&["uplink", "attach"], &[]).code, 0);
+    lab.n("link set eth1 down");
+    lab.n("link set eth1 name eth7");
+    for args in [&["--dry-run", "cleanup"][..], &["cleanup"][..]] {
+        let r = lab.tool(args, &[]);
+        assert_eq!(r.code, 2, "{args:?}: {}\n{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr
+                .contains("the recorded uplink eth1 does not exist any more")
+                && r.stderr.contains("--forget-missing-uplink"),
+            "{}",
+            r.stderr
+        );
+    }
+    let r = lab.tool(&["cleanup", "--forget-missing-uplink"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("forget the attach of eth1"),
+        "{}",
+        r.stdout
+    );
+    assert!(!lab.host.join("var/lib/ncp-bootstrap/ledger.json").exists());
 }
 
 /// NetworkManager adds its addresses with `noprefixroute` and the prefix routes itself (protocol

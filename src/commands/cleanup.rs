@@ -9,18 +9,13 @@ use anyhow::Result;
 pub fn run(
     env: &Env,
     legacy: bool,
-    forget_missing_backups: bool,
+    forget: crate::undo::Forget,
     report: &mut Report,
 ) -> Result<Outcome> {
     let ctx = env.ctx();
     let step = match legacy {
         true => execute(&ctx, &LegacyCleanup)?,
-        false => execute(
-            &ctx,
-            &Cleanup {
-                forget_missing_backups,
-            },
-        )?,
+        false => execute(&ctx, &Cleanup { forget })?,
     };
     report.steps.push(step);
     Ok(Outcome::ok())

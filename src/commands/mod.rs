@@ -326,8 +326,17 @@ fn dispatch(env: &Env, report: &mut Report) -> Result<Outcome> {
         Command::Cleanup {
             legacy,
             forget_missing_backups,
+            forget_missing_uplink,
             ..
-        } => cleanup::run(env, *legacy, *forget_missing_backups, report),
+        } => cleanup::run(
+            env,
+            *legacy,
+            crate::undo::Forget {
+                backups: *forget_missing_backups,
+                uplink: *forget_missing_uplink,
+            },
+            report,
+        ),
         Command::Config(ConfigCommand::Show) => config::show(env),
         Command::Config(ConfigCommand::Set { key, value, .. }) => config::set(env, key, value),
         Command::Apparmor(_) => apparmor::run(env, report),

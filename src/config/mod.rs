@@ -134,6 +134,58 @@ pub struct Resolved {
 
 /// Parses a value written as text (env, flag, `config set`) for a key.
 pub fn parse_text(def: &KeyDef, text: &str, origin: &str) -> Result<Value> {
+    let value = parse_typed(def, text, origin)?;
+    checked(def, value, origin)
+}
+
+/// The value, if it is one every command can use: keys whose values name things have rules of
+/// their own, checked wherever a value comes from (flag, environment, config file, ncp.ini,
+/// `config set`), so that nothing is accepted that a later command refuses.
+fn checked(def: &KeyDef, value: Value, origin: &str) -> Result<Value> {
+    let problem = match (def.name, &value) {
+        ("node.uplink" | "node.bridge", Value::Str(s)) => interface_name_problem(s),
+        ("ovs.run_dir" | "ovs.db_dir" | "ovs.log_dir" | "cni.bundle", Value::Str(s))
+            if !s.starts_with('/') =>
+        {
+            Some("is not an absolute path".to_string())
+        }
+        ("probe.targets", Value::List(l)) => l
+            .iter()
+            .find_map(|t| crate::host::probe::parse_target(t).err())
+            .map(|e| format!("has an entry that is not a target ({e:#})")),
+        _ => None,
+    };
+    match problem {
+        Some(p) => Err(input(format!(
+            "{origin}: `{}` = `{}` {p}",
+            def.name,
+            crate::error::visible(&value.to_string())
+        ))),
+        None => Ok(value),
+    }
+}
+
+/// What is wrong with an interface name, as the kernel sees it: 1 to 15 bytes, no `/` or `:`,
+/// no whitespace or control characters, not `.` or `..`.
+pub fn interface_name_problem(name: &str) -> Option<String> {
+    const IFNAME_MAX: usize = 15;
+    if name.is_empty() {
+        Some("is empty; name the interface as `ip link` shows it".into())
+    } else if name.len() > IFNAME_MAX {
+        Some(format!(
+            "is {} bytes long; the kernel allows {IFNAME_MAX} for an interface name",
+            name.len()
+        ))
+    } else if name == "." || name == ".." || name.contains(['/', ':']) {
+        Some("is not a name the kernel gives an interface".into())
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("contains whitespace or a control character".into())
+    } else {
+        None
+    }
+}
+
+fn parse_typed(def: &KeyDef, text: &str, origin: &str) -> Result<Value> {
     let bad = |what: &str| input(format!("{origin}: `{}` = `{text}` is not {what}", def.name));
     match def.ty {
         Type::Str => Ok(Value::Str(text.to_string())),
@@ -191,11 +243,13 @@ fn parse_toml(def: &KeyDef, item: &toml_edit::Item, file: &str) -> Result<Value>
             .ok_or_else(|| bad(WHOLE_NUMBER)),
         Type::List => {
             let arr = item.as_array().ok_or_else(|| bad("a list of strings"))?;
-            arr.iter()
+            let list = arr
+                .iter()
                 .map(|v| v.as_str().map(String::from))
                 .collect::<Option<Vec<_>>>()
                 .map(Value::List)
-                .ok_or_else(|| bad("a list of strings"))
+                .ok_or_else(|| bad("a list of strings"))?;
+            checked(def, list, &format!("config file {file}"))
         }
     }
 }
@@ -269,6 +323,10 @@ impl Config {
         match read_text(&ini_path) {
             Ok(text) => {
                 for v in ncp_ini_values(&text, &ini_path)? {
+                    let origin = format!("ncp.ini {} {}", ini_path.display(), v.at);
+                    if let Some(def) = key_def(v.key) {
+                        checked(def, Value::Str(v.value.clone()), &origin)?;
+                    }
                     values.insert(
                         v.key,
                         Resolved {
@@ -481,7 +539,11 @@ pub fn set_in_text(text: &str, file: &str, key: &str, value_text: &str) -> Resul
         ))
     })?;
     let value = parse_text(def, value_text, "config set")?;
-    let mut doc: toml_edit::DocumentMut = text
+    // The file's byte order mark and CRLF line ends (an editor's on another system) are kept.
+    let bom = text.starts_with('\u{feff}');
+    let crlf = text.contains("\r\n");
+    let body = text.trim_start_matches('\u{feff}').replace("\r\n", "\n");
+    let mut doc: toml_edit::DocumentMut = body
         .parse()
         .map_err(|e| input(format!("config file {file} is not valid TOML: {e}")))?;
     let (section, name) = key.split_once('.').context("keys are section.name")?;
@@ -512,7 +574,14 @@ pub fn set_in_text(text: &str, file: &str, key: &str, value_text: &str) -> Resul
             table.insert(name, new);
         }
     }
-    Ok(doc.to_string())
+    let mut out = doc.to_string();
+    if crlf {
+        out = out.replace('\n', "\r\n");
+    }
+    if bom {
+        out.insert(0, '\u{feff}');
+    }
+    Ok(out)
 }
 
 /// `apparmor.mode`.
@@ -678,6 +747,24 @@ mod tests {
         );
         assert!(set_in_text(text, "f", "ovs.datapath_type", "fast").is_err());
         assert!(set_in_text(text, "f", "node.nope", "x").is_err());
+    }
+
+    #[test]
+    fn config_set_keeps_a_bom_and_crlf_and_refuses_what_commands_refuse() {
+        let text = "\u{feff}# ours\r\n[node]\r\nuplink = \"eth1\"\r\n";
+        let out = set_in_text(text, "f", "node.bridge", "br-nsx").unwrap();
+        assert!(out.starts_with("\u{feff}# ours\r\n[node]\r\n"), "{out:?}");
+        assert!(out.contains("bridge = \"br-nsx\"\r\n"), "{out:?}");
+        assert!(!out.replace("\r\n", "").contains('\n'), "{out:?}");
+        for (key, value, why) in [
+            ("probe.targets", "gateway,foo bar", "not a target"),
+            ("node.uplink", "a-very-long-nic-name", "20 bytes long"),
+            ("ovs.run_dir", "var/run/openvswitch", "not an absolute path"),
+            ("node.bridge", "br int", "whitespace"),
+        ] {
+            let e = format!("{:#}", set_in_text(text, "f", key, value).unwrap_err());
+            assert!(e.contains(why) && e.contains(key), "{key}: {e}");
+        }
     }
 
     #[test]

@@ -169,6 +169,16 @@ impl HostRoot {
         Ok(missing)
     }
 
+    /// Whether the host path itself (its last component, not what it names) is a symlink.
+    pub fn is_symlink(&self, host_path: &str) -> Result<bool> {
+        let p = Path::new(host_path);
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            return Ok(false);
+        };
+        let here = self.resolve(&parent.to_string_lossy())?.join(name);
+        Ok(fs::symlink_metadata(&here).is_ok_and(|m| m.file_type().is_symlink()))
+    }
+
     /// Refuses a directory path one of whose components is a symlink to nothing (an operator's
     /// `/etc/cni/net.d -> /data/cni/net.d` on a node where /data is not mounted): writing
     /// there would create directories where the link points, or fail half way. Checked in

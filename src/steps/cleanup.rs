@@ -12,8 +12,8 @@ use crate::undo::{self, UndoAction};
 use anyhow::Result;
 
 pub struct Cleanup {
-    /// `--forget-missing-backups`.
-    pub forget_missing_backups: bool,
+    /// `--forget-missing-backups`, `--forget-missing-uplink`.
+    pub forget: undo::Forget,
 }
 
 pub enum CleanupAction {
@@ -78,7 +78,7 @@ impl Step for Cleanup {
                     paths::STATE_DIR,
                     kept.join(", ")
                 ));
-            } else if ctx.host.exists(paths::STATE_DIR)? {
+            } else if state_left(ctx.host)? {
                 plan.actions.push(CleanupAction::PruneState);
             }
         }
@@ -86,7 +86,7 @@ impl Step for Cleanup {
         // something other than OVS, say) means the ledger was altered: nothing is undone then,
         // and the error names the entry.
         for (n, entry) in ledger.entries.iter().rev().enumerate() {
-            let undo = undo::plan(ctx.host, entry, self.forget_missing_backups).map_err(|e| {
+            let undo = undo::plan(ctx.host, entry, self.forget).map_err(|e| {
                 e.context(format!(
                     "the {} entry of step {} in {}",
                     entry.kind(),
@@ -135,6 +135,22 @@ impl Step for Cleanup {
             },
         }
     }
+}
+
+/// Whether anything of the state directory is left to remove: the directory itself, or, when
+/// it is a symlink to a directory of the operator's (which stays), anything in it.
+fn state_left(host: &crate::host::HostRoot) -> Result<bool> {
+    if !host.exists(paths::STATE_DIR)? {
+        return Ok(false);
+    }
+    if !host.is_symlink(paths::STATE_DIR)? {
+        return Ok(true);
+    }
+    let dir = host.resolve(paths::STATE_DIR)?;
+    Ok(std::fs::read_dir(&dir)
+        .map_err(|e| anyhow::anyhow!("listing {}: {e}", dir.display()))?
+        .next()
+        .is_some())
 }
 
 /// The config file is the operator's settings, not a change to undo: it stays, and cleanup

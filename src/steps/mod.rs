@@ -244,6 +244,11 @@ fn execute_inner<S: Step>(ctx: &Ctx, step: &S, report: &mut StepReport) -> Resul
                 error: crate::error::render(&e),
             }),
             Err(e) => {
+                // An apply that undid itself (a rolled-back attach) may leave nothing recorded:
+                // then nothing of ours may stay either.
+                if ledger.is_empty() {
+                    crate::ledger::prune_state(ctx.host, &ledger.state_dirs)?;
+                }
                 return Err(classify(
                     e.context(format!(
                         "{}: {} failed; what was done is recorded in {} — re-run to finish, or \
@@ -253,7 +258,7 @@ fn execute_inner<S: Step>(ctx: &Ctx, step: &S, report: &mut StepReport) -> Resul
                         paths::LEDGER
                     )),
                     Kind::Apply,
-                ))
+                ));
             }
         }
     }

@@ -35,8 +35,6 @@ impl Names {
             )
         })?;
         let bridge = ctx.settings.bridge.clone();
-        check_ifname("node.uplink", &uplink)?;
-        check_ifname("node.bridge", &bridge)?;
         if uplink == bridge {
             return Err(precondition(format!(
                 "the uplink and the bridge are both `{uplink}`; node.uplink must name the NIC"
@@ -121,8 +119,31 @@ fn restore_carried(pre: &UplinkPreState, bridge: End) -> Result<Carried> {
     Ok(pre.carried()?.moved(uplink, bridge))
 }
 
-fn describe_ops(ops: &[Op]) -> Vec<String> {
-    ops.iter().map(Op::describe).collect()
+fn describe_ops(ops: &[Op], ends: &[End]) -> Vec<String> {
+    ops.iter().map(|o| named(&o.describe(), ends)).collect()
+}
+
+/// A description with the links it names by index (`dev#9`) named as people know them
+/// (`dev br-int`), for the two ends of a move; other indexes stay as they are.
+fn named(text: &str, ends: &[End]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("dev#") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 4..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        let end = after[..digits]
+            .parse::<u32>()
+            .ok()
+            .and_then(|i| ends.iter().find(|e| e.index == i));
+        match end {
+            Some(e) => out.push_str(&format!("dev {}", e.name)),
+            None => out.push_str(&rest[at..at + 4 + digits]),
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Addresses a DHCP client or SLAAC keeps alive, on an uplink whose renewals nothing here can
@@ -297,30 +318,6 @@ fn check_uplink(names: &Names, l: &crate::host::netlink::Link) -> Result<()> {
 
 /// The kernel's limit on an interface name, and so on an address label (IFNAMSIZ less the NUL).
 const IFNAME_MAX: usize = 15;
-
-/// An interface name the kernel accepts: 1 to 15 bytes, no `/`, no whitespace, not `.`/`..`.
-fn check_ifname(key: &str, name: &str) -> Result<()> {
-    let why = if name.is_empty() {
-        Some("is empty".to_string())
-    } else if name.len() > IFNAME_MAX {
-        Some(format!(
-            "is {} bytes long; the kernel allows {IFNAME_MAX}",
-            name.len()
-        ))
-    } else if name == "." || name == ".." || name.contains(['/', ':']) {
-        Some("is not a name the kernel gives an interface".to_string())
-    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Some("contains whitespace or a control character".to_string())
-    } else {
-        None
-    };
-    match why {
-        Some(why) => Err(input(format!(
-            "{key} = {name:?} {why}; set it to the interface's name as `ip link` shows it"
-        ))),
-        None => Ok(()),
-    }
-}
 
 /// An alias label moves with its address, its uplink prefix replaced by the bridge's
 /// (`eth1:web` becomes `br-int:web`); one that would then be longer than an interface name is
@@ -580,7 +577,7 @@ impl super::Step for Attach {
         if !links_up {
             lines.push(format!("set {} and {} up", names.uplink, names.bridge));
         }
-        lines.extend(describe_ops(&ops));
+        lines.extend(describe_ops(&ops, &[up_end, br_end]));
         let nm_line = crate::host::nm::needs_hand_off(ctx.host, &names.uplink)?.then(|| {
             format!(
                 "tell NetworkManager to leave {} unmanaged while attached",
@@ -831,7 +828,7 @@ fn do_attach(
     if !left.is_empty() {
         return Err(anyhow!(
             "verification failed, still to do: {}",
-            describe_ops(&left).join("; ")
+            describe_ops(&left, &[up_end, br_end]).join("; ")
         ));
     }
     // Last, so that ovs-vswitchd has handled every packet that reached it before it knew the
@@ -900,7 +897,11 @@ pub fn detach_recorded(
             nm::added_since(&recorded, &now)
         }
     };
-    let carried_extra = added.describe();
+    let carried_extra: Vec<String> = added
+        .describe()
+        .iter()
+        .map(|x| named(x, &[up_end, br_end]))
+        .collect();
     let carried = recorded.with(added);
     // networkd makes before we break: it configures the uplink again while the bridge still
     // carries the addresses (and the move below then finds them in place).
@@ -1035,31 +1036,49 @@ impl super::Step for Detach {
                     let rec = restore_carried(p, br_end)?;
                     let added = nm::added_since(&rec, &now);
                     if p.bridge_created {
-                        lines.extend(added.describe().iter().map(|x| {
-                            format!("carry {x} too (added to {} after the attach)", names.bridge)
-                        }));
+                        lines.extend(
+                            added
+                                .describe()
+                                .iter()
+                                .map(|x| named(x, &[up_end, br_end]))
+                                .map(|x| {
+                                    format!(
+                                        "carry {x} too (added to {} after the attach)",
+                                        names.bridge
+                                    )
+                                }),
+                        );
                         rec.with(added)
                     } else {
-                        plan.warnings.extend(added.describe().iter().map(|x| {
-                            format!(
+                        plan.warnings.extend(
+                            added
+                                .describe()
+                                .iter()
+                                .map(|x| named(x, &[up_end, br_end]))
+                                .map(|x| {
+                                    format!(
                                 "{x} was added to {} after the attach; it stays there (the \
                                  bridge is not ncp-bootstrap's and is kept)",
                                 names.bridge
                             )
-                        }));
+                                }),
+                        );
                         rec
                     }
                 }
                 None => now,
             };
-            lines.extend(describe_ops(&nm::plan_move(
-                &carried,
-                br_end,
-                up_end,
-                &live.addrs,
-                &live.routes,
-                &live.rules,
-            )));
+            lines.extend(describe_ops(
+                &nm::plan_move(
+                    &carried,
+                    br_end,
+                    up_end,
+                    &live.addrs,
+                    &live.routes,
+                    &live.rules,
+                ),
+                &[up_end, br_end],
+            ));
         }
         if ports.contains(&names.uplink) {
             lines.push(format!(
@@ -1341,4 +1360,34 @@ pub fn check_forwarding(host: &HostRoot, uplink: &str, bridge: &str) -> Result<V
             )
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_named_in_descriptions() {
+        let ends = [
+            End {
+                index: 2,
+                name: "eth1",
+            },
+            End {
+                index: 9,
+                name: "br-int",
+            },
+        ];
+        assert_eq!(
+            named("add address 10.0.0.5/24 dev#9 label br-int", &ends),
+            "add address 10.0.0.5/24 dev br-int label br-int"
+        );
+        assert_eq!(
+            named(
+                "replace route default via 10.0.0.1 dev#2 metric 5; dev#21 dev#",
+                &ends
+            ),
+            "replace route default via 10.0.0.1 dev eth1 metric 5; dev#21 dev#"
+        );
+    }
 }
