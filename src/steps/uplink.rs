@@ -1035,34 +1035,24 @@ impl super::Step for Detach {
                 Some(p) => {
                     let rec = restore_carried(p, br_end)?;
                     let added = nm::added_since(&rec, &now);
+                    let each: Vec<String> = added
+                        .describe()
+                        .iter()
+                        .map(|x| named(x, &[up_end, br_end]))
+                        .collect();
                     if p.bridge_created {
-                        lines.extend(
-                            added
-                                .describe()
-                                .iter()
-                                .map(|x| named(x, &[up_end, br_end]))
-                                .map(|x| {
-                                    format!(
-                                        "carry {x} too (added to {} after the attach)",
-                                        names.bridge
-                                    )
-                                }),
-                        );
+                        lines.extend(each.iter().map(|x| {
+                            format!("carry {x} too (added to {} after the attach)", names.bridge)
+                        }));
                         rec.with(added)
                     } else {
-                        plan.warnings.extend(
-                            added
-                                .describe()
-                                .iter()
-                                .map(|x| named(x, &[up_end, br_end]))
-                                .map(|x| {
-                                    format!(
+                        plan.warnings.extend(each.iter().map(|x| {
+                            format!(
                                 "{x} was added to {} after the attach; it stays there (the \
                                  bridge is not ncp-bootstrap's and is kept)",
                                 names.bridge
                             )
-                                }),
-                        );
+                        }));
                         rec
                     }
                 }
@@ -1338,13 +1328,20 @@ pub fn check_forwarding(host: &HostRoot, uplink: &str, bridge: &str) -> Result<V
             .collect(),
         None => Vec::new(),
     };
+    let here = [End {
+        index: link.index,
+        name: uplink,
+    }];
     let (moved, added): (Vec<_>, Vec<_>) = nl
         .addresses()?
         .into_iter()
         .filter(|a| a.header.index == link.index && nm::is_movable_address(a))
         .partition(|a| recorded.contains(&nm::address_key(a)));
     if !moved.is_empty() {
-        let left: Vec<String> = moved.iter().map(nm::describe_address).collect();
+        let left: Vec<String> = moved
+            .iter()
+            .map(|a| named(&nm::describe_address(a), &here))
+            .collect();
         return Err(anyhow!(
             "{uplink} still holds {} (the attach moves it to {bridge})",
             left.join(", ")
@@ -1356,7 +1353,7 @@ pub fn check_forwarding(host: &HostRoot, uplink: &str, bridge: &str) -> Result<V
             format!(
                 "{} was added to {uplink} after the attach and stays there (no attach moves \
                  it): move it to {bridge} by hand, or detach and attach again",
-                nm::describe_address(a)
+                named(&nm::describe_address(a), &here)
             )
         })
         .collect())
