@@ -225,11 +225,17 @@ pub enum OvsCommand {
         after_help = "Example (the nsx-ovs container):\n  ncp-bootstrap --host-root /host ovs run"
     )]
     Run,
-    /// Liveness check for `ovs run`
+    /// Liveness check for `ovs run` (with --ready, the readiness check)
     #[command(
-        after_help = "Example (a liveness probe):\n  ncp-bootstrap --host-root /host ovs health"
+        after_help = "Examples:\n  ncp-bootstrap --host-root /host ovs health          (liveness)\n  ncp-bootstrap --host-root /host ovs health --ready  (readiness)"
     )]
-    Health,
+    Health {
+        /// Readiness: also fail while no uplink is known (none configured, none with ofport 1),
+        /// so that a pod with nothing attached never reports Ready; liveness does not, since
+        /// OVS itself is fine and a restart would change nothing
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

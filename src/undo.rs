@@ -34,6 +34,17 @@ pub enum UndoAction {
         mode: u32,
         owner: Option<crate::ledger::Owner>,
     },
+    /// A file `ovs run` made for OVS goes, once no daemon of its run directory is alive.
+    RemoveOvsFile {
+        path: String,
+        run_dir: String,
+    },
+    /// The database `ovs run` converted: its copy from before goes back.
+    RestoreOvsDb {
+        path: String,
+        backup: String,
+        run_dir: String,
+    },
     /// `--forget-missing-uplink`: the uplink is gone; the record goes, nothing is moved.
     ForgetMissingUplink {
         uplink: String,
@@ -69,6 +80,10 @@ impl UndoAction {
             UndoAction::Restore {
                 path, backup, mode, ..
             } => format!("restore {path} from {backup} (mode {mode:04o})"),
+            UndoAction::RemoveOvsFile { path, .. } => format!("remove {path} (made by ovs run)"),
+            UndoAction::RestoreOvsDb { path, backup, .. } => format!(
+                "put back {path} as it was before ovs run converted it to its schema, from {backup}"
+            ),
             UndoAction::ForgetMissingUplink {
                 uplink,
                 bridge,
@@ -148,6 +163,46 @@ impl UndoAction {
                 | UndoAction::ForgetMissingBackup { .. }
                 | UndoAction::ForgetMissingUplink { .. }
         )
+    }
+}
+
+/// The ledger names these paths and cleanup removes or overwrites them: only OVS's own files
+/// in one directory are accepted (the ledger is input; an altered one must not make cleanup
+/// remove something else).
+fn check_ovs_paths(path: &str, backup: Option<&str>, run_dir: &str) -> Result<()> {
+    let p = std::path::Path::new(path);
+    let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+    let ours = matches!(name.as_deref(), Some("conf.db" | ".conf.db.~lock~"))
+        || name.as_deref().is_some_and(|n| {
+            crate::host::ovs::DAEMONS
+                .iter()
+                .any(|d| n == format!("{d}.log"))
+        });
+    let backup_ok = backup.is_none_or(|b| {
+        let b = std::path::Path::new(b);
+        b.parent() == p.parent()
+            && b.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("conf.db.backup-"))
+    });
+    let plain = |s: &str| s.starts_with('/') && !s.split('/').any(|c| c == "..");
+    if ours && backup_ok && plain(path) && plain(run_dir) && backup.is_none_or(plain) {
+        return Ok(());
+    }
+    Err(crate::error::input(format!(
+        "the ledger names {path}{} as a file of OVS's, which it is not (the ledger was \
+         altered): fix or remove that entry",
+        backup.map_or(String::new(), |b| format!(" (copy {b})"))
+    )))
+}
+
+/// Refuses while an OVS daemon still runs on the files.
+fn no_live_ovs(host: &HostRoot, run_dir: &str, path: &str) -> Result<()> {
+    match crate::host::ovs::live_in(host, run_dir)?.first() {
+        Some((d, pid)) => anyhow::bail!(
+            "{d} (pid {pid}) still runs in {run_dir}, so {path} stays; stop nsx-ovs (`ovs run`) \
+             and run cleanup again"
+        ),
+        None => Ok(()),
     }
 }
 
@@ -235,6 +290,41 @@ pub fn plan(host: &HostRoot, entry: &Entry, forget: Forget) -> Result<UndoAction
                  purpose and is not reinstalled"
             ),
         },
+        Entry::OvsFileCreated { path, run_dir, .. } => {
+            check_ovs_paths(path, None, run_dir)?;
+            if host.exists(path)? {
+                UndoAction::RemoveOvsFile {
+                    path: path.clone(),
+                    run_dir: run_dir.clone(),
+                }
+            } else {
+                UndoAction::Nothing {
+                    why: format!("{path} is already gone"),
+                }
+            }
+        }
+        Entry::OvsDbConverted {
+            path,
+            backup,
+            run_dir,
+            ..
+        } => {
+            check_ovs_paths(path, Some(backup), run_dir)?;
+            if host.exists(backup)? {
+                UndoAction::RestoreOvsDb {
+                    path: path.clone(),
+                    backup: backup.clone(),
+                    run_dir: run_dir.clone(),
+                }
+            } else {
+                UndoAction::Nothing {
+                    why: format!(
+                        "the copy {backup} of {path} from before its conversion is gone; {path} \
+                         keeps the newer schema"
+                    ),
+                }
+            }
+        }
         Entry::UplinkAttached(p) => {
             if crate::host::netlink::Netlink::open()?
                 .link(&p.uplink)?
@@ -347,6 +437,23 @@ fn apply_action(host: &HostRoot, action: &UndoAction) -> Result<()> {
             host.remove_file(backup)?;
         }
         UndoAction::ForgetMissingBackup { .. } | UndoAction::ForgetMissingUplink { .. } => {}
+        UndoAction::RemoveOvsFile { path, run_dir } => {
+            no_live_ovs(host, run_dir, path)?;
+            host.remove_file(path)?;
+        }
+        UndoAction::RestoreOvsDb {
+            path,
+            backup,
+            run_dir,
+        } => {
+            no_live_ovs(host, run_dir, path)?;
+            let bytes = host
+                .read(backup)?
+                .with_context(|| format!("{backup} vanished"))?;
+            let mode = host.file_state(backup)?.map_or(0o644, |s| s.mode);
+            host.write_atomic(path, &bytes, mode)?;
+            host.remove_file(backup)?;
+        }
         UndoAction::RemoveDir { path } => {
             host.remove_empty_dir(path)?;
         }

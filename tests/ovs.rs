@@ -284,6 +284,104 @@ fn of_two_ovs_runs_started_together_exactly_one_wins() {
     }
 }
 
+/// `ovs run`'s own files on the host are recorded before they are made, and cleanup removes
+/// exactly them: the database it created (and its lock), the daemons' logs, the directories it
+/// made for them. The OVS directories here are the host root's, as in the DaemonSet.
+#[test]
+fn cleanup_removes_the_files_ovs_run_made() {
+    let Some(lab) = NetLab::new() else { return };
+    lab.standard();
+    let host = |p: &str| lab.host.join(p).display().to_string();
+    let (run_dir, db_dir, log_dir) = (
+        host("var/run/openvswitch"),
+        host("etc/openvswitch"),
+        host("var/log/openvswitch"),
+    );
+    let env = [
+        ("OVS_RUNDIR", run_dir.as_str()),
+        ("OVS_DBDIR", db_dir.as_str()),
+        ("OVS_LOGDIR", log_dir.as_str()),
+        ("NCP_BOOTSTRAP_OVS_ON_EXIT", "restore"),
+    ];
+    let before = snapshot(&lab.host, false);
+    let mut run = start_run(&lab, &env);
+    wait_for("ovs health", Duration::from_secs(30), || {
+        lab.tool(&["ovs", "health"], &env).code == 0
+    });
+    let ledger =
+        std::fs::read_to_string(lab.host.join("var/lib/ncp-bootstrap/ledger.json")).unwrap();
+    for want in [
+        "\"path\": \"/etc/openvswitch/conf.db\"",
+        "\"path\": \"/var/log/openvswitch/ovs-vswitchd.log\"",
+        "\"path\": \"/var/log/openvswitch/ovsdb-server.log\"",
+        "\"kind\": \"ovs_file_created\"",
+    ] {
+        assert!(ledger.contains(want), "{want} not recorded:\n{ledger}");
+    }
+    sigterm(&run);
+    assert_eq!(
+        exit_within(&mut run, Duration::from_secs(20)).and_then(|s| s.code()),
+        Some(0)
+    );
+    let c = lab.tool(&["cleanup"], &env);
+    assert_eq!(c.code, 0, "{}\n{}", c.stdout, c.stderr);
+    assert!(
+        c.stdout
+            .contains("remove /etc/openvswitch/conf.db (made by ovs run)"),
+        "{}",
+        c.stdout
+    );
+    assert_eq!(
+        snapshot(&lab.host, false),
+        before,
+        "cleanup left ovs run's files"
+    );
+}
+
+/// No uplink configured (ncp.ini without ovs_uplink_port): as NCP does, the bridge's port with
+/// ofport 1 is the uplink, for `ovs run` and `ovs health`; with none, liveness stays healthy
+/// and readiness (`--ready`) fails naming the key to set.
+#[test]
+fn without_a_configured_uplink_the_port_with_ofport_1_is_used() {
+    let Some(mut lab) = NetLab::new() else { return };
+    lab.standard();
+    lab.start_ovs();
+    assert_eq!(lab.tool(&["uplink", "attach"], &[]).code, 0);
+    let unset = [("NCP_BOOTSTRAP_NODE_UPLINK", "")];
+    for args in [&["ovs", "health"][..], &["ovs", "health", "--ready"][..]] {
+        let h = lab.tool(args, &unset);
+        assert_eq!(h.code, 0, "{args:?}: {}{}", h.stdout, h.stderr);
+    }
+    // The switch stops (the userspace bridge goes with it); `ovs run` with no uplink configured
+    // finds eth1 at ofport 1 in the database and attaches it again.
+    lab.stop_ovs();
+    let mut run = start_run(&lab, &unset);
+    wait_for("ovs health --ready", Duration::from_secs(30), || {
+        lab.tool(&["ovs", "health", "--ready"], &unset).code == 0
+    });
+    assert!(
+        lab.state().contains("addr br-int 10.0.0.5/24"),
+        "{}",
+        lab.state()
+    );
+    sigterm(&run);
+    assert!(exit_within(&mut run, Duration::from_secs(20)).is_some());
+
+    // No bridge port with ofport 1 and none configured: live, not ready.
+    lab.start_ovs();
+    assert_eq!(lab.tool(&["uplink", "detach"], &[]).code, 0);
+    assert_eq!(lab.tool(&["ovs", "health"], &unset).code, 0);
+    let r = lab.tool(&["ovs", "health", "--ready"], &unset);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("no uplink")
+            && r.stdout
+                .contains("ovs_uplink_port in ncp.ini [nsx_node_agent]"),
+        "{}",
+        r.stdout
+    );
+}
+
 #[test]
 fn ovs_run_refuses_a_live_host_ovs() {
     let Some(mut lab) = NetLab::new() else { return };
@@ -349,6 +447,70 @@ fn ovs_run_converts_an_old_database_after_a_backup() {
     assert!(lab.vsctl(&["list-ports", "br-int"]).contains("eth1"));
     sigterm(&run);
     assert!(exit_within(&mut run, Duration::from_secs(20)).is_some());
+}
+
+/// The conversion of the host's database is recorded before it is made, and cleanup puts the
+/// copy from before it back, so that the host's own (older) OVS reads it again.
+#[test]
+fn cleanup_puts_back_the_database_ovs_run_converted() {
+    let Some(lab) = NetLab::new() else { return };
+    lab.standard();
+    let mut schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("/usr/share/openvswitch/vswitch.ovsschema").unwrap(),
+    )
+    .unwrap();
+    schema["version"] = "8.0.0".into();
+    schema["tables"]["Open_vSwitch"]["columns"]
+        .as_object_mut()
+        .unwrap()
+        .remove("datapath_types")
+        .unwrap();
+    let old = lab.host.join("old.ovsschema");
+    std::fs::write(&old, schema.to_string()).unwrap();
+    let host = |p: &str| lab.host.join(p).display().to_string();
+    let (run_dir, db_dir, log_dir) = (
+        host("var/run/openvswitch"),
+        host("etc/openvswitch"),
+        host("var/log/openvswitch"),
+    );
+    for d in [&run_dir, &db_dir, &log_dir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let db = format!("{db_dir}/conf.db");
+    let out = Command::new("ovsdb-tool")
+        .args(["create", &db, old.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let original = std::fs::read(&db).unwrap();
+    let env = [
+        ("OVS_RUNDIR", run_dir.as_str()),
+        ("OVS_DBDIR", db_dir.as_str()),
+        ("OVS_LOGDIR", log_dir.as_str()),
+        ("NCP_BOOTSTRAP_OVS_ON_EXIT", "restore"),
+    ];
+    let mut run = start_run(&lab, &env);
+    wait_for(
+        "ovs health after conversion",
+        Duration::from_secs(30),
+        || lab.tool(&["ovs", "health"], &env).code == 0,
+    );
+    assert_ne!(std::fs::read(&db).unwrap(), original);
+    sigterm(&run);
+    assert!(exit_within(&mut run, Duration::from_secs(20)).is_some());
+    let c = lab.tool(&["cleanup"], &env);
+    assert_eq!(c.code, 0, "{}\n{}", c.stdout, c.stderr);
+    assert!(
+        c.stdout.contains("put back /etc/openvswitch/conf.db"),
+        "{}",
+        c.stdout
+    );
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        original,
+        "the host's database is not back"
+    );
+    assert!(!std::path::Path::new(&format!("{db_dir}/conf.db.backup-8.0.0")).exists());
 }
 
 /// `ovs-ofctl` in the node namespace against the lab switch's bridge.

@@ -182,6 +182,13 @@ fn manifests_carry_the_documented_security_fields() {
             cmd.windows(2).any(|w| w == ["ovs", "health"]),
             "{probe}: {cmd:?}"
         );
+        // Only readiness waits for an uplink: with none, OVS is fine and a restart changes
+        // nothing, but the pod must not report Ready.
+        assert_eq!(
+            cmd.contains(&"--ready"),
+            probe == "readinessProbe",
+            "{probe}: {cmd:?}"
+        );
     }
     let db = spec["volumes"]
         .as_sequence()

@@ -71,7 +71,7 @@ pub fn run(cli: Cli) -> i32 {
         .and_then(|env| {
             // Configuration warnings go into the report, which prints them once at the end.
             report.warnings.extend(env.config.warnings.iter().cloned());
-            if !matches!(cli.command, Command::Ovs(OvsCommand::Health)) {
+            if !matches!(cli.command, Command::Ovs(OvsCommand::Health { .. })) {
                 progress.info(&start_line(&env));
             }
             dispatch(&env, &mut report)
@@ -266,7 +266,7 @@ fn uplink_flags(c: &Command) -> Option<&crate::cli::UplinkArgs> {
 fn changes_host(c: &Command) -> bool {
     !matches!(
         c,
-        Command::Status(_) | Command::Config(_) | Command::Ovs(OvsCommand::Health)
+        Command::Status(_) | Command::Config(_) | Command::Ovs(OvsCommand::Health { .. })
     )
 }
 
@@ -341,7 +341,7 @@ fn dispatch(env: &Env, report: &mut Report) -> Result<Outcome> {
         Command::Config(ConfigCommand::Set { key, value, .. }) => config::set(env, key, value),
         Command::Apparmor(_) => apparmor::run(env, report),
         Command::Ovs(OvsCommand::Run) => ovs::ovs_run(env),
-        Command::Ovs(OvsCommand::Health) => ovs::ovs_health(env),
+        Command::Ovs(OvsCommand::Health { ready }) => ovs::ovs_health(env, *ready),
         Command::Uplink(UplinkCommand::Attach(_)) => uplink::run(env, true, report),
         Command::Uplink(UplinkCommand::Detach(_)) => uplink::run(env, false, report),
         Command::Persist { apply, .. } => persist::run(env, *apply, report),
@@ -355,7 +355,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Cni(_) => "cni",
         Command::Apparmor(_) => "apparmor",
         Command::Ovs(OvsCommand::Run) => "ovs run",
-        Command::Ovs(OvsCommand::Health) => "ovs health",
+        Command::Ovs(OvsCommand::Health { .. }) => "ovs health",
         Command::Uplink(UplinkCommand::Attach(_)) => "uplink attach",
         Command::Uplink(UplinkCommand::Detach(_)) => "uplink detach",
         Command::Persist { .. } => "persist",

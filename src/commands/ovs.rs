@@ -23,9 +23,9 @@ pub fn ovs_run(env: &Env) -> Result<Outcome> {
     })
 }
 
-/// Liveness/readiness: exit 0, or exit 1 with a one-line reason.
-pub fn ovs_health(env: &Env) -> Result<Outcome> {
-    Ok(match health(&env.ctx()) {
+/// Liveness (and with `ready`, readiness): exit 0, or exit 1 with a one-line reason.
+pub fn ovs_health(env: &Env, ready: bool) -> Result<Outcome> {
+    Ok(match health(&env.ctx(), ready) {
         Ok(()) => Outcome {
             code: 0,
             text: "healthy\n".into(),
@@ -37,6 +37,81 @@ pub fn ovs_health(env: &Env) -> Result<Outcome> {
             details: Some(serde_json::json!({ "unhealthy": why })),
         },
     })
+}
+
+/// Records, before it makes them, the files `ovs run` makes for OVS on the host: the database
+/// (and its lock) when it creates one, the database's conversion to the image's schema, the
+/// daemons' logs. Cleanup undoes exactly these. Paths outside the host root (a directory
+/// mounted elsewhere) are not the host's to record.
+fn record_own_files(ctx: &Ctx, dirs: &OvsDirs) -> Result<()> {
+    let Some(run_dir) = ctx.host.host_path_of(&dirs.run) else {
+        return Ok(());
+    };
+    let created = |p: &std::path::Path| {
+        ctx.host
+            .host_path_of(p)
+            .map(|path| crate::ledger::Entry::OvsFileCreated {
+                step: "ovs".into(),
+                path,
+                run_dir: run_dir.clone(),
+            })
+    };
+    let mut entries = Vec::new();
+    // The directories first (undone last, once empty).
+    let db_dir = dirs.conf_db()?.parent().map(std::path::Path::to_path_buf);
+    for dir in [Some(dirs.run.clone()), db_dir, Some(dirs.log.clone())]
+        .into_iter()
+        .flatten()
+    {
+        if let Some(d) = ctx.host.host_path_of(&dir) {
+            for path in ctx.host.missing_dirs(&d)? {
+                let e = crate::ledger::Entry::DirCreated {
+                    step: "ovs".into(),
+                    path,
+                };
+                if !entries.contains(&e) {
+                    entries.push(e);
+                }
+            }
+        }
+    }
+    match crate::host::ovs::db_plan(dirs)? {
+        crate::host::ovs::DbPlan::Ready => {}
+        crate::host::ovs::DbPlan::Create(db) => {
+            entries.extend(created(&db));
+            entries.extend(created(&db.with_file_name(".conf.db.~lock~")));
+        }
+        crate::host::ovs::DbPlan::Convert { db, backup } => {
+            if let (Some(path), Some(backup)) =
+                (ctx.host.host_path_of(&db), ctx.host.host_path_of(&backup))
+            {
+                entries.push(crate::ledger::Entry::OvsDbConverted {
+                    step: "ovs".into(),
+                    path,
+                    backup,
+                    run_dir: run_dir.clone(),
+                });
+            }
+        }
+    }
+    for d in DAEMONS {
+        let log = dirs.log.join(format!("{d}.log"));
+        if !log.exists() {
+            entries.extend(created(&log));
+        }
+    }
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let _lock = crate::steps::lock(ctx.host)?;
+    crate::ledger::create_state_dir(ctx.host)?;
+    let mut ledger = crate::ledger::Ledger::load(ctx.host)?;
+    for e in entries {
+        if !ledger.entries.contains(&e) {
+            ledger.record(ctx.host, e)?;
+        }
+    }
+    Ok(())
 }
 
 /// For the kernel datapath the openvswitch module must be there; say clearly when it cannot be.
@@ -64,6 +139,7 @@ fn ensure_module(ctx: &Ctx) -> Result<()> {
 pub fn run(ctx: &Ctx) -> Result<i32> {
     let started = Instant::now();
     let dirs = OvsDirs::from_settings(ctx.host, ctx.settings)?;
+    record_own_files(ctx, &dirs)?;
     // Held until this function returns, after the daemons are stopped.
     let _claim = dirs.claim()?;
     let term = Arc::new(AtomicBool::new(false));
@@ -102,11 +178,44 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
             return Err(e.context("ovs run"));
         }
     }
+    // NCP's default when ncp.ini names no uplink: the bridge's port with ofport 1.
+    let found = match &ctx.settings.uplink {
+        Some(_) => None,
+        None => Ovs::new(dirs.run.clone())
+            .and_then(|o| o.port_with_ofport_1(bridge))
+            .unwrap_or_else(|e| {
+                ctx.progress.warn(&format!(
+                    "ovs run: the bridge's ofport 1 was not read: {e:#}"
+                ));
+                None
+            }),
+    };
+    let with_found;
+    let found_ctx;
+    let ctx: &Ctx = match found {
+        Some(port) => {
+            ctx.progress.info(&format!(
+                "ovs run: no uplink configured; {port} has ofport 1 on {bridge}, so it is the \
+                 uplink (NCP's default)"
+            ));
+            with_found = crate::config::Settings {
+                uplink: Some(port),
+                ..ctx.settings.clone()
+            };
+            found_ctx = Ctx {
+                settings: &with_found,
+                ..*ctx
+            };
+            &found_ctx
+        }
+        None => ctx,
+    };
     let attach = if ctx.settings.uplink.is_some() {
         Some(uplink::attach(ctx))
     } else {
-        ctx.progress
-            .warn("ovs run: no uplink configured (node.uplink); OVS runs without one");
+        ctx.progress.warn(&format!(
+            "ovs run: no uplink, OVS runs without one and the readiness probe fails: {NO_UPLINK}"
+        ));
         None
     };
     match attach {
@@ -363,8 +472,22 @@ fn keep_flows(ctx: &Ctx, keeper: &mut Option<Keeper>, force: bool) {
     }
 }
 
+/// What to do when no uplink is known.
+pub const NO_UPLINK: &str = "set ovs_uplink_port in ncp.ini [nsx_node_agent] (or node.uplink) to \
+    node-if; without it NCP takes the port of the bridge with ofport 1, and the bridge has none";
+
+/// The uplink: the configured one, or else, as NCP does when ncp.ini names none, the port of
+/// the bridge with OpenFlow port 1 in the running OVS.
+pub fn uplink_of(ctx: &Ctx, ovs: &Ovs) -> Result<Option<String>> {
+    match &ctx.settings.uplink {
+        Some(u) => Ok(Some(u.clone())),
+        None => ovs.port_with_ofport_1(&ctx.settings.bridge),
+    }
+}
+
 /// `ovs health`: `Ok(())` when both daemons answer and the uplink is attached as configured.
-pub fn health(ctx: &Ctx) -> Result<(), String> {
+/// With `ready` (the readiness probe), an uplink must be known too.
+pub fn health(ctx: &Ctx, ready: bool) -> Result<(), String> {
     let dirs = OvsDirs::from_settings(ctx.host, ctx.settings).map_err(|e| format!("{e:#}"))?;
     let live = live_daemons(ctx.host, &dirs).map_err(|e| format!("{e:#}"))?;
     for d in DAEMONS {
@@ -383,10 +506,15 @@ pub fn health(ctx: &Ctx) -> Result<(), String> {
                 .into(),
         );
     }
-    let Some(up) = ctx.settings.uplink.as_deref() else {
-        return Ok(());
-    };
     let bridge = ctx.settings.bridge.as_str();
+    let Some(up) = uplink_of(ctx, &ovs).map_err(|e| format!("{e:#}"))? else {
+        // OVS itself is fine (liveness); a pod with nothing attached must not be Ready.
+        return match ready {
+            false => Ok(()),
+            true => Err(format!("no uplink: {NO_UPLINK}")),
+        };
+    };
+    let up = up.as_str();
     let ports = ovs
         .ports(bridge)
         .map_err(|e| format!("bridge {bridge}: {e:#}"))?;

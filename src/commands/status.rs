@@ -172,14 +172,15 @@ pub fn run(env: &Env, _report: &mut Report) -> Result<Outcome> {
     // The node can run NSX pods only once the containerized OVS has the uplink.
     let not_ready: Vec<String> = others
         .iter()
-        .filter(|c| c.component == "ovs" && c.state == "missing")
-        .filter(|_| installed && env.settings.uplink.is_some())
-        .map(|c| {
-            format!(
+        .filter(|c| c.component == "ovs" && installed)
+        .filter_map(|c| match c.state {
+            "missing" if env.settings.uplink.is_some() => Some(format!(
                 "the containerized OVS is not running ({}); the nsx-ovs container (`ovs run`) \
                  starts it and attaches the uplink",
                 c.reason
-            )
+            )),
+            "no uplink" => Some(format!("no uplink: {}", super::ovs::NO_UPLINK)),
+            _ => None,
         })
         .collect();
     let node = match (installed, drift.is_empty(), not_ready.is_empty()) {
@@ -231,6 +232,17 @@ fn line(component: &'static str, state: &'static str, reason: impl Into<String>)
 
 /// Host OVS, containerized OVS, uplink, persisted config, and every other file the ledger
 /// records, each checked against what the ledger says we did.
+/// The uplink as `ovs run` takes it: configured, or the bridge's port with ofport 1 when OVS
+/// answers (NCP's default).
+fn known_uplink(ctx: &Ctx) -> Option<String> {
+    if let Some(u) = &ctx.settings.uplink {
+        return Some(u.clone());
+    }
+    let dirs = crate::host::ovs::OvsDirs::from_settings(ctx.host, ctx.settings).ok()?;
+    let ovs = crate::host::ovs::Ovs::new(dirs.run).ok()?;
+    super::ovs::uplink_of(ctx, &ovs).ok().flatten()
+}
+
 fn component_lines(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Vec<Component> {
     let mut out = Vec::new();
     let stopped = ledger.entries.iter().find_map(|e| match e {
@@ -263,13 +275,18 @@ fn component_lines(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Vec<Component> {
             ));
         }
     }
-    let health = super::ovs::health(ctx);
-    let attached = env
-        .settings
-        .uplink
-        .as_deref()
-        .and_then(|u| ledger.uplink(u));
+    let health = super::ovs::health(ctx, false);
+    let uplink = known_uplink(ctx);
+    let attached = uplink.as_deref().and_then(|u| ledger.uplink(u));
     out.push(match (&health, attached) {
+        (Ok(()), _) if uplink.is_none() => line(
+            "ovs",
+            "no uplink",
+            format!(
+                "ovsdb-server and ovs-vswitchd answer, but no uplink is attached: {}",
+                super::ovs::NO_UPLINK
+            ),
+        ),
         (Ok(()), _) => line(
             "ovs",
             "ok",

@@ -388,6 +388,8 @@ impl Config {
                 continue;
             }
             match KEYS.iter().find(|k| env_var(k.name) == *var) {
+                // An empty variable (`value: ""` in a manifest) leaves the key unset.
+                Some(_) if text.is_empty() => {}
                 Some(def) => {
                     let value = parse_text(def, text, &format!("environment {var}"))?;
                     values.insert(

@@ -169,6 +169,13 @@ impl HostRoot {
         Ok(missing)
     }
 
+    /// The host path of a path of this process (one under the host root); `None` for one
+    /// outside it (a directory mounted elsewhere in a container), which no host path names.
+    pub fn host_path_of(&self, p: &Path) -> Option<String> {
+        let rest = p.strip_prefix(&self.root).ok()?;
+        Some(format!("/{}", rest.display()))
+    }
+
     /// Whether the host path itself (its last component, not what it names) is a symlink.
     pub fn is_symlink(&self, host_path: &str) -> Result<bool> {
         let p = Path::new(host_path);

@@ -20,6 +20,10 @@
 //!       "version": "3.0.1", "backups": [ { "path": "…", "backup": "…", "sha256": "…", "mode": 493 } ] },
 //!     { "kind": "profile_loaded", "step": "apparmor", "name": "node-agent-apparmor",
 //!       "was_loaded": false, "reload_from": null },
+//!     { "kind": "ovs_file_created", "step": "ovs", "path": "/etc/openvswitch/conf.db",
+//!       "run_dir": "/var/run/openvswitch" },
+//!     { "kind": "ovs_db_converted", "step": "ovs", "path": "/etc/openvswitch/conf.db",
+//!       "backup": "/etc/openvswitch/conf.db.backup-8.3.0", "run_dir": "/var/run/openvswitch" },
 //!     { "kind": "uplink_attached", "step": "uplink", "uplink": "eth1", "uplink_index": 2,
 //!       "bridge": "br-int", "ovs_db_dir": "/var/run/openvswitch", "bridge_created": true,
 //!       "uplink_was_up": true, "uplink_promisc": false, "mac": "52:54:00:12:34:56", "mtu": 1500,
@@ -90,6 +94,21 @@ pub enum Entry {
     /// carries it afterwards; cleanup puts the port and the addresses back on the bridge once the
     /// host's OVS runs again.
     UplinkReleased(Box<UplinkPreState>),
+    /// A file `ovs run` made for OVS (the database it created, its lock, a daemon's log):
+    /// cleanup removes it once no OVS daemon of `run_dir` is alive.
+    OvsFileCreated {
+        step: String,
+        path: String,
+        run_dir: String,
+    },
+    /// A database `ovs run` converted to the image's schema after copying it to `backup`:
+    /// cleanup puts the copy back, so that the host's own (older) OVS reads it again.
+    OvsDbConverted {
+        step: String,
+        path: String,
+        backup: String,
+        run_dir: String,
+    },
     /// A host OVS that `install` stopped: how to start it again.
     HostOvsStopped {
         step: String,
@@ -236,6 +255,8 @@ impl Entry {
             Entry::UplinkAttached(_) => "uplink_attached",
             Entry::UplinkReleased(_) => "uplink_released",
             Entry::HostOvsStopped { .. } => "host_ovs_stopped",
+            Entry::OvsFileCreated { .. } => "ovs_file_created",
+            Entry::OvsDbConverted { .. } => "ovs_db_converted",
         }
     }
 
@@ -246,7 +267,9 @@ impl Entry {
             | Entry::PackageRemoved { step, .. }
             | Entry::ProfileLoaded { step, .. } => step,
             Entry::UplinkAttached(p) | Entry::UplinkReleased(p) => &p.step,
-            Entry::HostOvsStopped { step, .. } => step,
+            Entry::HostOvsStopped { step, .. }
+            | Entry::OvsFileCreated { step, .. }
+            | Entry::OvsDbConverted { step, .. } => step,
         }
     }
 }

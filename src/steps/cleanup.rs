@@ -106,7 +106,8 @@ impl Step for Cleanup {
         let dirs = crate::host::ovs::OvsDirs::from_settings(ctx.host, ctx.settings)?;
         let flows = crate::host::ovs::flows::store_path(&dirs, &ctx.settings.bridge);
         if flows.exists() {
-            plan.actions.push(CleanupAction::ForgetFlows(flows));
+            // First: it sits in the run directory, which an undo below may remove once empty.
+            plan.actions.insert(0, CleanupAction::ForgetFlows(flows));
         }
         plan.notes.extend(config_file_note(ctx)?);
         Ok(plan)

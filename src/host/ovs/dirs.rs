@@ -124,10 +124,54 @@ pub fn live_daemons(host: &HostRoot, dirs: &OvsDirs) -> Result<Vec<(&'static str
     Ok(out)
 }
 
+/// The OVS daemons alive in a run directory named as a host path (a ledger's), for cleanup.
+pub fn live_in(host: &HostRoot, run_dir: &str) -> Result<Vec<(&'static str, u32)>> {
+    let run = host.resolve(run_dir)?;
+    let mut out = Vec::new();
+    for d in DAEMONS {
+        if let Some(pid) = proc::read_pidfile(&run.join(format!("{d}.pid"))) {
+            if proc::runs(host, pid, d)? {
+                out.push((d, pid));
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn schema_path() -> PathBuf {
     let dir = std::env::var_os("OVS_PKGDATADIR")
         .map_or_else(|| PathBuf::from("/usr/share/openvswitch"), PathBuf::from);
     dir.join(SCHEMA)
+}
+
+/// What `prepare_db` will do to the database.
+#[derive(Debug, PartialEq)]
+pub enum DbPlan {
+    /// Nothing: the database is there with the image's schema.
+    Ready,
+    /// Create it from the schema.
+    Create(PathBuf),
+    /// Convert it after copying it to `backup`.
+    Convert { db: PathBuf, backup: PathBuf },
+}
+
+/// What `prepare_db` would do, for the ledger before it does it.
+pub fn db_plan(dirs: &OvsDirs) -> Result<DbPlan> {
+    let db = dirs.conf_db()?;
+    if !db.exists() {
+        return Ok(DbPlan::Create(db));
+    }
+    let tool = run::find_tool("ovsdb-tool", "create or upgrade the OVS database")?;
+    let needs = run::run(&tool, [Path::new("needs-conversion"), &db, &schema_path()])?;
+    if needs.stdout.trim() != "yes" {
+        return Ok(DbPlan::Ready);
+    }
+    let version = run::run(&tool, [Path::new("db-version"), &db])?
+        .stdout
+        .trim()
+        .to_string();
+    let backup = db.with_file_name(format!("conf.db.backup-{version}"));
+    Ok(DbPlan::Convert { db, backup })
 }
 
 /// Creates the database from the schema if absent; converts an old one after a backup.

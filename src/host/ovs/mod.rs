@@ -7,7 +7,9 @@ mod dirs;
 pub mod flows;
 
 pub use daemons::{terminate, Daemons};
-pub use dirs::{clean_stale, live_daemons, prepare_db, recorded_db, OvsDirs, DAEMONS};
+pub use dirs::{
+    clean_stale, db_plan, live_daemons, live_in, prepare_db, recorded_db, DbPlan, OvsDirs, DAEMONS,
+};
 
 use super::{run, HostRoot};
 use crate::error::precondition;
@@ -118,6 +120,21 @@ impl Ovs {
     /// and the host's own OVS, started on this database later, would forward nothing new.
     pub fn clear_restore_wait(&self) -> Result<()> {
         self.vsctl(&RESTORE_WAIT_OFF).map(|_| ())
+    }
+
+    /// The port of `bridge` that has OpenFlow port 1: NCP's uplink when ncp.ini names none
+    /// ("the port that gets ofport 1 is used"). `None` without the bridge or such a port.
+    pub fn port_with_ofport_1(&self, bridge: &str) -> Result<Option<String>> {
+        if !self.bridge_exists(bridge)? {
+            return Ok(None);
+        }
+        let ports = self.ports(bridge)?;
+        let ones = self.vsctl(&["--bare", "--columns=name", "find", "Interface", "ofport=1"])?;
+        Ok(ones
+            .lines()
+            .map(str::trim)
+            .find(|n| ports.iter().any(|p| p == n))
+            .map(String::from))
     }
 
     pub fn ports(&self, bridge: &str) -> Result<Vec<String>> {
