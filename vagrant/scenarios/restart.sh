@@ -66,10 +66,12 @@ measure() { # kind, way; the action is in "$@" after them
   peer_ping_end
   tcp=$(peer_tcp_end)
   lost=$(sed -n 's/.* \([0-9]*\) received.*/\1/p' $S/peer-ping.txt)
+  # Out of what the peer sent: on a loaded host ping may send fewer than asked.
+  tx=$(sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p' $S/peer-ping.txt)
   stall=$(echo "$tcp" | sed -n 's/.*ack_stall \([0-9]*\) ms.*/\1/p')
   echo_stall=$(echo "$tcp" | sed -n 's/.*longest stall \([0-9]*\) ms.*/\1/p')
   rtx=$(echo "$tcp" | sed -n 's/.*retransmits \([0-9]*\).*/\1/p')
-  echo "ROW $kind $way probes_received=$lost/1500 tcp_stall_ms=${stall:-none} echo_stall_ms=${echo_stall:-none} retransmits=${rtx:-none} ($tcp)"
+  echo "ROW $kind $way probes_received=$lost/${tx:-1500} tcp_stall_ms=${stall:-none} echo_stall_ms=${echo_stall:-none} retransmits=${rtx:-none} ($tcp)"
   cp $S/peer-ping.txt $S/peer-ping.$kind.$way.txt
   if [ -z "$stall" ]; then
     # The stream did not finish: what the node's TCP and the datapath held then.
@@ -187,7 +189,8 @@ for round in 1 2 3 4 5; do
     trace_off
     peer_ping_end
     n=$(sed -n 's/.* \([0-9]*\) received.*/\1/p' $S/peer-ping.txt)
-    echo "ROW first-attach $way probes_received=$n/4000 round=$round kernel_drops=$(kernel_drops) unassociated_logged=$(( $(dropped) - d0 )) missing: $(missing $S/peer-ping.txt $t0) drop sites: $(kernel_drop_sites)"
+    tx=$(sed -n 's/^\([0-9]*\) packets transmitted.*/\1/p' $S/peer-ping.txt)
+    echo "ROW first-attach $way probes_received=$n/${tx:-4000} round=$round kernel_drops=$(kernel_drops) unassociated_logged=$(( $(dropped) - d0 )) missing: $(missing $S/peer-ping.txt $t0) drop sites: $(kernel_drop_sites)"
     # Exact-match drop flows for the uplink's datapath port, as ovs-vswitchd installs them for
     # packets it got before it knew the port: after ours none may be left.
     stale=$(stale_drops)
