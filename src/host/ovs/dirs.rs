@@ -113,20 +113,16 @@ pub fn recorded_db(host: &HostRoot, recorded: &str) -> Result<PathBuf> {
 
 /// The live daemons that own a run dir: (name, pid).
 pub fn live_daemons(host: &HostRoot, dirs: &OvsDirs) -> Result<Vec<(&'static str, u32)>> {
-    let mut out = Vec::new();
-    for d in DAEMONS {
-        if let Some(pid) = proc::read_pidfile(&dirs.pidfile(d)) {
-            if proc::runs(host, pid, d)? {
-                out.push((d, pid));
-            }
-        }
-    }
-    Ok(out)
+    live_at(host, &dirs.run)
 }
 
 /// The OVS daemons alive in a run directory named as a host path (a ledger's), for cleanup.
 pub fn live_in(host: &HostRoot, run_dir: &str) -> Result<Vec<(&'static str, u32)>> {
-    let run = host.resolve(run_dir)?;
+    live_at(host, &host.resolve(run_dir)?)
+}
+
+/// The daemons whose pid files in `run` name a live process of that daemon.
+fn live_at(host: &HostRoot, run: &Path) -> Result<Vec<(&'static str, u32)>> {
     let mut out = Vec::new();
     for d in DAEMONS {
         if let Some(pid) = proc::read_pidfile(&run.join(format!("{d}.pid"))) {
