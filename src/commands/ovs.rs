@@ -210,6 +210,13 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         }
         None => ctx,
     };
+    // A switch that starts on a database that already has the bridge starts on a kernel
+    // datapath that already has the uplink as a port (a restart, an upgrade): that is where
+    // its first packets can reach it before it maps the port. A first start creates the bridge
+    // and the attach clears what the port's addition left.
+    let started_on_existing_bridge = Ovs::new(dirs.run.clone())
+        .and_then(|o| o.bridge_exists(bridge))
+        .unwrap_or(false);
     let attach = if ctx.settings.uplink.is_some() {
         Some(uplink::attach(ctx))
     } else {
@@ -253,8 +260,10 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
             .ok(),
     };
     let mut sweep = DropSweep::for_ctx(ctx);
-    sweep.after_start(Instant::now());
-    sweep.run_due(ctx, Instant::now());
+    if started_on_existing_bridge {
+        sweep.after_start(Instant::now());
+        sweep.run_due(ctx, Instant::now());
+    }
     let mut budget = RestartBudget::new(SWITCH_RESTARTS, SWITCH_RESTART_WINDOW);
     loop {
         if term.load(Ordering::Relaxed) {

@@ -85,7 +85,7 @@ if [ "$PHASE" = 1 ]; then
   grep -q "DHCPRELEASE" $LOG && { grep DHCPRELEASE $LOG; fail "the lease was released"; }
   ok "the lease was never released"
   dhcp_on_br_int && ok "networkd still holds the lease on br-int" || { show_dhcp; fail "lease gone from br-int"; }
-  ip -6 -o addr show dev br-int | grep -q "$SLAAC" && slaac_on br-int && ok "the SLAAC address $SLAAC stays valid on br-int (RAs accepted there)" || { ip -6 addr; fail "SLAAC on br-int"; }
+  ip -6 -o addr show dev br-int | grep -q "$SLAAC" && slaac_on br-int && ok "the SLAAC address $SLAAC stays valid on br-int (RAs accepted there)" || { ip -6 addr; show_dhcp; ovs-dpctl dump-flows | grep -i 86dd; ovs-ofctl dump-flows br-int; sysctl net.ipv6.conf.br-int.accept_ra net.ipv6.conf.br-int.disable_ipv6 net.ipv6.conf.br-int.forwarding; fail "SLAAC on br-int"; }
   lost=$(sed -n 's/.* \([0-9]*\)% packet loss.*/\1/p' $S/peer-ping.txt)
   [ "$lost" = 0 ] && ok "the peer lost no probe in ${ATTACHED_S} s attached" || { tail -3 $S/peer-ping.txt; fail "probes lost"; }
   acks_detach=$(acks)
