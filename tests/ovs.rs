@@ -393,16 +393,13 @@ fn ovs_run_refuses_a_live_host_ovs() {
     assert_eq!(lab.ovs_pids().len(), 2, "the host OVS must be left alone");
 }
 
-/// A host whose OVS package is older than the one in the image: its conf.db has an older
-/// schema. `ovs run` backs it up and converts it, keeping its rows. The old schema is made from
-/// the installed one (version lowered, one column taken out), since no older package is here.
-#[test]
-fn ovs_run_converts_an_old_database_after_a_backup() {
-    let Some(lab) = NetLab::new() else { return };
-    lab.standard();
-    let schema_path = "/usr/share/openvswitch/vswitch.ovsschema";
-    let mut schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
+/// An older schema made from the installed one (version lowered, one column taken out), since
+/// no older package is here: its path, and the installed schema's version.
+fn old_schema(lab: &NetLab) -> (std::path::PathBuf, String) {
+    let mut schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("/usr/share/openvswitch/vswitch.ovsschema").unwrap(),
+    )
+    .unwrap();
     let current = schema["version"].as_str().unwrap().to_string();
     schema["version"] = "8.0.0".into();
     schema["tables"]["Open_vSwitch"]["columns"]
@@ -412,6 +409,17 @@ fn ovs_run_converts_an_old_database_after_a_backup() {
         .unwrap();
     let old = lab.host.join("old.ovsschema");
     std::fs::write(&old, schema.to_string()).unwrap();
+    (old, current)
+}
+
+/// A host whose OVS package is older than the one in the image: its conf.db has an older
+/// schema. `ovs run` backs it up and converts it, keeping its rows. The old schema is made from
+/// the installed one (version lowered, one column taken out), since no older package is here.
+#[test]
+fn ovs_run_converts_an_old_database_after_a_backup() {
+    let Some(lab) = NetLab::new() else { return };
+    lab.standard();
+    let (old, current) = old_schema(&lab);
     let db = lab.ovs_dir.join("conf.db");
     let tool = |args: &[&str]| {
         let out = Command::new("ovsdb-tool").args(args).output().unwrap();
@@ -455,18 +463,7 @@ fn ovs_run_converts_an_old_database_after_a_backup() {
 fn cleanup_puts_back_the_database_ovs_run_converted() {
     let Some(lab) = NetLab::new() else { return };
     lab.standard();
-    let mut schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string("/usr/share/openvswitch/vswitch.ovsschema").unwrap(),
-    )
-    .unwrap();
-    schema["version"] = "8.0.0".into();
-    schema["tables"]["Open_vSwitch"]["columns"]
-        .as_object_mut()
-        .unwrap()
-        .remove("datapath_types")
-        .unwrap();
-    let old = lab.host.join("old.ovsschema");
-    std::fs::write(&old, schema.to_string()).unwrap();
+    let (old, _) = old_schema(&lab);
     let host = |p: &str| lab.host.join(p).display().to_string();
     let (run_dir, db_dir, log_dir) = (
         host("var/run/openvswitch"),
