@@ -174,9 +174,15 @@ fn check_ovs_paths(path: &str, backup: Option<&str>, run_dir: &str) -> Result<()
     let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
     let ours = matches!(name.as_deref(), Some("conf.db" | ".conf.db.~lock~"))
         || name.as_deref().is_some_and(|n| {
-            crate::host::ovs::DAEMONS
-                .iter()
-                .any(|d| n == format!("{d}.log"))
+            crate::host::ovs::DAEMONS.iter().any(|d| {
+                // The log, or one of its rotated copies (`X.log.N`).
+                n.strip_prefix(&format!("{d}.log")).is_some_and(|rest| {
+                    rest.is_empty()
+                        || rest.strip_prefix('.').is_some_and(|num| {
+                            !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit())
+                        })
+                })
+            })
         });
     let backup_ok = backup.is_none_or(|b| {
         let b = std::path::Path::new(b);

@@ -339,7 +339,167 @@ fn readme_documents_every_config_key_and_exit_code() {
         let env = ncp_bootstrap::config::env_var(k.name);
         assert!(readme.contains(&env), "README lacks {env}");
     }
+    // Every ncp.ini key read has its row in the ncp.ini table, naming section, key and ours.
+    for (ours, sections, key) in ncp_bootstrap::config::NCP_INI_KEYS {
+        let row = format!("| `[{}] {key}`", sections[0]);
+        let line = readme.lines().find(|l| l.starts_with(&row));
+        assert!(
+            line.is_some_and(|l| l.contains(&format!("| `{ours}` |"))),
+            "README's ncp.ini table lacks {row} → {ours}"
+        );
+    }
     for code in ["| 0 |", "| 1 |", "| 2 |", "| 3 |"] {
         assert!(readme.contains(code), "README lacks exit code row {code}");
     }
+}
+
+/// Every key the bootstrap owns, read from ncp.ini as NCP 2.3, 3.x and 4.x lay it out: the
+/// value and the `[section] key` it came from, as `config show --output json` gives them.
+#[test]
+fn ncp_ini_of_ncp_2_3_3x_and_4x_gives_every_bootstrap_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = tmp.path().to_str().unwrap();
+    let show = |fixture: &str| -> serde_json::Value {
+        let f = format!("{}/tests/fixtures/{fixture}", common::REPO);
+        let r = run(&[
+            "--host-root",
+            h,
+            "--ncp-ini",
+            &f,
+            "--output",
+            "json",
+            "config",
+            "show",
+        ]);
+        assert_eq!(r.code, 0, "{fixture}: {}{}", r.stdout, r.stderr);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        v["details"].clone()
+    };
+    let at = |v: &serde_json::Value, key: &str| -> (String, String) {
+        let e = &v[key];
+        (
+            e["value"].to_string(),
+            e["source"]["name"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string(),
+        )
+    };
+    let v = show("ncp-23-node.ini");
+    let (value, source) = at(&v, "node.uplink");
+    assert_eq!(value, "\"eth1\"");
+    assert!(
+        source.ends_with("[nsx_kube_proxy] ovs_uplink_port"),
+        "{source}"
+    );
+    assert_eq!(at(&v, "node.mtu"), ("1500".into(), "default".into()));
+    assert_eq!(at(&v, "cni.portmap").0, "false");
+
+    let v = show("ncp-3x-node-agent.ini");
+    assert_eq!(at(&v, "node.uplink").0, "null");
+    for (key, value, from) in [
+        ("node.enable_ipv6", "true", "[nsx_node_agent] enable_ipv6"),
+        (
+            "node.uplink_dhcp",
+            "\"true\"",
+            "[nsx_node_agent] is_dhcp_configured_on_ovs_uplink_port",
+        ),
+        ("node.mtu", "8950", "[nsx_node_agent] mtu"),
+        ("cni.portmap", "true", "[nsx_node_agent] use_ncp_portmap"),
+        (
+            "ovs.nsx_kernel_module",
+            "false",
+            "[nsx_node_agent] use_nsx_ovs_kernel_module",
+        ),
+        ("ovs.log_max_mb", "10", "[DEFAULT] log_rotation_file_max_mb"),
+        (
+            "ovs.log_backups",
+            "3",
+            "[DEFAULT] log_rotation_backup_count",
+        ),
+        ("log.dir", "\"/var/log/nsx-ujo\"", "[DEFAULT] log_dir"),
+        ("log.file", "\"nsx_node_agent.log\"", "[DEFAULT] log_file"),
+    ] {
+        let (got, source) = at(&v, key);
+        assert_eq!(got, value, "{key}");
+        assert!(source.ends_with(from), "{key}: {source}");
+    }
+
+    let v = show("ncp-4x-node-agent.ini");
+    assert_eq!(at(&v, "node.uplink").0, "\"ens192\"");
+    assert_eq!(
+        at(&v, "node.uplink_dhcp"),
+        ("\"auto\"".into(), "default".into())
+    );
+    assert_eq!(at(&v, "ovs.log_max_mb"), ("100".into(), "default".into()));
+    // NCP's log directory puts OVS's logs where NCP's nsx-ovs keeps them.
+    let r = run(&[
+        "--host-root",
+        h,
+        "--ncp-ini",
+        &format!("{}/tests/fixtures/ncp-4x-node-agent.ini", common::REPO),
+        "config",
+        "show",
+    ]);
+    assert!(
+        r.stdout.contains("/var/log/nsx-ujo/openvswitch"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// A value NCP's own reader would refuse is exit 2 naming the file, section, key and value.
+#[test]
+fn bad_ncp_ini_values_exit_2_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = tmp.path().to_str().unwrap();
+    for (body, want) in [
+        ("[nsx_node_agent]\nmtu = 15OO\n", "15OO"),
+        ("[nsx_node_agent]\nmtu = 40\n", "40"),
+        ("[nsx_node_agent]\nenable_ipv6 = maybe\n", "maybe"),
+        (
+            "[nsx_node_agent]\nis_dhcp_configured_on_ovs_uplink_port = sometimes\n",
+            "sometimes",
+        ),
+        ("[DEFAULT]\nlog_rotation_backup_count = -1\n", "-1"),
+    ] {
+        let ini = tmp.path().join("ncp.ini");
+        fs::write(&ini, body).unwrap();
+        let r = run(&[
+            "--host-root",
+            h,
+            "--ncp-ini",
+            ini.to_str().unwrap(),
+            "config",
+            "show",
+        ]);
+        assert_eq!(r.code, 2, "{body}: {}{}", r.stdout, r.stderr);
+        let (section, rest) = body.split_once('\n').unwrap();
+        let key = rest.split(" =").next().unwrap();
+        for w in [ini.to_str().unwrap(), section, key, want] {
+            assert!(r.stderr.contains(w), "{body}: {w} missing in {}", r.stderr);
+        }
+    }
+}
+
+/// NCP's `use_nsx_ovs_kernel_module = True` is read and shown; this version does not install
+/// NSX's module, and every command says so rather than running silently without it.
+#[test]
+fn use_nsx_ovs_kernel_module_is_shown_and_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = tmp.path().to_str().unwrap();
+    let ini = tmp.path().join("ncp.ini");
+    fs::write(&ini, "[nsx_node_agent]\nuse_nsx_ovs_kernel_module = True\n").unwrap();
+    let r = run(&["--host-root", h, "--ncp-ini", ini.to_str().unwrap(), "config", "show"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let all = r.stdout + &r.stderr;
+    assert!(all.contains("ovs.nsx_kernel_module = true"), "{all}");
+    assert!(
+        all.contains("does not install NSX's OVS kernel module"),
+        "{all}"
+    );
+    let off = tmp.path().join("off.ini");
+    fs::write(&off, "[nsx_node_agent]\nuse_nsx_ovs_kernel_module = False\n").unwrap();
+    let r = run(&["--host-root", h, "--ncp-ini", off.to_str().unwrap(), "config", "show"]);
+    assert!(!(r.stdout + &r.stderr).contains("kernel module"));
 }

@@ -625,3 +625,125 @@ fn the_real_loopback_plugin_accepts_the_installed_conf() {
         "lo not up in the namespace"
     );
 }
+
+/// An ncp.ini as NCP 3.x and later write the node agent's, with `use_ncp_portmap` as given.
+fn portmap_ini(dir: &Path, on: &str) -> String {
+    let p = dir.join(format!("ncp-portmap-{on}.ini"));
+    fs::write(
+        &p,
+        format!(
+            "[DEFAULT]\n#log_dir = <None>\n[nsx_node_agent]\n# If this option is True, ...\n\
+             use_ncp_portmap = {on}\n"
+        ),
+    )
+    .unwrap();
+    p.display().to_string()
+}
+
+/// The bundle's portmap: the real plugin of containernetworking-plugins where installed.
+fn add_portmap(bundle: &Path) -> Vec<u8> {
+    let real = Path::new("/usr/lib/cni/portmap");
+    let bytes = fs::read(real).unwrap_or_else(|_| b"#!/bin/sh\necho portmap\n".to_vec());
+    write(&bundle.join("opt/cni/bin/portmap"), &bytes, 0o755);
+    bytes
+}
+
+fn ledger_paths(host: &Path) -> Vec<String> {
+    let Ok(text) = fs::read_to_string(host.join("var/lib/ncp-bootstrap/ledger.json")) else {
+        return Vec::new();
+    };
+    let ledger: serde_json::Value = serde_json::from_str(&text).unwrap();
+    ledger["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["path"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn use_ncp_portmap_installs_ours_keeps_a_foreign_one_and_turning_it_off_removes_ours() {
+    let f = fixture("4.1.0");
+    let bytes = add_portmap(&f.bundle);
+    let (on, off) = (
+        portmap_ini(f._tmp.path(), "True"),
+        portmap_ini(f._tmp.path(), "False"),
+    );
+    let portmap = f.host.join("opt/cni/bin/portmap");
+
+    // On: installed from the bundle, before the conflist, recorded.
+    let r = cni(&f, &["--ncp-ini", &on]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(fs::read(&portmap).unwrap(), bytes);
+    assert_eq!(mode(&f.host, "opt/cni/bin/portmap"), 0o755);
+    let recorded = ledger_paths(&f.host);
+    let at = |p: &str| recorded.iter().position(|x| x == p).unwrap();
+    assert!(at("/opt/cni/bin/portmap") < at("/etc/cni/net.d/10-nsx.conflist"));
+    let r = cni(&f, &["--ncp-ini", &on]);
+    assert!(r.stdout.contains("converged"), "{}", r.stdout);
+    let shown = run(&["--ncp-ini", &on, "config", "show"]);
+    assert!(
+        shown.stdout.contains("[nsx_node_agent] use_ncp_portmap"),
+        "{}",
+        shown.stdout
+    );
+
+    // Off: ours goes, and the ledger forgets it; the rest stays installed.
+    let r = cni(&f, &["--ncp-ini", &off]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("remove /opt/cni/bin/portmap"),
+        "{}",
+        r.stdout
+    );
+    assert!(!portmap.exists());
+    assert!(!ledger_paths(&f.host).contains(&"/opt/cni/bin/portmap".to_string()));
+    assert!(f.host.join("opt/cni/bin/nsx").exists());
+
+    // On again, then cleanup: gone with everything else.
+    assert_eq!(cni(&f, &["--ncp-ini", &on]).code, 0);
+    assert!(portmap.exists());
+    let c = run(&["--host-root", &f.host.display().to_string(), "cleanup"]);
+    assert_eq!(c.code, 0, "{}{}", c.stdout, c.stderr);
+    assert!(!portmap.exists());
+}
+
+#[test]
+fn a_foreign_portmap_is_never_touched() {
+    let f = fixture("4.1.0");
+    add_portmap(&f.bundle);
+    let on = portmap_ini(f._tmp.path(), "true");
+    let off = portmap_ini(f._tmp.path(), "false");
+    write(
+        &f.host.join("opt/cni/bin/portmap"),
+        b"#!/bin/sh\n# the distribution's\n",
+        0o700,
+    );
+    let r = cni(&f, &["--ncp-ini", &on]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("is not ours"), "{}", r.stdout);
+    assert!(!ledger_paths(&f.host).contains(&"/opt/cni/bin/portmap".to_string()));
+    for ini in [&off, &on] {
+        assert_eq!(cni(&f, &["--ncp-ini", ini]).code, 0);
+    }
+    let c = run(&["--host-root", &f.host.display().to_string(), "cleanup"]);
+    assert_eq!(c.code, 0, "{}{}", c.stdout, c.stderr);
+    assert_eq!(
+        fs::read(f.host.join("opt/cni/bin/portmap")).unwrap(),
+        b"#!/bin/sh\n# the distribution's\n"
+    );
+    assert_eq!(mode(&f.host, "opt/cni/bin/portmap"), 0o700);
+}
+
+#[test]
+fn use_ncp_portmap_with_a_bundle_without_it_exits_2_and_changes_nothing() {
+    let f = fixture("4.1.0");
+    let on = portmap_ini(f._tmp.path(), "TRUE");
+    let before = snapshot(&f.host, true);
+    let r = cni(&f, &["--ncp-ini", &on]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    for want in ["use_ncp_portmap", "opt/cni/bin/portmap", "bundle"] {
+        assert!(r.stderr.contains(want), "{want}: {}", r.stderr);
+    }
+    assert_eq!(snapshot(&f.host, true), before);
+}

@@ -714,3 +714,120 @@ fn a_damaged_flow_copy_is_reported_and_the_switch_still_forwards() {
         "{err}"
     );
 }
+
+/// NCP's `log_rotation_file_max_mb` and `log_rotation_backup_count` cap the OVS daemons' logs:
+/// a burst of debug logging from ovsdb-server is rotated (`.log.1` newest, no more copies than
+/// kept), the daemon reopens its log (it writes to the new file, holds no deleted one), and
+/// cleanup removes the copies with the logs.
+#[test]
+fn ovs_run_caps_the_daemons_logs_as_ncp_ini_says() {
+    let Some(lab) = NetLab::new() else { return };
+    lab.standard();
+    let host = |p: &str| lab.host.join(p).display().to_string();
+    let (run_dir, db_dir, log_dir) = (
+        host("var/run/openvswitch"),
+        host("etc/openvswitch"),
+        host("var/log/openvswitch"),
+    );
+    let ini = lab.host.join("ncp.ini");
+    std::fs::write(
+        &ini,
+        "[DEFAULT]\nlog_rotation_file_max_mb = 1\nlog_rotation_backup_count = 2\n",
+    )
+    .unwrap();
+    let env = [
+        ("OVS_RUNDIR", run_dir.as_str()),
+        ("OVS_DBDIR", db_dir.as_str()),
+        ("OVS_LOGDIR", log_dir.as_str()),
+        ("NCP_BOOTSTRAP_OVS_ON_EXIT", "restore"),
+    ];
+    let before = snapshot(&lab.host, false);
+    let mut run = Background(
+        lab.tool_command(&["--ncp-ini", ini.to_str().unwrap(), "ovs", "run"], &env)
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("ovs health", Duration::from_secs(30), || {
+        lab.tool(&["ovs", "health"], &env).code == 0
+    });
+    let pid = std::fs::read_to_string(format!("{run_dir}/ovsdb-server.pid"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let ctl = format!("{run_dir}/ovsdb-server.{pid}.ctl");
+    let appctl = |args: &[&str]| {
+        let mut a = vec!["ovs-appctl", "-t", ctl.as_str()];
+        a.extend_from_slice(args);
+        common::netlab::sh(&a);
+    };
+    appctl(&["vlog/set", "file:dbg"]);
+    let db = format!("--db=unix:{run_dir}/db.sock");
+    let pad = "x".repeat(20_000);
+    let log = std::path::PathBuf::from(format!("{log_dir}/ovsdb-server.log"));
+    let copy = |n: u32| std::path::PathBuf::from(format!("{}.{n}", log.display()));
+    // Debug logging of every transaction (each carries 20 kB): until two rotations happened.
+    let end = Instant::now() + Duration::from_secs(120);
+    let mut n = 0;
+    while !copy(2).exists() {
+        assert!(
+            Instant::now() < end,
+            "no second rotation after {n} transactions"
+        );
+        let value = format!("external_ids:pad=\"{pad}{n}\"");
+        common::netlab::sh(&["ovs-vsctl", &db, "set", "Open_vSwitch", ".", &value]);
+        n += 1;
+    }
+    // The next look (every 200 ms) finds the log under the cap again.
+    appctl(&["vlog/set", "file:info"]);
+    std::thread::sleep(Duration::from_secs(5));
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    assert!(size(&log) <= 1024 * 1024, "{} bytes", size(&log));
+    assert!(size(&copy(1)) > 0 && size(&copy(2)) > 0);
+    assert!(
+        !copy(3).exists(),
+        "more copies than log_rotation_backup_count"
+    );
+    // The daemon writes to the new file and holds no deleted one.
+    let grew_from = size(&log);
+    appctl(&["vlog/set", "file:dbg"]);
+    common::netlab::sh(&[
+        "ovs-vsctl",
+        &db,
+        "set",
+        "Open_vSwitch",
+        ".",
+        "external_ids:pad=1",
+    ]);
+    appctl(&["vlog/set", "file:info"]);
+    assert!(
+        size(&log) > grew_from,
+        "ovsdb-server does not write its reopened log"
+    );
+    let held: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.display().to_string())
+        .filter(|t| t.starts_with(&log_dir) && t.ends_with("(deleted)"))
+        .collect();
+    assert!(held.is_empty(), "{held:?}");
+    let ledger =
+        std::fs::read_to_string(lab.host.join("var/lib/ncp-bootstrap/ledger.json")).unwrap();
+    assert!(
+        ledger.contains("\"path\": \"/var/log/openvswitch/ovsdb-server.log.2\""),
+        "{ledger}"
+    );
+
+    sigterm(&run.0);
+    assert_eq!(
+        exit_within(&mut run.0, Duration::from_secs(20)).and_then(|s| s.code()),
+        Some(0)
+    );
+    let c = lab.tool(&["cleanup"], &env);
+    assert_eq!(c.code, 0, "{}\n{}", c.stdout, c.stderr);
+    assert_eq!(
+        snapshot(&lab.host, false),
+        before,
+        "cleanup left log copies"
+    );
+}

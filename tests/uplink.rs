@@ -731,9 +731,10 @@ fn networkmanager_without_the_device_needs_nothing_and_a_broken_nmcli_warns() {
 /// A DHCP lease that nothing would renew on the bridge (here a dhclient's, known by its pid
 /// file) is refused by default, with the way out, and nothing changes. With the way out taken it
 /// moves with its lifetime (never frozen into a permanent address), with a warning.
-#[test]
-fn a_dynamic_address_is_refused_unless_its_expiry_is_accepted() {
-    let Some(mut lab) = NetLab::new() else { return };
+/// A node whose address came from DHCP (a lease of 600 s, a default route `proto dhcp`) and
+/// a dhclient pid file naming eth1.
+fn dhcp_lab() -> Option<NetLab> {
+    let mut lab = NetLab::new()?;
     for a in [
         "link set lo up",
         "link set peer0 up",
@@ -751,6 +752,12 @@ fn a_dynamic_address_is_refused_unless_its_expiry_is_accepted() {
     }
     lab.start_ovs();
     common::write(&lab.host.join("run/dhclient-eth1.pid"), b"4242\n", 0o644);
+    Some(lab)
+}
+
+#[test]
+fn a_dynamic_address_is_refused_unless_its_expiry_is_accepted() {
+    let Some(lab) = dhcp_lab() else { return };
     let before = lab.state();
     let r = lab.tool(&["uplink", "attach"], &[]);
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
@@ -764,6 +771,33 @@ fn a_dynamic_address_is_refused_unless_its_expiry_is_accepted() {
     assert!(
         lab.vsctl(&["list-br"]).trim().is_empty(),
         "a refused attach made a bridge"
+    );
+    assert_eq!(lab.state(), before, "a refused attach changed the node");
+
+    // ncp.ini says the uplink has no DHCP: the lease contradicts it, whatever else is allowed.
+    let ini = lab.host.join("ncp.ini");
+    std::fs::write(
+        &ini,
+        "[nsx_node_agent]\nis_dhcp_configured_on_ovs_uplink_port = False\n",
+    )
+    .unwrap();
+    let ini = ini.display().to_string();
+    let r = lab.tool(
+        &[
+            "--ncp-ini",
+            &ini,
+            "uplink",
+            "attach",
+            "--allow-expiring-lease",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("is_dhcp_configured_on_ovs_uplink_port = False"),
+        "{}",
+        r.stderr
     );
     assert_eq!(lab.state(), before, "a refused attach changed the node");
 
@@ -783,4 +817,138 @@ fn a_dynamic_address_is_refused_unless_its_expiry_is_accepted() {
         "{on_br}"
     );
     assert!(lab.ping_from_peer("10.0.0.5"));
+}
+
+/// ncp.ini's `is_dhcp_configured_on_ovs_uplink_port = True` says a DHCP client serves the
+/// uplink: the lease moves with its lifetime, with the warning to run that client for the
+/// bridge, as `node.allow_expiring_lease` does.
+#[test]
+fn ncp_ini_declaring_dhcp_on_the_uplink_lets_the_lease_move() {
+    let Some(lab) = dhcp_lab() else { return };
+    let ini = lab.host.join("ncp.ini");
+    std::fs::write(
+        &ini,
+        "[nsx_node_agent]\nis_dhcp_configured_on_ovs_uplink_port = True\n",
+    )
+    .unwrap();
+    let ini = ini.display().to_string();
+    let r = lab.tool(&["--ncp-ini", &ini, "uplink", "attach"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let all = r.stdout + &r.stderr;
+    assert!(all.contains("node.uplink_dhcp is true"), "{all}");
+    assert!(all.contains("run a DHCP client for br-int"), "{all}");
+    assert!(
+        lab.state().contains("addr br-int 10.0.0.5/24"),
+        "{}",
+        lab.state()
+    );
+}
+
+fn ipv6_conf(lab: &NetLab, dev: &str, key: &str) -> String {
+    let path = format!("/proc/sys/net/ipv6/conf/{dev}/{key}");
+    let out = common::netlab::sh(&["ip", "netns", "exec", &lab.node, "cat", &path]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn set_ipv6_conf(lab: &NetLab, dev: &str, key: &str, value: &str) {
+    let arg = format!("net.ipv6.conf.{dev}.{key}={value}");
+    common::netlab::sh(&["ip", "netns", "exec", &lab.node, "sysctl", "-qw", &arg]);
+}
+
+/// A node whose new links get IPv6 off by default (a hardened host) and that forwards: the
+/// bridge OVS makes must still take node-if's IPv6 addresses, so it gets IPv6 on; with NCP's
+/// `enable_ipv6` it also takes router advertisements (`accept_ra` 2). An existing bridge's
+/// settings are recorded and restored by detach.
+#[test]
+fn the_bridge_carries_the_nodes_ipv6_on_a_host_with_ipv6_off_by_default() {
+    let Some(lab) = lab() else { return };
+    set_ipv6_conf(&lab, "default", "disable_ipv6", "1");
+    set_ipv6_conf(&lab, "all", "forwarding", "1");
+    assert_eq!(ipv6_conf(&lab, "eth1", "accept_ra"), "1");
+    let before = lab.state();
+
+    let r = lab.tool(&["uplink", "attach"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(ipv6_conf(&lab, "br-int", "disable_ipv6"), "0");
+    assert_eq!(ipv6_conf(&lab, "br-int", "accept_ra"), "1");
+    assert!(
+        lab.state().contains("addr br-int fd00::5/64"),
+        "{}",
+        lab.state()
+    );
+    let d = lab.tool(&["uplink", "detach"], &[]);
+    assert_eq!(d.code, 0, "{}\n{}", d.stdout, d.stderr);
+    common::assert_same(
+        &lab.state(),
+        &before,
+        "detach did not restore the pre-state",
+    );
+
+    let on = [("NCP_BOOTSTRAP_NODE_ENABLE_IPV6", "true")];
+    let r = lab.tool(&["uplink", "attach"], &on);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(ipv6_conf(&lab, "br-int", "disable_ipv6"), "0");
+    assert_eq!(ipv6_conf(&lab, "br-int", "accept_ra"), "2");
+    let d = lab.tool(&["uplink", "detach"], &on);
+    assert_eq!(d.code, 0, "{}\n{}", d.stdout, d.stderr);
+    common::assert_same(
+        &lab.state(),
+        &before,
+        "detach did not restore the pre-state",
+    );
+
+    // A bridge that was there before: its settings are put back by detach.
+    lab.vsctl(&[
+        "add-br",
+        "br-int",
+        "--",
+        "set",
+        "Bridge",
+        "br-int",
+        "datapath_type=netdev",
+    ]);
+    let mut tries = 0;
+    while !Command::new("ip")
+        .args(["-n", &lab.node, "link", "show", "br-int"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        tries += 1;
+        assert!(tries < 50, "OVS made no br-int");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    set_ipv6_conf(&lab, "br-int", "disable_ipv6", "0");
+    assert_eq!(ipv6_conf(&lab, "br-int", "accept_ra"), "1");
+    let dry = lab.tool(&["uplink", "attach", "--dry-run"], &on);
+    assert!(
+        dry.stdout
+            .contains("set net.ipv6.conf.br-int.accept_ra = 2"),
+        "{}",
+        dry.stdout
+    );
+    let r = lab.tool(&["uplink", "attach"], &on);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(ipv6_conf(&lab, "br-int", "accept_ra"), "2");
+    let ledger =
+        std::fs::read_to_string(lab.host.join("var/lib/ncp-bootstrap/ledger.json")).unwrap();
+    assert!(ledger.contains("\"ipv6_before\""), "{ledger}");
+    let d = lab.tool(&["uplink", "detach"], &on);
+    assert_eq!(d.code, 0, "{}\n{}", d.stdout, d.stderr);
+    assert_eq!(ipv6_conf(&lab, "br-int", "accept_ra"), "1");
+}
+
+/// Make before break: an address the bridge refuses (here IPv6 turned off on it after the port
+/// was added) is never deleted from node-if, so the rollback finds the node as it was.
+#[test]
+fn an_address_the_bridge_refuses_is_not_lost_by_the_rollback() {
+    let Some(lab) = lab() else { return };
+    let before = lab.state();
+    let hook = format!(
+        "port-added=ip netns exec {} sysctl -qw net.ipv6.conf.br-int.disable_ipv6=1",
+        lab.node
+    );
+    let r = lab.tool(&["uplink", "attach"], &[("NCP_FAULT_HOOK", hook.as_str())]);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("rolled back"), "{}", r.stderr);
+    common::assert_same(&lab.state(), &before, "the rollback lost what the node had");
 }

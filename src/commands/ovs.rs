@@ -6,7 +6,9 @@
 use super::{Env, Outcome};
 use crate::error::{precondition, Error, Kind};
 use crate::host::ovs::flows::Keeper;
-use crate::host::ovs::{clean_stale, live_daemons, prepare_db, Daemons, Ovs, OvsDirs, DAEMONS};
+use crate::host::ovs::{
+    clean_stale, live_daemons, logs, prepare_db, Daemons, Ovs, OvsDirs, DAEMONS,
+};
 use crate::host::run;
 use crate::steps::{uplink, Ctx};
 use anyhow::{Context, Result};
@@ -265,6 +267,7 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         sweep.run_due(ctx, Instant::now());
     }
     let mut budget = RestartBudget::new(SWITCH_RESTARTS, SWITCH_RESTART_WINDOW);
+    let mut log_cap = LogCap::for_ctx(ctx, Instant::now());
     loop {
         if term.load(Ordering::Relaxed) {
             ctx.progress.info("ovs run: signal received, stopping");
@@ -320,8 +323,112 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
             }
         }
         sweep.run_due(ctx, Instant::now());
+        if let Some(cap) = log_cap.as_mut() {
+            cap.run_due(ctx, &dirs, &daemons, Instant::now());
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The OVS daemons' logs kept under `ovs.log_max_mb` with `ovs.log_backups` copies
+/// (`host::ovs::logs`). The copies are recorded in the ledger before the first rotation makes
+/// them, so that cleanup removes them with the logs.
+struct LogCap {
+    cap: logs::Cap,
+    schedule: logs::Schedule,
+    recorded: bool,
+}
+
+impl LogCap {
+    fn for_ctx(ctx: &Ctx, now: Instant) -> Option<LogCap> {
+        Some(LogCap {
+            cap: logs::Cap {
+                max_bytes: ctx.settings.ovs_log_max_bytes?,
+                backups: ctx.settings.ovs_log_backups,
+            },
+            schedule: logs::Schedule::new(now),
+            recorded: false,
+        })
+    }
+
+    fn run_due(&mut self, ctx: &Ctx, dirs: &OvsDirs, daemons: &Daemons, now: Instant) {
+        if !self.schedule.take_due(now) {
+            return;
+        }
+        for (name, pid, log) in daemons.running() {
+            if let Err(e) = self.rotate_if_over(ctx, dirs, daemons, (name, pid, &log)) {
+                ctx.progress.warn(&format!(
+                    "ovs run: {} was not rotated: {e:#}",
+                    log.display()
+                ));
+            }
+        }
+    }
+
+    fn rotate_if_over(
+        &mut self,
+        ctx: &Ctx,
+        dirs: &OvsDirs,
+        daemons: &Daemons,
+        (name, pid, log): (&str, u32, &std::path::Path),
+    ) -> Result<()> {
+        if !logs::is_over(log, self.cap)? {
+            return Ok(());
+        }
+        if !self.recorded {
+            record_log_copies(ctx, dirs, self.cap)?;
+            self.recorded = true;
+        }
+        let size = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+        logs::shift(log, self.cap)?;
+        daemons.reopen_log(name, pid)?;
+        logs::finish(log, self.cap)?;
+        ctx.progress.info(&format!(
+            "ovs run: rotated {} at {:.1} MiB (ovs.log_max_mb), keeping {} cop{}",
+            log.display(),
+            size as f64 / (1024.0 * 1024.0),
+            self.cap.backups,
+            if self.cap.backups == 1 { "y" } else { "ies" }
+        ));
+        let held = logs::open_deleted(pid, &dirs.log);
+        if !held.is_empty() {
+            ctx.progress.warn(&format!(
+                "ovs run: {name} still holds deleted log files open: {}",
+                held.join(", ")
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Records the rotated copies the logs can get (those not there yet), as files `ovs run` made.
+fn record_log_copies(ctx: &Ctx, dirs: &OvsDirs, cap: logs::Cap) -> Result<()> {
+    let Some(run_dir) = ctx.host.host_path_of(&dirs.run) else {
+        return Ok(());
+    };
+    let entries: Vec<crate::ledger::Entry> = DAEMONS
+        .iter()
+        .flat_map(|d| logs::backup_paths(&dirs.log.join(format!("{d}.log")), cap.backups))
+        .filter(|p| !p.exists())
+        .filter_map(|p| ctx.host.host_path_of(&p))
+        .map(|path| crate::ledger::Entry::OvsFileCreated {
+            step: "ovs".into(),
+            path,
+            run_dir: run_dir.clone(),
+        })
+        .collect();
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let _lock = crate::steps::lock(ctx.host)?;
+    crate::ledger::create_state_dir(ctx.host)?;
+    let mut ledger = crate::ledger::Ledger::load(ctx.host)?;
+    for e in entries {
+        if !ledger.entries.contains(&e) {
+            ledger.record(ctx.host, e)?;
+        }
+    }
+    Ok(())
 }
 
 /// When, after ovs-vswitchd started, the kernel datapath is swept for the drop flows it

@@ -243,6 +243,14 @@ fn known_uplink(ctx: &Ctx) -> Option<String> {
     super::ovs::uplink_of(ctx, &ovs).ok().flatten()
 }
 
+/// node-if's MTU against the pods' (`node.mtu`): a warning, neither drift nor "not ready".
+fn mtu_line(uplink: &str, pod_mtu: u32) -> Option<Component> {
+    let link = crate::host::netlink::Netlink::open()
+        .and_then(|mut nl| nl.link(uplink))
+        .ok()??;
+    crate::steps::uplink::mtu_warning(uplink, link.mtu, pod_mtu).map(|w| line("mtu", "warning", w))
+}
+
 fn component_lines(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Vec<Component> {
     let mut out = Vec::new();
     let stopped = ledger.entries.iter().find_map(|e| match e {
@@ -277,6 +285,12 @@ fn component_lines(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Vec<Component> {
     }
     let health = super::ovs::health(ctx, false);
     let uplink = known_uplink(ctx);
+    if let Some(w) = uplink
+        .as_deref()
+        .and_then(|u| mtu_line(u, ctx.settings.pod_mtu))
+    {
+        out.push(w);
+    }
     let attached = uplink.as_deref().and_then(|u| ledger.uplink(u));
     out.push(match (&health, attached) {
         (Ok(()), _) if uplink.is_none() => line(

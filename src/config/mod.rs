@@ -39,12 +39,20 @@ pub const KEYS: &[KeyDef] = &[
         doc: "the OVS integration bridge (ncp.ini [nsx_node_agent] ovs_bridge)" },
     KeyDef { name: "node.allow_expiring_lease", ty: Type::Bool, default: Some("false"),
         doc: "attach an uplink whose DHCP/SLAAC addresses nothing renews on the bridge (they expire there); without it such an attach is refused, except under systemd-networkd, whose client is carried over (flag --allow-expiring-lease)" },
+    KeyDef { name: "node.uplink_dhcp", ty: Type::Choice(&["auto", "true", "false"]), default: Some("auto"),
+        doc: "whether node-if's addresses come from DHCP (ncp.ini [nsx_node_agent] is_dhcp_configured_on_ovs_uplink_port): auto looks at their lifetimes; true says a DHCP client renews them on the bridge (as node.allow_expiring_lease); false says they are static, and a dynamic address on node-if is refused by name" },
+    KeyDef { name: "node.mtu", ty: Type::Int, default: Some("1500"),
+        doc: "the MTU NSX CNI gives pods (ncp.ini [nsx_node_agent] mtu): `ovs run`, `uplink attach` and `status` warn when node-if's MTU is smaller, since pods' larger packets would be dropped" },
+    KeyDef { name: "node.enable_ipv6", ty: Type::Bool, default: Some("false"),
+        doc: "pods get IPv6 (ncp.ini [nsx_node_agent] enable_ipv6): the attach leaves IPv6 enabled on the bridge and node-if and sets the bridge's accept_ra to 2 where forwarding is on; both restored by detach" },
     KeyDef { name: "cni.enabled", ty: Type::Bool, default: Some("true"),
         doc: "whether `install` installs the CNI plugin" },
     KeyDef { name: "cni.force", ty: Type::Bool, default: Some("false"),
         doc: "install the bundle's CNI even over a newer one on the host: a rollback (flag --force)" },
     KeyDef { name: "cni.bundle", ty: Type::Str, default: Some("/usr/share/ncp-bootstrap/bundle"),
         doc: "directory that mirrors the host with the files to install (flag --bundle)" },
+    KeyDef { name: "cni.portmap", ty: Type::Bool, default: Some("false"),
+        doc: "install the bundle's portmap plugin as /opt/cni/bin/portmap (ncp.ini [nsx_node_agent] use_ncp_portmap): never over a portmap that is not ours; turning it off removes ours" },
     KeyDef { name: "cni.allow_demo_bundle", ty: Type::Bool, default: Some("false"),
         doc: "install the CNI from a demo bundle (an image built without the NCP release's plugin, marked by the bundle's DEMO-BUNDLE file): for test nodes only (flag --allow-demo-bundle)" },
     KeyDef { name: "apparmor.mode", ty: Type::Choice(&["auto", "required", "off"]), default: Some("auto"),
@@ -58,7 +66,17 @@ pub const KEYS: &[KeyDef] = &[
     KeyDef { name: "ovs.db_dir", ty: Type::Str, default: Some("/etc/openvswitch"),
         doc: "directory of the host's OVS database conf.db" },
     KeyDef { name: "ovs.log_dir", ty: Type::Str, default: Some("/var/log/openvswitch"),
-        doc: "OVS log directory on the host" },
+        doc: "OVS log directory on the host; with log.dir set and this key left at its default, <log.dir>/openvswitch (NCP's nsx-ovs layout)" },
+    KeyDef { name: "ovs.log_max_mb", ty: Type::Int, default: Some("100"),
+        doc: "`ovs run` rotates an OVS daemon's log once it is larger than this many MiB (ncp.ini [DEFAULT] log_rotation_file_max_mb); 0: never" },
+    KeyDef { name: "ovs.log_backups", ty: Type::Int, default: Some("5"),
+        doc: "rotated OVS logs kept per daemon, `.log.1` newest (ncp.ini [DEFAULT] log_rotation_backup_count)" },
+    KeyDef { name: "ovs.nsx_kernel_module", ty: Type::Bool, default: Some("false"),
+        doc: "use NSX's OVS kernel module instead of the distribution's (ncp.ini [nsx_node_agent] use_nsx_ovs_kernel_module): read and shown; this version loads the distribution's module and warns while the key is on" },
+    KeyDef { name: "log.dir", ty: Type::Str, default: None,
+        doc: "NCP's log directory (ncp.ini [DEFAULT] log_dir): the OVS daemons' logs go to <log.dir>/openvswitch unless ovs.log_dir is set" },
+    KeyDef { name: "log.file", ty: Type::Str, default: None,
+        doc: "NCP's log file (ncp.ini [DEFAULT] log_file): shown only; ncp-bootstrap logs to stderr, which the kubelet or journald keeps and rotates" },
     KeyDef { name: "ovs.on_exit", ty: Type::Choice(&["keep", "restore"]), default: Some("keep"),
         doc: "on SIGTERM, `ovs run` keeps the uplink on the bridge (fast restart) or restores it to node-if" },
     KeyDef { name: "ovs.keep_flows", ty: Type::Bool, default: Some("true"),
@@ -144,11 +162,13 @@ pub fn parse_text(def: &KeyDef, text: &str, origin: &str) -> Result<Value> {
 fn checked(def: &KeyDef, value: Value, origin: &str) -> Result<Value> {
     let problem = match (def.name, &value) {
         ("node.uplink" | "node.bridge", Value::Str(s)) => interface_name_problem(s),
-        ("ovs.run_dir" | "ovs.db_dir" | "ovs.log_dir" | "cni.bundle", Value::Str(s))
-            if !s.starts_with('/') =>
-        {
-            Some("is not an absolute path".to_string())
-        }
+        (
+            "ovs.run_dir" | "ovs.db_dir" | "ovs.log_dir" | "cni.bundle" | "log.dir",
+            Value::Str(s),
+        ) if !s.starts_with('/') => Some("is not an absolute path".to_string()),
+        ("node.mtu", Value::Int(m)) if !(MTU_MIN..=MTU_MAX).contains(m) => Some(format!(
+            "is not an MTU the kernel gives an Ethernet link ({MTU_MIN} to {MTU_MAX})"
+        )),
         ("probe.targets", Value::List(l)) => l
             .iter()
             .find_map(|t| crate::host::probe::parse_target(t).err())
@@ -164,6 +184,10 @@ fn checked(def: &KeyDef, value: Value, origin: &str) -> Result<Value> {
         None => Ok(value),
     }
 }
+
+/// The MTU range of an Ethernet link: IPv4's minimum, the largest jumbo frame a NIC takes.
+const MTU_MIN: u64 = 68;
+const MTU_MAX: u64 = 65535;
 
 /// What is wrong with an interface name, as the kernel sees it: 1 to 15 bytes, no `/` or `:`,
 /// no whitespace or control characters, not `.` or `..`.
@@ -324,13 +348,13 @@ impl Config {
             Ok(text) => {
                 for v in ncp_ini_values(&text, &ini_path)? {
                     let origin = format!("ncp.ini {} {}", ini_path.display(), v.at);
-                    if let Some(def) = key_def(v.key) {
-                        checked(def, Value::Str(v.value.clone()), &origin)?;
-                    }
+                    let def = key_def(v.key)
+                        .with_context(|| format!("ncp.ini maps to unknown key {}", v.key))?;
+                    let value = parse_ini_value(def, &v.value, &origin)?;
                     values.insert(
                         v.key,
                         Resolved {
-                            value: Some(Value::Str(v.value)),
+                            value: Some(value),
                             source: Source::NcpIni(format!("{} {}", ini_path.display(), v.at)),
                         },
                     );
@@ -418,6 +442,18 @@ impl Config {
                 },
             );
         }
+        derive_ovs_log_dir(&mut values);
+        if let Some(Resolved {
+            value: Some(Value::Bool(true)),
+            source,
+        }) = values.get("ovs.nsx_kernel_module")
+        {
+            warnings.push(format!(
+                "ovs.nsx_kernel_module is on ({source}), but this ncp-bootstrap does not install \
+                 NSX's OVS kernel module: OVS runs on the distribution's openvswitch module. Set \
+                 use_nsx_ovs_kernel_module = False to use it knowingly"
+            ));
+        }
         Ok(Config { values, warnings })
     }
 
@@ -453,6 +489,30 @@ impl Config {
             _ => Vec::new(),
         }
     }
+}
+
+/// NCP's nsx-ovs keeps OVS's logs under NCP's log directory (`<log_dir>/openvswitch`): with
+/// `log.dir` set and `ovs.log_dir` left at its default, OVS's logs go there, and `config show`
+/// names `log.dir`'s source for it.
+fn derive_ovs_log_dir(values: &mut BTreeMap<&'static str, Resolved>) {
+    let Some(Resolved {
+        value: Some(Value::Str(dir)),
+        source,
+    }) = values.get("log.dir")
+    else {
+        return;
+    };
+    if !matches!(values.get("ovs.log_dir"), Some(r) if r.source == Source::Default) {
+        return;
+    }
+    let derived = Resolved {
+        value: Some(Value::Str(format!(
+            "{}/openvswitch",
+            dir.trim_end_matches('/')
+        ))),
+        source: source.clone(),
+    };
+    values.insert("ovs.log_dir", derived);
 }
 
 /// Every `[section] key` of a config file, each checked to be a known key.
@@ -492,14 +552,47 @@ struct IniValue {
 
 /// The ncp.ini keys we take, each with the sections NCP has kept it in, newest first: NCP 3.x
 /// and later read `ovs_uplink_port` in `[nsx_node_agent]`, NCP 2.x in `[nsx_kube_proxy]`.
-const NCP_INI_KEYS: &[(&str, &[&str], &str)] = &[
+/// `[DEFAULT]` keys are read through `DEFAULT` itself (every section sees them).
+pub const NCP_INI_KEYS: &[(&str, &[&str], &str)] = &[
     (
         "node.uplink",
         &["nsx_node_agent", "nsx_kube_proxy"],
         "ovs_uplink_port",
     ),
     ("node.bridge", &["nsx_node_agent"], "ovs_bridge"),
+    (
+        "node.uplink_dhcp",
+        &["nsx_node_agent"],
+        "is_dhcp_configured_on_ovs_uplink_port",
+    ),
+    ("node.mtu", &["nsx_node_agent"], "mtu"),
+    ("node.enable_ipv6", &["nsx_node_agent"], "enable_ipv6"),
+    ("cni.portmap", &["nsx_node_agent"], "use_ncp_portmap"),
+    (
+        "ovs.nsx_kernel_module",
+        &["nsx_node_agent"],
+        "use_nsx_ovs_kernel_module",
+    ),
+    ("ovs.log_max_mb", &["DEFAULT"], "log_rotation_file_max_mb"),
+    ("ovs.log_backups", &["DEFAULT"], "log_rotation_backup_count"),
+    ("log.dir", &["DEFAULT"], "log_dir"),
+    ("log.file", &["DEFAULT"], "log_file"),
 ];
+
+/// An ncp.ini value as oslo.config reads it: a choice is matched without regard to case
+/// (`is_dhcp_configured_on_ovs_uplink_port = True`), the rest as any text value.
+fn parse_ini_value(def: &KeyDef, text: &str, origin: &str) -> Result<Value> {
+    match def.ty {
+        Type::Choice(choices) => {
+            let lower = text.to_ascii_lowercase();
+            match choices.iter().find(|c| **c == lower) {
+                Some(c) => parse_text(def, c, origin),
+                None => parse_text(def, text, origin),
+            }
+        }
+        _ => parse_text(def, text, origin),
+    }
+}
 
 /// The values we take from ncp.ini (`ncp_ini`: oslo.config's INI, as NCP reads it). A key set
 /// in two of its sections to different values is refused, naming both.
@@ -614,6 +707,17 @@ impl Datapath {
     }
 }
 
+/// `node.uplink_dhcp` (ncp.ini `is_dhcp_configured_on_ovs_uplink_port`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UplinkDhcp {
+    /// Told by the addresses' lifetimes.
+    Auto,
+    /// Declared DHCP: its addresses may be moved, as with `node.allow_expiring_lease`.
+    Dhcp,
+    /// Declared static: a dynamic address on node-if contradicts it.
+    Static,
+}
+
 /// `ovs.on_exit`: what `ovs run` does with the uplink on SIGTERM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnExit {
@@ -646,6 +750,20 @@ pub struct Settings {
     pub keep_flows: bool,
     /// `node.allow_expiring_lease`.
     pub allow_expiring_lease: bool,
+    /// `node.uplink_dhcp`.
+    pub uplink_dhcp: UplinkDhcp,
+    /// `node.mtu`: what NSX CNI gives pods.
+    pub pod_mtu: u32,
+    /// `node.enable_ipv6`.
+    pub enable_ipv6: bool,
+    /// `cni.portmap`.
+    pub cni_portmap: bool,
+    /// `ovs.nsx_kernel_module`.
+    pub nsx_kernel_module: bool,
+    /// `ovs.log_max_mb` in bytes; `None`: never rotate.
+    pub ovs_log_max_bytes: Option<u64>,
+    /// `ovs.log_backups`.
+    pub ovs_log_backups: u32,
     pub probe_targets: Vec<crate::host::probe::Target>,
     pub probe_timeout: std::time::Duration,
     pub persist_enabled: bool,
@@ -702,6 +820,21 @@ impl Settings {
             },
             keep_flows: c.bool("ovs.keep_flows"),
             allow_expiring_lease: c.bool("node.allow_expiring_lease"),
+            uplink_dhcp: match text("node.uplink_dhcp")?.as_str() {
+                "true" => UplinkDhcp::Dhcp,
+                "false" => UplinkDhcp::Static,
+                _ => UplinkDhcp::Auto,
+            },
+            pod_mtu: u32::try_from(c.int("node.mtu").unwrap_or(1500)).unwrap_or(u32::MAX),
+            enable_ipv6: c.bool("node.enable_ipv6"),
+            cni_portmap: c.bool("cni.portmap"),
+            nsx_kernel_module: c.bool("ovs.nsx_kernel_module"),
+            ovs_log_max_bytes: match c.int("ovs.log_max_mb") {
+                None | Some(0) => None,
+                Some(mb) => Some(mb.saturating_mul(1024 * 1024)),
+            },
+            ovs_log_backups: u32::try_from(c.int("ovs.log_backups").unwrap_or(5))
+                .unwrap_or(u32::MAX),
             probe_targets: targets,
             probe_timeout: std::time::Duration::from_millis(
                 c.int("probe.timeout_ms")

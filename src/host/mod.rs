@@ -10,6 +10,7 @@ pub mod paths;
 pub mod probe;
 pub mod proc;
 pub mod run;
+pub mod sysctl;
 
 use crate::error::{input, precondition};
 use anyhow::{Context, Result};

@@ -4,6 +4,8 @@ pub const CNI_BIN_DIR: &str = "/opt/cni/bin";
 pub const CNI_NET_DIR: &str = "/etc/cni/net.d";
 pub const NSX_PLUGIN: &str = "/opt/cni/bin/nsx";
 pub const LOOPBACK_PLUGIN: &str = "/opt/cni/bin/loopback";
+/// Installed from the bundle only with `cni.portmap` (ncp.ini `use_ncp_portmap`).
+pub const PORTMAP_PLUGIN: &str = "/opt/cni/bin/portmap";
 pub const NSX_CONFLIST: &str = "/etc/cni/net.d/10-nsx.conflist";
 pub const LOOPBACK_CONF: &str = "/etc/cni/net.d/99-loopback.conf";
 /// In a bundle (not on the host): present when the bundle was built without the NCP release's

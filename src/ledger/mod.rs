@@ -158,6 +158,10 @@ pub struct UplinkPreState {
     pub addresses: Vec<crate::netmodel::Recorded>,
     pub routes: Vec<crate::netmodel::Recorded>,
     pub rules: Vec<crate::netmodel::Recorded>,
+    /// IPv6 settings the attach changed for `node.enable_ipv6`, as they were: detach writes
+    /// them back (the bridge's only when it stays).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ipv6_before: Vec<crate::host::sysctl::Before>,
 }
 
 /// A recorded file compared with what the host has now.

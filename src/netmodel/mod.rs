@@ -24,6 +24,14 @@ pub const RT_TABLE_LOCAL: u32 = 255;
 /// Valid lifetime the kernel reports for a permanent address.
 pub const FOREVER: u32 = u32::MAX;
 
+/// Make before break: a planned move's ops split where the first removal is. The kernel handles
+/// every message of a batch even after one fails, so the removals go in a second batch, sent
+/// only when everything before them took effect: an address the bridge refused (IPv6 off on it)
+/// is then never deleted from the uplink.
+pub fn make_then_break(ops: &[Op]) -> (&[Op], &[Op]) {
+    ops.split_at(ops.iter().position(Op::is_removal).unwrap_or(ops.len()))
+}
+
 /// One change to the kernel's addresses, routes or rules, sent as part of a batch.
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -37,6 +45,11 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether the op takes something away (from the link being left).
+    pub fn is_removal(&self) -> bool {
+        matches!(self, Op::DelAddress(_) | Op::DelRoute(_) | Op::DelRule(_))
+    }
+
     pub fn verb(&self) -> &'static str {
         match self {
             Op::AddAddress(_) => "add address",

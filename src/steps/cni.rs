@@ -1,6 +1,7 @@
 //! CNI install: copy the NSX plugin and its conflist from the bundle when the host's
 //! `nsxBuildVersion` is older, add the loopback plugin and conf only where absent, and remove a
-//! legacy `nsx-cni` package first.
+//! legacy `nsx-cni` package first. With `cni.portmap` (NCP's `use_ncp_portmap`) the bundle's
+//! portmap plugin too, never over one that is not ours; with the key off, ours goes.
 
 use super::legacy_pkg::{self, Detection, LegacyPackage};
 use super::{Action, Ctx, Plan, Step};
@@ -48,6 +49,13 @@ pub const FILES: [BundleFile; 4] = [
     },
 ];
 
+/// NCP's portmap plugin: installed where absent, kept current while it is ours.
+pub const PORTMAP: BundleFile = BundleFile {
+    path: paths::PORTMAP_PLUGIN,
+    mode: 0o755,
+    only_if_absent: true,
+};
+
 pub struct Cni {
     pub bundle: PathBuf,
 }
@@ -60,6 +68,11 @@ pub enum CniAction {
         source: PathBuf,
         replace: bool,
         why: String,
+    },
+    /// Our portmap, with `cni.portmap` turned off: undone as cleanup would, and forgotten.
+    RemovePortmap {
+        entry: Entry,
+        undo: crate::undo::UndoAction,
     },
 }
 
@@ -79,6 +92,7 @@ impl Action for CniAction {
                 file.path,
                 file.mode
             ),
+            CniAction::RemovePortmap { undo, .. } => undo.describe(),
         }
     }
 
@@ -89,6 +103,10 @@ impl Action for CniAction {
                     .into()
             }
             CniAction::Install { why, .. } => why.clone(),
+            CniAction::RemovePortmap { .. } => format!(
+                "cni.portmap is off (ncp.ini [nsx_node_agent] use_ncp_portmap) and {} is ours",
+                paths::PORTMAP_PLUGIN
+            ),
         }
     }
 }
@@ -291,6 +309,8 @@ impl Step for Cni {
             HostConflist::Version(_) => None,
         };
 
+        // A plugin before the conflists that may chain it (NCP's conflist can name portmap).
+        self.plan_portmap(ctx, &mut plan)?;
         for f in FILES {
             let source = self.source(&f);
             let exists = present(f.path)?;
@@ -340,12 +360,78 @@ impl Step for Cni {
     ) -> Result<()> {
         match action {
             CniAction::RemovePackage(pkg) => remove_package(ctx.host, pkg, ledger),
+            CniAction::RemovePortmap { entry, undo } => {
+                crate::undo::apply(ctx.host, entry, undo)?;
+                ledger.forget(ctx.host, entry)
+            }
             CniAction::Install { file, source, .. } => {
                 let bytes = read_bundle_file(&self.bundle, file.path)?
                     .with_context(|| format!("bundle file {} vanished", source.display()))?;
                 install_file(ctx.host, NAME, file.path, &bytes, file.mode, ledger)
             }
         }
+    }
+}
+
+impl Cni {
+    /// The portmap plugin: NCP's bootstrap installs it with `use_ncp_portmap = True` and NCP's
+    /// cleanup removes it. Ours is what the ledger records with our bytes still there; any
+    /// other portmap (the distribution's, another CNI's) is the host's and is never touched.
+    fn plan_portmap(&self, ctx: &Ctx, plan: &mut Plan<CniAction>) -> Result<()> {
+        let path = PORTMAP.path;
+        let ledger = crate::ledger::Ledger::load(ctx.host)?;
+        let recorded = ledger.file(path).cloned();
+        let check = match &recorded {
+            Some(e) => e.check(ctx.host)?,
+            None => crate::ledger::FileCheck::NotRecorded,
+        };
+        if !ctx.settings.cni_portmap {
+            if let Some(entry) = recorded {
+                let undo = crate::undo::plan(ctx.host, &entry, crate::undo::Forget::default())?;
+                plan.actions.push(CniAction::RemovePortmap { entry, undo });
+            }
+            return Ok(());
+        }
+        let source = check_bundle_file(&self.bundle, path)?.ok_or_else(|| {
+            input(format!(
+                "cni.portmap is on (ncp.ini [nsx_node_agent] use_ncp_portmap = True) but the \
+                 bundle {} has no {}: use the NCP release's bundle, which carries it, or turn \
+                 use_ncp_portmap off",
+                self.bundle.display(),
+                path.trim_start_matches('/')
+            ))
+        })?;
+        ctx.host.check_no_dangling_link(paths::CNI_BIN_DIR)?;
+        let exists = ctx.host.exists(path)?;
+        if exists && same_as(ctx.host, &self.bundle, PORTMAP)? {
+            return Ok(());
+        }
+        let why = match (exists, check) {
+            (false, _) => format!("cni.portmap is on and the host has no {path}"),
+            (true, c) if c.content_ours() => {
+                format!("{path} is ours and the bundle's differs")
+            }
+            (true, crate::ledger::FileCheck::NotRecorded) => {
+                plan.notes.push(format!(
+                    "{path} is not ours (installed by something else): it is kept, and the \
+                     bundle's is not installed"
+                ));
+                return Ok(());
+            }
+            (true, _) => {
+                plan.warnings.push(format!(
+                    "{path} was changed since ncp-bootstrap installed it: it is kept as it is"
+                ));
+                return Ok(());
+            }
+        };
+        plan.actions.push(CniAction::Install {
+            file: PORTMAP,
+            source,
+            replace: exists,
+            why,
+        });
+        Ok(())
     }
 }
 

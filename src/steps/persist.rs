@@ -468,6 +468,7 @@ mod tests {
             addresses: vec![nm::record_address(&addr(2, "10.0.0.5", 24, false))],
             routes: vec![nm::record_route(&route(2, None, Some("10.0.0.1"), 254, 0))],
             rules: vec![],
+            ipv6_before: vec![],
         };
         let mut l = Ledger::load(&h.host).unwrap();
         l.record(&h.host, Entry::UplinkAttached(Box::new(pre)))

@@ -11,6 +11,7 @@ use crate::fault::fault;
 use crate::host::netlink::Netlink;
 use crate::host::ovs::{mac_string, Ovs};
 use crate::host::probe::{self, Target};
+use crate::host::sysctl;
 use crate::host::HostRoot;
 use crate::ledger::{Entry, Ledger, UplinkPreState};
 use crate::netmodel::{self as nm, Carried, End, Op};
@@ -95,7 +96,8 @@ fn converge(nl: &mut Netlink, carried: &Carried, from: End, to: End) -> Result<f
         tries += 1;
         crate::fault::hook("move-planned");
         let t = Instant::now();
-        let res = nl.apply(&ops);
+        let (make, brk) = nm::make_then_break(&ops);
+        let res = nl.apply(make).and_then(|()| nl.apply(brk));
         window.get_or_insert(t.elapsed().as_secs_f64() * 1000.0);
         match res {
             Ok(()) => return Ok(window.unwrap_or(0.0)),
@@ -183,6 +185,22 @@ fn check_dynamic(ctx: &Ctx, names: &Names, c: &Carried, warnings: &mut Vec<Strin
         "{uplink} holds dynamic addresses: {}. {renewer}; on {bridge} they would expire",
         dynamic.join(", ")
     );
+    use crate::config::UplinkDhcp;
+    if ctx.settings.uplink_dhcp == UplinkDhcp::Static {
+        return Err(precondition(format!(
+            "{what}. node.uplink_dhcp is false (ncp.ini [nsx_node_agent] \
+             is_dhcp_configured_on_ovs_uplink_port = False) and says {uplink}'s addresses are \
+             static: set it to True (a DHCP client renews them on {bridge}) or auto, or give \
+             {uplink} static addresses"
+        )));
+    }
+    if ctx.settings.uplink_dhcp == UplinkDhcp::Dhcp {
+        warnings.push(format!(
+            "{what} (node.uplink_dhcp is true: ncp.ini is_dhcp_configured_on_ovs_uplink_port): \
+             run a DHCP client for {bridge} with {uplink}'s client identity"
+        ));
+        return Ok(());
+    }
     if !ctx.settings.allow_expiring_lease {
         return Err(precondition(format!(
             "{what}. Give {uplink} static addresses (the lease's, reserved on the DHCP server), or \
@@ -196,6 +214,21 @@ fn check_dynamic(ctx: &Ctx, names: &Names, c: &Carried, warnings: &mut Vec<Strin
          client identity; `persist` writes {uplink}'s config for the next boot, not the bridge's"
     ));
     Ok(())
+}
+
+/// NSX CNI gives pods `node.mtu` (ncp.ini `[nsx_node_agent] mtu`); their packets leave through
+/// node-if, so one with a smaller MTU drops what pods send at full size. The node's own network
+/// is not at stake, so this is a warning, not a refusal: refusing would keep OVS, and with it
+/// every pod on the node, down over a setting that hurts only large packets.
+pub fn mtu_warning(uplink: &str, uplink_mtu: u32, pod_mtu: u32) -> Option<String> {
+    (uplink_mtu < pod_mtu).then(|| {
+        format!(
+            "{uplink} has MTU {uplink_mtu}, smaller than the {pod_mtu} NSX CNI gives pods \
+             (node.mtu, ncp.ini [nsx_node_agent] mtu): pods' packets larger than {uplink_mtu} \
+             bytes are dropped on the way out. Raise {uplink}'s MTU (the NSX segment must carry \
+             it too) or set mtu = {uplink_mtu}"
+        )
+    })
 }
 
 /// The pid file of a DHCP client (dhclient, dhcpcd) that runs for the uplink, if any.
@@ -432,7 +465,74 @@ fn pre_state(
         addresses: c.addresses.iter().map(nm::record_address).collect(),
         routes: c.routes.iter().map(nm::record_route).collect(),
         rules: c.rules.iter().map(nm::record_rule).collect(),
+        ipv6_before: Vec::new(),
     }
+}
+
+/// The IPv6 settings to change on the two ends (`sysctl::wanted`), from their live values (a
+/// bridge not there yet counts as having none).
+fn ipv6_changes(
+    ctx: &Ctx,
+    names: &Names,
+    carried: &Carried,
+) -> Result<Vec<(sysctl::End, &'static str, u8)>> {
+    let carries_v6 = carried
+        .addresses
+        .iter()
+        .any(|a| a.header.family == netlink_packet_route::AddressFamily::Inet6);
+    Ok(sysctl::wanted(
+        ctx.settings.enable_ipv6,
+        carries_v6,
+        &sysctl::Conf::of(&names.uplink)?,
+        &sysctl::Conf::of(&names.bridge)?,
+    ))
+}
+
+fn describe_ipv6(names: &Names, changes: &[(sysctl::End, &'static str, u8)]) -> Vec<String> {
+    changes
+        .iter()
+        .map(|(end, key, value)| {
+            let dev = match end {
+                sysctl::End::Uplink => &names.uplink,
+                sysctl::End::Bridge => &names.bridge,
+            };
+            format!("set net.ipv6.conf.{dev}.{key} = {value}")
+        })
+        .collect()
+}
+
+/// Writes the IPv6 settings the move needs, on links as they are now (a bridge OVS just made
+/// has the namespace's defaults).
+fn apply_ipv6(ctx: &Ctx, names: &Names, carried: &Carried) -> Result<()> {
+    for (end, key, value) in ipv6_changes(ctx, names, carried)? {
+        let dev = match end {
+            sysctl::End::Uplink => &names.uplink,
+            sysctl::End::Bridge => &names.bridge,
+        };
+        sysctl::write(dev, key, value)?;
+    }
+    Ok(())
+}
+
+/// Detach's half: the recorded IPv6 settings written back, after the addresses (an uplink that
+/// had IPv6 off gets it off again, which takes its IPv6 addresses, as it had none).
+fn restore_ipv6(pre: &UplinkPreState, bridge_stays: bool) -> Result<()> {
+    for b in &pre.ipv6_before {
+        if let Some(p) = b.problem() {
+            return Err(crate::error::input(format!(
+                "the ledger's {p} (the ledger was altered): fix or remove that entry"
+            )));
+        }
+        let dev = match b.end {
+            sysctl::End::Uplink => &pre.uplink,
+            sysctl::End::Bridge if bridge_stays => &pre.bridge,
+            sysctl::End::Bridge => continue,
+        };
+        if sysctl::read(dev, &b.key)?.is_some_and(|now| now != b.value) {
+            sysctl::write(dev, &b.key, b.value)?;
+        }
+    }
+    Ok(())
 }
 
 /// `uplink attach` as a step: one transaction in the manner of nmstate's checkpoint. The
@@ -535,6 +635,12 @@ impl super::Step for Attach {
                 );
                 let db = ovs_dir(ctx)?.display().to_string();
                 let mut pre = pre_state(&names, &uplink, db, before, &c);
+                // Recorded before they change; a bridge made by the attach goes with detach.
+                pre.ipv6_before = sysctl::befores(
+                    &ipv6_changes(ctx, &names, &c)?,
+                    &sysctl::Conf::of(&names.uplink)?,
+                    &sysctl::Conf::of(&names.bridge)?,
+                );
                 // As the host names it (the manifests mount the OVS directories at their host
                 // paths), links unresolved: cleanup reads it under its own host root.
                 pre.conf_db = crate::host::ovs::OvsDirs::from_settings(ctx.host, ctx.settings)
@@ -550,6 +656,8 @@ impl super::Step for Attach {
         }
         check_labels(&names, &carried_on_uplink)?;
         check_nexthop_objects(&names, &carried_on_uplink)?;
+        plan.warnings
+            .extend(mtu_warning(&names.uplink, uplink.mtu, ctx.settings.pod_mtu));
         let port_present = bridge_view.is_some_and(|b| b.ports.contains(&names.uplink));
         let ops = nm::plan_move(
             &carried_on_uplink,
@@ -578,6 +686,10 @@ impl super::Step for Attach {
             lines.push(format!("set {} and {} up", names.uplink, names.bridge));
         }
         lines.extend(describe_ops(&ops, &[up_end, br_end]));
+        lines.extend(describe_ipv6(
+            &names,
+            &ipv6_changes(ctx, &names, &carried_on_uplink)?,
+        ));
         let nm_line = crate::host::nm::needs_hand_off(ctx.host, &names.uplink)?.then(|| {
             format!(
                 "tell NetworkManager to leave {} unmanaged while attached",
@@ -749,6 +861,8 @@ fn do_attach(
         name: &names.uplink,
     };
     let carried = restore_carried(pre, br_end)?.moved(br_end, up_end);
+    // Before any address moves: an IPv6 address cannot go onto a link with IPv6 off.
+    apply_ipv6(ctx, names, &carried)?;
     let planned_on = |addrs: &[netlink_packet_route::address::AddressMessage]| -> Vec<_> {
         addrs
             .iter()
@@ -791,7 +905,7 @@ fn do_attach(
     if planned_on(&nl.addresses()?) != addrs_at_plan {
         ops = plan_now(nl, &carried, up_end, br_end)?;
     }
-    let half = ops.len() / 2;
+    let (make, brk) = nm::make_then_break(&ops);
     p.debug(&format!(
         "uplink: port added; moving {} operations",
         ops.len()
@@ -803,12 +917,12 @@ fn do_attach(
         nl.set_link(uplink.index, Some(true), None, None)?;
     }
     fault("after-port");
-    let first = nl.apply(&ops[..half]);
+    let first = nl.apply(make);
     fault("mid-move");
     crate::fault::hook("mid-move");
     // An op made stale by someone else (an address deleted inside the move) fails alone; the
     // move is then finished from the links as they are, rather than rolled back.
-    if first.is_err() || nl.apply(&ops[half..]).is_err() {
+    if first.is_err() || nl.apply(brk).is_err() {
         converge(nl, &carried, up_end, br_end)?;
     }
     let window_ms = window.elapsed().as_secs_f64() * 1000.0;
@@ -915,6 +1029,7 @@ pub fn detach_recorded(
         nl.set_promisc(uplink.index, false)?;
     }
     crate::host::networkd::release_bridge(host, &pre.uplink)?;
+    restore_ipv6(pre, !pre.bridge_created && nl.link(&pre.bridge)?.is_some())?;
     let done = Detached {
         window_ms: window,
         carried_extra,
@@ -1362,6 +1477,22 @@ pub fn check_forwarding(host: &HostRoot, uplink: &str, bridge: &str) -> Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_uplink_smaller_than_the_pods_mtu_is_named_with_both_figures() {
+        assert_eq!(mtu_warning("ens192", 1500, 1500), None);
+        assert_eq!(mtu_warning("ens192", 9000, 1500), None);
+        let w = mtu_warning("ens192", 1400, 1500).unwrap();
+        for want in [
+            "ens192",
+            "1400",
+            "1500",
+            "[nsx_node_agent] mtu",
+            "mtu = 1400",
+        ] {
+            assert!(w.contains(want), "{want}: {w}");
+        }
+    }
 
     #[test]
     fn links_are_named_in_descriptions() {

@@ -66,11 +66,12 @@ build_base() {
   packages=$(grep -v '^#' units/container/packages | paste -sd, -)
   say "building base $BASE (mmdebstrap: $packages)"
   # Documentation, manuals and translations stay out; of containernetworking-plugins only the
-  # loopback plugin is kept (the bundle's copy comes from it).
+  # loopback and portmap plugins are kept (the bundle's copies come from them).
   mmdebstrap --variant=minbase --include="$packages" \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
     --dpkgopt='path-exclude=/usr/lib/cni/*' --dpkgopt='path-include=/usr/lib/cni/loopback' \
+    --dpkgopt='path-include=/usr/lib/cni/portmap' \
     --customize-hook='chroot "$1" dpkg-query -W -f="\${Package} \${Version}\n" > "$1/usr/share/ncp-bootstrap-packages.txt"' \
     --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/*' \
     bookworm "$OUT/base.tar" 2>&1 | tail -n 3

@@ -12,6 +12,7 @@ cp "$REPO/target/x86_64-unknown-linux-gnu/release/ncp-bootstrap" "$SHARE/"
 cp "$REPO/distro/cni/10-nsx.conflist" "$REPO/distro/cni/99-loopback.conf" "$SHARE/bundle/etc/cni/net.d/"
 cp "$REPO/distro/ubuntu/apparmor/ncp-apparmor" "$SHARE/bundle/etc/apparmor.d/"
 cp /usr/lib/cni/loopback "$SHARE/bundle/opt/cni/bin/loopback"
+cp /usr/lib/cni/portmap "$SHARE/bundle/opt/cni/bin/portmap"
 printf '#!/bin/sh\n# placeholder for the NSX CNI plugin (ships with NCP releases)\nexit 0\n' > "$SHARE/bundle/opt/cni/bin/nsx"
 chmod 755 "$SHARE/bundle/opt/cni/bin/"*
 cp "$REPO"/units/systemd/*.service "$SHARE/units/"

@@ -185,6 +185,28 @@ impl Daemons {
         Ok(())
     }
 
+    /// The daemons that run, by name, with their pids and logs.
+    pub fn running(&self) -> Vec<(&'static str, u32, std::path::PathBuf)> {
+        self.children
+            .iter()
+            .map(|(name, c)| (*name, c.id(), self.dirs.log.join(format!("{name}.log"))))
+            .collect()
+    }
+
+    /// `vlog/reopen`: the daemon closes its log file and opens it again by name (after a
+    /// rotation renamed it).
+    pub fn reopen_log(&self, name: &str, pid: u32) -> Result<()> {
+        let appctl = run::find_tool("ovs-appctl", "rotate Open vSwitch's logs")?;
+        let ctl = self.dirs.run.join(format!("{name}.{pid}.ctl"));
+        let target = ctl.display().to_string();
+        run::run(
+            &appctl,
+            ["--timeout=5", "-t", target.as_str(), "vlog/reopen"],
+        )
+        .with_context(|| format!("asking {name} to reopen its log"))?;
+        Ok(())
+    }
+
     /// The first daemon that exited, with the last lines of its log.
     pub fn dead(&mut self) -> Option<Death> {
         for (name, child) in self.children.iter_mut() {

@@ -5,6 +5,7 @@ mod daemons;
 pub mod datapath;
 mod dirs;
 pub mod flows;
+pub mod logs;
 
 pub use daemons::{terminate, Daemons};
 pub use dirs::{
