@@ -49,6 +49,7 @@ vm-test: setup-vm build image
 	timeout 1200 bash vagrant/harness/vm-test.sh restart.sh
 	timeout 900 bash vagrant/harness/vm-test.sh netplan.sh
 	timeout 1200 bash vagrant/harness/vm-test.sh dhcp.sh
+	timeout 900 bash vagrant/harness/vm-test.sh monitor.sh
 	timeout 1200 bash vagrant/harness/vm-test.sh daemonsets.sh
 
 clean:

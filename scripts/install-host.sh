@@ -10,7 +10,7 @@ action=$1 bundle=$2 destdir=$3 prefix=$4
 share="$destdir$prefix/share/ncp-bootstrap"
 # Packages put units under the prefix; an administrator's install goes to /etc.
 if [ -n "$destdir" ]; then units="$destdir$prefix/lib/systemd/system"; else units=/etc/systemd/system; fi
-unit_names=(ncp-bootstrap.service ncp-ovs.service ncp-bootstrap-cleanup.service)
+unit_names=(ncp-bootstrap.service ncp-ovs.service ncp-bootstrap-monitor.service ncp-bootstrap-cleanup.service)
 # What the bundle must carry, as the host will see it (the code's cni::FILES).
 bundle_files=(opt/cni/bin/nsx opt/cni/bin/loopback etc/cni/net.d/10-nsx.conflist etc/cni/net.d/99-loopback.conf)
 

@@ -78,6 +78,7 @@ impl Cli {
             Command::Config(ConfigCommand::Set { dry, .. }) => dry.dry_run,
             Command::Status(_)
             | Command::Ovs(_)
+            | Command::Monitor
             | Command::Config(ConfigCommand::Show)
             | Command::Demo => false,
         };
@@ -171,6 +172,10 @@ pub enum Command {
     /// Move addresses and routes between node-if and the bridge
     #[command(subcommand)]
     Uplink(UplinkCommand),
+    /// Long-running: give node-if its addresses back when nsx-ovs has been gone for
+    /// monitor.grace_seconds (the bootstrap DaemonSet's main container)
+    #[command(after_help = "Example:\n  ncp-bootstrap --host-root /host monitor")]
+    Monitor,
     /// Write persistent network config for node-if
     #[command(
         after_help = "Example:\n  ncp-bootstrap persist --uplink eth1 --format netplan --dry-run"

@@ -361,6 +361,9 @@ pub fn plan(host: &HostRoot, entry: &Entry, forget: Forget) -> Result<UndoAction
             }
         }
         Entry::UplinkReleased(p) => UndoAction::ReattachUplink(p.clone()),
+        Entry::MonitorReleased { uplink, .. } => UndoAction::Nothing {
+            why: format!("a record of the monitor giving {uplink} its addresses back"),
+        },
         Entry::HostOvsStopped {
             daemons,
             units,

@@ -490,7 +490,14 @@ fn use_nsx_ovs_kernel_module_is_shown_and_warned_about() {
     let h = tmp.path().to_str().unwrap();
     let ini = tmp.path().join("ncp.ini");
     fs::write(&ini, "[nsx_node_agent]\nuse_nsx_ovs_kernel_module = True\n").unwrap();
-    let r = run(&["--host-root", h, "--ncp-ini", ini.to_str().unwrap(), "config", "show"]);
+    let r = run(&[
+        "--host-root",
+        h,
+        "--ncp-ini",
+        ini.to_str().unwrap(),
+        "config",
+        "show",
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let all = r.stdout + &r.stderr;
     assert!(all.contains("ovs.nsx_kernel_module = true"), "{all}");
@@ -499,7 +506,18 @@ fn use_nsx_ovs_kernel_module_is_shown_and_warned_about() {
         "{all}"
     );
     let off = tmp.path().join("off.ini");
-    fs::write(&off, "[nsx_node_agent]\nuse_nsx_ovs_kernel_module = False\n").unwrap();
-    let r = run(&["--host-root", h, "--ncp-ini", off.to_str().unwrap(), "config", "show"]);
+    fs::write(
+        &off,
+        "[nsx_node_agent]\nuse_nsx_ovs_kernel_module = False\n",
+    )
+    .unwrap();
+    let r = run(&[
+        "--host-root",
+        h,
+        "--ncp-ini",
+        off.to_str().unwrap(),
+        "config",
+        "show",
+    ]);
     assert!(!(r.stdout + &r.stderr).contains("kernel module"));
 }

@@ -831,3 +831,179 @@ fn ovs_run_caps_the_daemons_logs_as_ncp_ini_says() {
         "cleanup left log copies"
     );
 }
+
+fn addresses_on(lab: &NetLab, dev: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", &lab.node, "-o", "addr", "show", "dev", dev])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The bootstrap pod's `monitor`: an in-place restart of ovs-vswitchd is not "gone"; `ovs run`
+/// killed with its daemons (the nsx-ovs pod deleted) is, and within the grace period plus 2 s
+/// node-if has its addresses and routes back and the peer reaches the node; `status` says what
+/// the monitor did; `ovs run` back attaches as usual; a monitor killed in the middle of its
+/// move is finished by the next one.
+#[test]
+fn the_monitor_gives_node_if_its_addresses_back_when_nsx_ovs_is_gone() {
+    let Some(lab) = NetLab::new() else { return };
+    lab.standard();
+    let before = lab.state();
+    let grace = [("NCP_BOOTSTRAP_MONITOR_GRACE_SECONDS", "2")];
+    let mut run = start_run(&lab, &[]);
+    wait_for("ovs health", Duration::from_secs(30), || healthy(&lab));
+    let _monitor = Background(lab.tool_command(&["monitor"], &grace).spawn().unwrap());
+
+    // ovs-vswitchd killed: `ovs run` starts it again in place; the monitor leaves the node be.
+    kill9(&daemon_pid(&lab, "ovs-vswitchd"));
+    std::thread::sleep(Duration::from_secs(5));
+    wait_for(
+        "ovs health after the restart",
+        Duration::from_secs(30),
+        || healthy(&lab),
+    );
+    assert!(addresses_on(&lab, "br-int").contains("10.0.0.5/24"));
+    let ledger_path = lab.host.join("var/lib/ncp-bootstrap/ledger.json");
+    let ledger = std::fs::read_to_string(&ledger_path).unwrap();
+    assert!(!ledger.contains("monitor_released"), "{ledger}");
+
+    // The nsx-ovs pod deleted: `ovs run` killed, its daemons die with it.
+    kill9(&run.id().to_string());
+    let _ = run.0.wait();
+    let gone = Instant::now();
+    wait_for("node-if's addresses back", Duration::from_secs(4), || {
+        addresses_on(&lab, "eth1").contains("10.0.0.5/24")
+    });
+    eprintln!(
+        "monitor: node-if has its address back {} ms after ovs run was killed (grace 2 s)",
+        gone.elapsed().as_millis()
+    );
+    wait_for("the routes back", Duration::from_secs(3), || {
+        lab.state() == before
+    });
+    assert!(lab.ping_from_peer("10.0.0.5"));
+    let s = lab.tool(&["status"], &[]);
+    assert!(
+        s.stdout.contains("gave eth1 its addresses back") && s.stdout.contains("absent for"),
+        "{}",
+        s.stdout
+    );
+
+    // `ovs run` back: attached as usual, the monitor's record dropped.
+    let mut run = start_run(&lab, &[]);
+    wait_for("ovs health --ready", Duration::from_secs(30), || {
+        lab.tool(&["ovs", "health", "--ready"], &[]).code == 0
+    });
+    assert!(addresses_on(&lab, "br-int").contains("10.0.0.5/24"));
+    let ledger = std::fs::read_to_string(&ledger_path).unwrap();
+    assert!(!ledger.contains("monitor_released"), "{ledger}");
+    sigterm(&run);
+    assert!(exit_within(&mut run, Duration::from_secs(20)).is_some());
+}
+
+#[test]
+fn a_monitor_killed_in_the_middle_of_its_move_is_finished_by_the_next() {
+    let Some(lab) = NetLab::new() else { return };
+    lab.standard();
+    let before = lab.state();
+    let mut run = start_run(&lab, &[]);
+    wait_for("ovs health", Duration::from_secs(30), || healthy(&lab));
+    kill9(&run.id().to_string());
+    let _ = run.0.wait();
+    let grace = [
+        ("NCP_BOOTSTRAP_MONITOR_GRACE_SECONDS", "1"),
+        ("NCP_FAULT_HOOK", "move-planned=kill -9 $PPID"),
+    ];
+    let mut first = lab.tool_command(&["monitor"], &grace).spawn().unwrap();
+    let status =
+        exit_within(&mut first, Duration::from_secs(10)).expect("the monitor was not killed");
+    assert!(!status.success());
+    let ledger_path = lab.host.join("var/lib/ncp-bootstrap/ledger.json");
+    let ledger = std::fs::read_to_string(&ledger_path).unwrap();
+    assert!(
+        ledger.contains("monitor_released") && ledger.contains("uplink_attached"),
+        "{ledger}"
+    );
+    let _second = Background(
+        lab.tool_command(
+            &["monitor"],
+            &[("NCP_BOOTSTRAP_MONITOR_GRACE_SECONDS", "1")],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    wait_for("the node as before", Duration::from_secs(10), || {
+        lab.state() == before
+    });
+    let ledger = std::fs::read_to_string(&ledger_path).unwrap();
+    assert!(!ledger.contains("uplink_attached"), "{ledger}");
+}
+
+/// `ovs run` starting while the monitor gives node-if its addresses back (started by the
+/// monitor itself, between its plan and its burst): it waits for the monitor's lock, then
+/// attaches as usual, and the monitor, looking again, leaves it alone.
+#[test]
+fn ovs_run_starting_while_the_monitor_acts_waits_then_attaches() {
+    let Some(lab) = NetLab::new() else { return };
+    lab.standard();
+    let mut run = start_run(&lab, &[]);
+    wait_for("ovs health", Duration::from_secs(30), || healthy(&lab));
+    kill9(&run.id().to_string());
+    let _ = run.0.wait();
+    let pidfile = lab.host.join("second-run.pid");
+    let log = lab.host.join("second-run.log");
+    let hook = format!(
+        "move-planned=env -u NCP_FAULT_HOOK {} --host-root {} ovs run > {} 2>&1 & echo $! > {}; sleep 1",
+        common::BIN,
+        lab.host.display(),
+        log.display(),
+        pidfile.display()
+    );
+    let _monitor = Background(
+        lab.tool_command(
+            &["monitor"],
+            &[
+                ("NCP_BOOTSTRAP_MONITOR_GRACE_SECONDS", "1"),
+                ("NCP_FAULT_HOOK", hook.as_str()),
+            ],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    wait_for(
+        "the second ovs run started",
+        Duration::from_secs(15),
+        || pidfile.exists(),
+    );
+    let second = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .to_string();
+    wait_for(
+        "attached by the second ovs run",
+        Duration::from_secs(30),
+        || lab.tool(&["ovs", "health", "--ready"], &[]).code == 0,
+    );
+    assert!(addresses_on(&lab, "br-int").contains("10.0.0.5/24"));
+    assert!(!addresses_on(&lab, "eth1").contains("10.0.0.5/24"));
+    // The monitor looks again for a few seconds and does nothing.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(addresses_on(&lab, "br-int").contains("10.0.0.5/24"));
+    let ledger =
+        std::fs::read_to_string(lab.host.join("var/lib/ncp-bootstrap/ledger.json")).unwrap();
+    assert!(!ledger.contains("monitor_released"), "{ledger}");
+    assert!(ledger.contains("uplink_attached"), "{ledger}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("uplink attached"), "{text}");
+    assert!(Command::new("kill")
+        .args(["-TERM", &second])
+        .status()
+        .unwrap()
+        .success());
+    wait_for(
+        "the second ovs run stopped",
+        Duration::from_secs(20),
+        || !std::path::Path::new(&format!("/proc/{second}")).exists(),
+    );
+}

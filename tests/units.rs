@@ -114,9 +114,14 @@ fn manifests_carry_the_documented_security_fields() {
         .unwrap()
         .iter()
         .any(|m| m["mountPath"] == "/host"));
+    let monitor = container(spec, "containers", "monitor");
     assert_eq!(
-        container(spec, "containers", "idle")["securityContext"]["capabilities"]["drop"][0],
-        "ALL"
+        monitor["command"],
+        serde_yaml::from_str::<Value>("[ncp-bootstrap, monitor, --host-root, /host]").unwrap()
+    );
+    assert_eq!(
+        monitor["readinessProbe"]["exec"]["command"],
+        serde_yaml::from_str::<Value>("[ncp-bootstrap, -q, --host-root, /host, status]").unwrap()
     );
 
     let agent = manifest("ncp-bootstrap-node-agent.yaml");
@@ -235,7 +240,7 @@ fn systemd_units_verify() {
         fs::write(&dst, text).unwrap();
         units.push(dst);
     }
-    assert_eq!(units.len(), 3);
+    assert_eq!(units.len(), 4);
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .args(&units)

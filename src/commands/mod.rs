@@ -6,6 +6,7 @@ mod cni;
 mod config;
 mod demo;
 mod install;
+mod monitor;
 mod ovs;
 mod persist;
 mod status;
@@ -289,7 +290,7 @@ impl Deferred {
 }
 
 fn defer_signals(c: &Command) -> Option<Deferred> {
-    if !changes_host(c) || matches!(c, Command::Ovs(_) | Command::Demo) {
+    if !changes_host(c) || matches!(c, Command::Ovs(_) | Command::Monitor | Command::Demo) {
         return None;
     }
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -346,6 +347,7 @@ fn dispatch(env: &Env, report: &mut Report) -> Result<Outcome> {
         Command::Uplink(UplinkCommand::Detach(_)) => uplink::run(env, false, report),
         Command::Persist { apply, .. } => persist::run(env, *apply, report),
         Command::Demo => demo::run(env),
+        Command::Monitor => monitor::run(env),
     }
 }
 
@@ -364,5 +366,6 @@ fn command_name(c: &Command) -> &'static str {
         Command::Config(ConfigCommand::Show) => "config show",
         Command::Config(ConfigCommand::Set { .. }) => "config set",
         Command::Demo => "demo",
+        Command::Monitor => "monitor",
     }
 }

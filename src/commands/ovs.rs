@@ -144,6 +144,9 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
     record_own_files(ctx, &dirs)?;
     // Held until this function returns, after the daemons are stopped.
     let _claim = dirs.claim()?;
+    // A monitor giving node-if its addresses back (`commands::monitor`) holds the lock while it
+    // edits the database with a server of its own: wait for it before starting ours on it.
+    drop(crate::steps::lock(ctx.host)?);
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&term))

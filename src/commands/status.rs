@@ -283,6 +283,27 @@ fn component_lines(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Vec<Component> {
             ));
         }
     }
+    for e in &ledger.entries {
+        if let Entry::MonitorReleased {
+            uplink,
+            bridge,
+            at,
+            absent_s,
+            ..
+        } = e
+        {
+            let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(*at);
+            out.push(line(
+                "monitor",
+                "released",
+                format!(
+                    "gave {uplink} its addresses back from {bridge} at {}: nsx-ovs absent for \
+                     {absent_s} s; `ovs run` attaches it again when it is back",
+                    humantime::format_rfc3339_seconds(when)
+                ),
+            ));
+        }
+    }
     let health = super::ovs::health(ctx, false);
     let uplink = known_uplink(ctx);
     if let Some(w) = uplink

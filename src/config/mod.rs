@@ -81,6 +81,8 @@ pub const KEYS: &[KeyDef] = &[
         doc: "on SIGTERM, `ovs run` keeps the uplink on the bridge (fast restart) or restores it to node-if" },
     KeyDef { name: "ovs.keep_flows", ty: Type::Bool, default: Some("true"),
         doc: "`ovs run` saves the bridge's OpenFlow flows and restores them at its next start under flow-restore-wait, so a restart or upgrade does not flush the kernel datapath" },
+    KeyDef { name: "monitor.grace_seconds", ty: Type::Int, default: Some("30"),
+        doc: "`monitor` gives node-if its addresses back once nsx-ovs (`ovs run` and its daemons) has been gone this long" },
     KeyDef { name: "probe.targets", ty: Type::List, default: Some("gateway"),
         doc: "connectivity probes around an uplink move: IPs, host:port (TCP), or `gateway`" },
     KeyDef { name: "probe.timeout_ms", ty: Type::Int, default: Some("5000"),
@@ -764,6 +766,8 @@ pub struct Settings {
     pub ovs_log_max_bytes: Option<u64>,
     /// `ovs.log_backups`.
     pub ovs_log_backups: u32,
+    /// `monitor.grace_seconds`.
+    pub monitor_grace: std::time::Duration,
     pub probe_targets: Vec<crate::host::probe::Target>,
     pub probe_timeout: std::time::Duration,
     pub persist_enabled: bool,
@@ -835,6 +839,9 @@ impl Settings {
             },
             ovs_log_backups: u32::try_from(c.int("ovs.log_backups").unwrap_or(5))
                 .unwrap_or(u32::MAX),
+            monitor_grace: std::time::Duration::from_secs(
+                c.int("monitor.grace_seconds").unwrap_or(30),
+            ),
             probe_targets: targets,
             probe_timeout: std::time::Duration::from_millis(
                 c.int("probe.timeout_ms")

@@ -145,19 +145,25 @@ pub fn flock_holder(dev: u64, ino: u64) -> Option<u32> {
     flock_holder_in(&text, dev, ino)
 }
 
-fn flock_holder_in(text: &str, dev: u64, ino: u64) -> Option<u32> {
+/// Whether any process holds a flock on the file (`dev`, `ino`), whoever it is.
+pub fn flock_held(dev: u64, ino: u64) -> bool {
+    std::fs::read_to_string("/proc/locks").is_ok_and(|t| flock_lines(&t, dev, ino).next().is_some())
+}
+
+/// The `/proc/locks` lines of granted flocks on the file (waiters, `->`, are not holders).
+fn flock_lines(text: &str, dev: u64, ino: u64) -> impl Iterator<Item = Vec<&str>> {
     // dev_t as the kernel splits it (the glibc/Linux encoding), printed `%02x:%02x:%lu`.
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
     let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
     let want = format!("{major:02x}:{minor:02x}:{ino}");
-    text.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<&str>>())
         // `1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF`; blocked waiters have `->` first.
-        if f.len() < 6 || f[1] != "FLOCK" || f[5] != want {
-            return None;
-        }
-        f[4].parse().ok().filter(|p| *p > 0)
-    })
+        .filter(move |f| f.len() >= 6 && f[1] == "FLOCK" && f[5] == want)
+}
+
+fn flock_holder_in(text: &str, dev: u64, ino: u64) -> Option<u32> {
+    flock_lines(text, dev, ino).find_map(|f| f[4].parse().ok().filter(|p| *p > 0))
 }
 
 #[cfg(test)]

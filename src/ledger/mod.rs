@@ -28,7 +28,10 @@
 //!       "bridge": "br-int", "ovs_db_dir": "/var/run/openvswitch", "bridge_created": true,
 //!       "uplink_was_up": true, "uplink_promisc": false, "mac": "52:54:00:12:34:56", "mtu": 1500,
 //!       "addresses": [ { "summary": "10.0.0.5/24 dev#2", "raw": "<netlink bytes, hex>" } ],
-//!       "routes": [ … ], "rules": [ … ] }
+//!       "routes": [ … ], "rules": [ … ],
+//!       "ipv6_before": [ { "end": "bridge", "key": "accept_ra", "value": 1 } ] },
+//!     { "kind": "monitor_released", "step": "monitor", "uplink": "eth1", "bridge": "br-int",
+//!       "at": 1796000000, "absent_s": 31 }
 //!   ],
 //!   "state_dirs": [ "/var/lib" ] }
 //! ```
@@ -108,6 +111,16 @@ pub enum Entry {
         path: String,
         backup: String,
         run_dir: String,
+    },
+    /// What `monitor` did: nsx-ovs was gone for `absent_s` seconds, so at `at` (seconds since
+    /// the epoch) it gave `uplink` its addresses back from `bridge`. A record for `status`;
+    /// nothing to undo. The next attach of the uplink drops it.
+    MonitorReleased {
+        step: String,
+        uplink: String,
+        bridge: String,
+        at: u64,
+        absent_s: u64,
     },
     /// A host OVS that `install` stopped: how to start it again.
     HostOvsStopped {
@@ -261,6 +274,7 @@ impl Entry {
             Entry::HostOvsStopped { .. } => "host_ovs_stopped",
             Entry::OvsFileCreated { .. } => "ovs_file_created",
             Entry::OvsDbConverted { .. } => "ovs_db_converted",
+            Entry::MonitorReleased { .. } => "monitor_released",
         }
     }
 
@@ -273,7 +287,8 @@ impl Entry {
             Entry::UplinkAttached(p) | Entry::UplinkReleased(p) => &p.step,
             Entry::HostOvsStopped { step, .. }
             | Entry::OvsFileCreated { step, .. }
-            | Entry::OvsDbConverted { step, .. } => step,
+            | Entry::OvsDbConverted { step, .. }
+            | Entry::MonitorReleased { step, .. } => step,
         }
     }
 }

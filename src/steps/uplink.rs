@@ -781,6 +781,18 @@ impl super::Step for Attach {
             };
             return Err(Error::new(Kind::Apply, msg).into());
         }
+        // Attached again: what the monitor did before is history.
+        let released: Vec<Entry> = ledger
+            .entries
+            .iter()
+            .filter(
+                |e| matches!(e, Entry::MonitorReleased { uplink, .. } if *uplink == names.uplink),
+            )
+            .cloned()
+            .collect();
+        for e in &released {
+            ledger.forget(ctx.host, e)?;
+        }
         // After the move and its check: NetworkManager finds the uplink already without addresses.
         match crate::host::nm::hand_off(ctx.host, &names.uplink, &names.bridge) {
             Ok(Some(note)) => {
@@ -1325,11 +1337,15 @@ pub fn undo(host: &HostRoot, pre: &UplinkPreState) -> Result<()> {
     })?;
     let db = crate::host::ovs::recorded_db(host, db)?;
     let offline = crate::host::ovs::Offline::start(host, &db)?;
+    // On the kernel datapath node-if stays a port of a switch that no longer runs: out of it
+    // first, or the addresses put back on it would not answer.
+    crate::host::ovs::datapath::release_port(&pre.uplink)?;
     detach_recorded(host, &mut nl, &offline.ovs, pre)?;
     offline.ovs.clear_restore_wait()?;
     // The bridge's own device outlives a stopped ovs-vswitchd; with no switch to remove it,
-    // remove it here when the bridge was ours.
-    if pre.bridge_created {
+    // remove it here when the bridge was ours (a kernel datapath's internal port goes with
+    // its datapath port).
+    if pre.bridge_created && !crate::host::ovs::datapath::release_port(&pre.bridge)? {
         if let Some(br) = nl.link(&pre.bridge)? {
             nl.del_link(br.index).with_context(|| {
                 format!(

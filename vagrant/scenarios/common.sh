@@ -88,7 +88,7 @@ install_units() { # extra environment, [unit directory]
   install -m 0755 $B /usr/bin/ncp-bootstrap
   mkdir -p $d
   cp $S/units/*.service $d/
-  for u in ncp-bootstrap ncp-ovs ncp-bootstrap-cleanup; do
+  for u in ncp-bootstrap ncp-ovs ncp-bootstrap-monitor ncp-bootstrap-cleanup; do
     mkdir -p $d/$u.service.d
     printf '[Service]\nEnvironment=NCP_BOOTSTRAP_NODE_UPLINK=%s NCP_BOOTSTRAP_CNI_BUNDLE=%s/bundle NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000 %s\n' \
       "$UP" "$S" "$1" > $d/$u.service.d/test.conf

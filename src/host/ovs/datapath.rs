@@ -81,6 +81,25 @@ fn drop_flows(dump: &str, number: u32) -> Vec<&str> {
         .collect()
 }
 
+/// Takes `dev` out of the kernel datapath when ovs-vswitchd is not there to do it: a NIC that
+/// stays a datapath port hands every packet it receives to a switch that no longer runs, so
+/// the host's stack never sees them (addresses put back on it would not answer); an internal
+/// port (a bridge's own device) is destroyed by it. Returns whether it was a port; a host
+/// without the kernel datapath (no module, the userspace datapath) has none.
+pub fn release_port(dev: &str) -> Result<bool> {
+    let Ok(dpctl) = run::find_tool("ovs-dpctl", "take a port out of the kernel datapath") else {
+        return Ok(false);
+    };
+    let Ok(show) = run::run(&dpctl, ["show", DATAPATH]) else {
+        return Ok(false);
+    };
+    if !parse_ports(&show.stdout).iter().any(|(_, n)| n == dev) {
+        return Ok(false);
+    }
+    run::run(&dpctl, ["del-if", DATAPATH, dev])?;
+    Ok(true)
+}
+
 /// `port N: NAME[ (type)]` lines of `ovs-dpctl show`.
 fn parse_ports(show: &str) -> Vec<(u32, String)> {
     show.lines()

@@ -74,6 +74,14 @@ impl OvsDirs {
         }
     }
 
+    /// Whether some process holds the run directory's claim (an `ovs run`), read from
+    /// `/proc/locks` without taking it. A lock whose owner is in a pid namespace this process
+    /// does not see still counts as held.
+    pub fn is_claimed(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&self.run).is_ok_and(|m| proc::flock_held(m.dev(), m.ino()))
+    }
+
     pub fn pidfile(&self, daemon: &str) -> PathBuf {
         self.run.join(format!("{daemon}.pid"))
     }
