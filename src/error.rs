@@ -9,8 +9,6 @@ pub enum Kind {
     Input,
     /// A precondition on the host is not met. Nothing was changed.
     Precondition,
-    /// The requested feature is not available on this host or in this build.
-    Unsupported,
     /// A change failed half way; the ledger says what was done.
     Apply,
 }
@@ -18,7 +16,7 @@ pub enum Kind {
 impl Kind {
     pub fn exit_code(self) -> i32 {
         match self {
-            Kind::Input | Kind::Precondition | Kind::Unsupported => 2,
+            Kind::Input | Kind::Precondition => 2,
             Kind::Apply => 3,
         }
     }
@@ -29,7 +27,6 @@ impl fmt::Display for Kind {
         f.write_str(match self {
             Kind::Input => "invalid input",
             Kind::Precondition => "precondition not met",
-            Kind::Unsupported => "unsupported",
             Kind::Apply => "apply failed",
         })
     }

@@ -12,5 +12,4 @@ pub mod netmodel;
 pub mod render;
 pub mod report;
 pub mod steps;
-pub mod undo;
 pub mod version;

@@ -178,3 +178,86 @@ fn configuration_is_read_by_key_only_in_the_config_module() {
     }
     assert!(found.is_empty(), "{found:#?}");
 }
+
+/// The layers of ARCHITECTURE.md, top first. A module imports only from layers below its own:
+/// `steps` (with `undo`) may use `ledger`, `config`, `host` and below, never `commands`; `host`
+/// never `config` or `ledger`; the pure modules nothing of ours but what is below them. `cli`
+/// (the arguments) sits under the commands that read them.
+const LAYERS: &[&[&str]] = &[
+    &["main"],
+    &["commands"],
+    &["cli"],
+    &["steps"],
+    &["ledger"],
+    &["config"],
+    &["host"],
+    &["render"],
+    &["netmodel"],
+    &["report", "error", "version", "fault"],
+];
+
+fn layer_of(top: &str) -> Option<usize> {
+    LAYERS.iter().position(|l| l.contains(&top))
+}
+
+#[test]
+fn imports_point_down_the_layers() {
+    let src = Path::new(REPO).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| module_of(&src, f)).collect();
+    let mut wrong = Vec::new();
+    let mut seen = 0;
+    for f in &files {
+        let module = module_of(&src, f);
+        let Some(from) = module.first().cloned() else {
+            continue;
+        };
+        if from == "lib" {
+            continue;
+        }
+        let from_layer = layer_of(&from).unwrap_or_else(|| {
+            panic!("src module `{from}` is in no layer of ARCHITECTURE.md (add it to LAYERS)")
+        });
+        for r in references(&module, &code(&fs::read_to_string(f).unwrap())) {
+            let Some(to) = r.first() else { continue };
+            if *to == from || !modules.iter().any(|m| m.first() == Some(to)) {
+                continue;
+            }
+            seen += 1;
+            let to_layer = layer_of(to).unwrap_or(usize::MAX);
+            if to_layer <= from_layer {
+                wrong.push(format!("{} imports {}", module.join("::"), r.join("::")));
+            }
+        }
+    }
+    assert!(
+        seen > 50,
+        "the reference scan finds almost nothing ({seen})"
+    );
+    wrong.sort();
+    wrong.dedup();
+    assert!(
+        wrong.is_empty(),
+        "imports against the layers:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// A file that grows past this holds more than one concern: split it along them.
+const MAX_LINES: usize = 700;
+
+#[test]
+fn no_source_file_is_over_700_lines() {
+    let src = Path::new(REPO).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let n = fs::read_to_string(f).unwrap().lines().count();
+            (n > MAX_LINES).then(|| format!("{} ({n} lines)", f.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "over {MAX_LINES} lines: {long:#?}");
+}

@@ -9,7 +9,7 @@ use anyhow::Result;
 pub fn run(
     env: &Env,
     legacy: bool,
-    forget: crate::undo::Forget,
+    forget: crate::steps::undo::Forget,
     report: &mut Report,
 ) -> Result<Outcome> {
     let ctx = env.ctx();

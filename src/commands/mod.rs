@@ -332,7 +332,7 @@ fn dispatch(env: &Env, report: &mut Report) -> Result<Outcome> {
         } => cleanup::run(
             env,
             *legacy,
-            crate::undo::Forget {
+            crate::steps::undo::Forget {
                 backups: *forget_missing_backups,
                 uplink: *forget_missing_uplink,
             },

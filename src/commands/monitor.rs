@@ -85,7 +85,7 @@ impl Absence {
 
 pub fn run(env: &Env) -> Result<Outcome> {
     let ctx = env.ctx();
-    let dirs = OvsDirs::from_settings(ctx.host, ctx.settings)?;
+    let dirs = OvsDirs::resolve(ctx.host, ctx.settings.ovs_dirs())?;
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&term))?;

@@ -238,7 +238,7 @@ fn known_uplink(ctx: &Ctx) -> Option<String> {
     if let Some(u) = &ctx.settings.uplink {
         return Some(u.clone());
     }
-    let dirs = crate::host::ovs::OvsDirs::from_settings(ctx.host, ctx.settings).ok()?;
+    let dirs = crate::host::ovs::OvsDirs::resolve(ctx.host, ctx.settings.ovs_dirs()).ok()?;
     let ovs = crate::host::ovs::Ovs::new(dirs.run).ok()?;
     super::ovs::uplink_of(ctx, &ovs).ok().flatten()
 }

@@ -16,9 +16,6 @@ pub const APPARMOR_PROFILE_FILE: &str = "/etc/apparmor.d/ncp-apparmor";
 
 pub const STATE_DIR: &str = "/var/lib/ncp-bootstrap";
 pub const LEDGER: &str = "/var/lib/ncp-bootstrap/ledger.json";
-/// The lock file of earlier releases (the lock is now on the host root itself); pruned with
-/// the state directory.
-pub const LOCK: &str = "/var/lib/ncp-bootstrap/lock";
 pub const BACKUP_DIR: &str = "/var/lib/ncp-bootstrap/backup";
 
 pub const CONFIG_FILE: &str = "/etc/ncp-bootstrap/config.toml";

@@ -41,9 +41,9 @@ pub fn host_tool(name: &str, args: &[&str]) -> Result<Output> {
 }
 
 /// Output of a successful run.
+/// What a tool that succeeded printed (its stderr goes into the error when it fails).
 pub struct Output {
     pub stdout: String,
-    pub stderr: String,
 }
 
 /// Runs `program args…`, capturing both streams. A non-zero exit is an error that quotes the
@@ -83,16 +83,16 @@ where
         .unchecked()
         .run()
         .map_err(|e| anyhow!("could not start `{shown}`: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
         return Err(anyhow!(
             "`{shown}` failed ({}): {}",
             out.status,
-            stderr.trim()
+            String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    Ok(Output { stdout, stderr })
+    Ok(Output {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    })
 }
 
 fn show(program: &std::path::Path, args: &[OsString]) -> String {

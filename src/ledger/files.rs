@@ -170,7 +170,6 @@ pub fn prune_state(host: &HostRoot, state_dirs: &[String]) -> Result<()> {
     }
     host.sweep_temps(paths::LEDGER)?;
     host.remove_file(paths::LEDGER)?;
-    host.remove_file(paths::LOCK)?;
     // A state directory that is a symlink (an operator's move of it to other storage) names a
     // directory that is the operator's: emptied of ours, it and the link stay.
     if !host.is_symlink(paths::STATE_DIR)? {

@@ -237,25 +237,25 @@ impl Entry {
 impl UplinkPreState {
     /// What the uplink carried, decoded from the recorded netlink bytes, as it was on the uplink.
     pub fn carried(&self) -> Result<crate::netmodel::Carried> {
-        use crate::netmodel as nm;
+        use crate::netmodel;
         let bad = |what: &str, s: &str| {
             crate::error::input(format!(
                 "the ledger's {what} `{s}` cannot be decoded; {} was altered",
                 paths::LEDGER
             ))
         };
-        let mut c = nm::Carried::default();
+        let mut c = netmodel::Carried::default();
         for r in &self.addresses {
             c.addresses
-                .push(nm::restore_address(r).ok_or_else(|| bad("address", &r.summary))?);
+                .push(netmodel::restore_address(r).ok_or_else(|| bad("address", &r.summary))?);
         }
         for r in &self.routes {
             c.routes
-                .push(nm::restore_route(r).ok_or_else(|| bad("route", &r.summary))?);
+                .push(netmodel::restore_route(r).ok_or_else(|| bad("route", &r.summary))?);
         }
         for r in &self.rules {
             c.rules
-                .push(nm::restore_rule(r).ok_or_else(|| bad("rule", &r.summary))?);
+                .push(netmodel::restore_rule(r).ok_or_else(|| bad("rule", &r.summary))?);
         }
         Ok(c)
     }

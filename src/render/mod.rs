@@ -8,7 +8,7 @@ pub mod netplan;
 pub mod nm_keyfile;
 pub mod raw;
 
-use crate::netmodel::{self as nm, Carried};
+use crate::netmodel::{self, Carried};
 use netlink_packet_route::route::{RouteProtocol, RouteScope};
 use netlink_packet_route::AddressFamily;
 use std::net::IpAddr;
@@ -119,7 +119,7 @@ pub fn from_carried(iface: &str, mac: Option<String>, mtu: Option<u32>, c: &Carr
             .iter()
             .filter(|a| a.header.family == fam)
             .collect();
-        let dynamic = addrs.iter().any(|a| nm::is_dynamic(a));
+        let dynamic = addrs.iter().any(|a| netmodel::is_dynamic(a));
         let method = if dynamic {
             Method::Dynamic
         } else if addrs.is_empty() {
@@ -130,7 +130,7 @@ pub fn from_carried(iface: &str, mac: Option<String>, mtu: Option<u32>, c: &Carr
                     .iter()
                     .filter_map(|a| {
                         Some(Addr {
-                            ip: nm::address_ip(a)?,
+                            ip: netmodel::address_ip(a)?,
                             prefix: a.header.prefix_len,
                         })
                     })
@@ -148,10 +148,10 @@ pub fn from_carried(iface: &str, mac: Option<String>, mtu: Option<u32>, c: &Carr
             if r.header.protocol == RouteProtocol::Kernel {
                 continue;
             }
-            let via: Option<IpAddr> = nm::route_gateway(r).and_then(|g| g.parse().ok());
-            let table = nm::route_table(r);
-            let dst = nm::route_dst(r);
-            let metric = Some(nm::route_priority(r)).filter(|m| *m != 0);
+            let via: Option<IpAddr> = netmodel::route_gateway(r).and_then(|g| g.parse().ok());
+            let table = netmodel::route_table(r);
+            let dst = netmodel::route_dst(r);
+            let metric = Some(netmodel::route_priority(r)).filter(|m| *m != 0);
             let is_default = r.header.destination_prefix_length == 0;
             // IPv6 routes carry the kernel's default metric 1024; leaving it out says the same.
             let metric = if fam == AddressFamily::Inet6 && metric == Some(1024) {

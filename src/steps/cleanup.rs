@@ -8,7 +8,7 @@ use crate::error::precondition;
 use crate::host::paths;
 use crate::ledger::{Entry, Ledger};
 use crate::report::StepReport;
-use crate::undo::{self, UndoAction};
+use crate::steps::undo::{self, UndoAction};
 use anyhow::Result;
 
 pub struct Cleanup {
@@ -103,7 +103,7 @@ impl Step for Cleanup {
                 undo: Box::new(undo),
             });
         }
-        let dirs = crate::host::ovs::OvsDirs::from_settings(ctx.host, ctx.settings)?;
+        let dirs = crate::host::ovs::OvsDirs::resolve(ctx.host, ctx.settings.ovs_dirs())?;
         let flows = crate::host::ovs::flows::store_path(&dirs, &ctx.settings.bridge);
         if flows.exists() {
             // First: it sits in the run directory, which an undo below may remove once empty.

@@ -72,7 +72,7 @@ pub enum CniAction {
     /// Our portmap, with `cni.portmap` turned off: undone as cleanup would, and forgotten.
     RemovePortmap {
         entry: Entry,
-        undo: crate::undo::UndoAction,
+        undo: crate::steps::undo::UndoAction,
     },
 }
 
@@ -361,7 +361,7 @@ impl Step for Cni {
         match action {
             CniAction::RemovePackage(pkg) => remove_package(ctx.host, pkg, ledger),
             CniAction::RemovePortmap { entry, undo } => {
-                crate::undo::apply(ctx.host, entry, undo)?;
+                crate::steps::undo::apply(ctx.host, entry, undo)?;
                 ledger.forget(ctx.host, entry)
             }
             CniAction::Install { file, source, .. } => {
@@ -387,7 +387,11 @@ impl Cni {
         };
         if !ctx.settings.cni_portmap {
             if let Some(entry) = recorded {
-                let undo = crate::undo::plan(ctx.host, &entry, crate::undo::Forget::default())?;
+                let undo = crate::steps::undo::plan(
+                    ctx.host,
+                    &entry,
+                    crate::steps::undo::Forget::default(),
+                )?;
                 plan.actions.push(CniAction::RemovePortmap { entry, undo });
             }
             return Ok(());

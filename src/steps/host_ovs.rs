@@ -85,7 +85,7 @@ impl Step for HostOvs {
 
     fn plan(&self, ctx: &Ctx) -> Result<Plan<HostOvsAction>> {
         let mut plan = Plan::new();
-        let dirs = OvsDirs::from_settings(ctx.host, ctx.settings)?;
+        let dirs = OvsDirs::resolve(ctx.host, ctx.settings.ovs_dirs())?;
         let mut live = live_daemons(ctx.host, &dirs)?;
         let mut supervisors = Vec::new();
         for (d, pid) in &live {
@@ -172,7 +172,7 @@ fn stop(ctx: &Ctx, live: &[(&'static str, u32)], systemd: bool, ledger: &mut Led
     for (_, pid) in live.iter().rev() {
         terminate(*pid);
     }
-    let dirs = OvsDirs::from_settings(ctx.host, ctx.settings)?;
+    let dirs = OvsDirs::resolve(ctx.host, ctx.settings.ovs_dirs())?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !live_daemons(ctx.host, &dirs)?.is_empty() {
         if Instant::now() > deadline {

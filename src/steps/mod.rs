@@ -1,5 +1,5 @@
 //! Steps: each host change can plan (read only), apply (recording in the ledger before it acts),
-//! and verify. Undo is driven by the ledger's data (see `crate::undo`), so a crashed run can be
+//! and verify. Undo is driven by the ledger's data (see `crate::steps::undo`), so a crashed run can be
 //! undone by a later process.
 
 pub mod apparmor;
@@ -8,6 +8,7 @@ pub mod cni;
 pub mod host_ovs;
 pub mod legacy_pkg;
 pub mod persist;
+pub mod undo;
 pub mod uplink;
 
 use crate::config::Settings;

@@ -9,7 +9,7 @@ use crate::host::ovs::mac_string;
 use crate::host::{sha256_hex, HostRoot};
 use crate::ledger::install_file;
 use crate::ledger::Ledger;
-use crate::netmodel::{self as nm};
+use crate::netmodel;
 use crate::render::{self, ifcfg, ifupdown, netplan, nm_keyfile, Format, NetConfig};
 use crate::report::StepReport;
 use anyhow::{Context, Result};
@@ -160,7 +160,7 @@ pub fn model(ctx: &Ctx, iface: &str) -> Result<(NetConfig, &'static str)> {
     let link = nl
         .link(iface)?
         .ok_or_else(|| precondition(format!("the uplink `{iface}` does not exist on this host")))?;
-    let c = nm::carried_by(link.index, iface, &nl.addresses()?, &nl.routes()?, &[]);
+    let c = netmodel::carried_by(link.index, iface, &nl.addresses()?, &nl.routes()?, &[]);
     let cfg = render::from_carried(iface, Some(mac_string(&link.mac)), Some(link.mtu), &c);
     Ok((cfg, "the uplink's live addresses and routes"))
 }
@@ -465,8 +465,14 @@ mod tests {
             mac: "52:54:00:aa:bb:01".into(),
             mtu: 1500,
             conf_db: None,
-            addresses: vec![nm::record_address(&addr(2, "10.0.0.5", 24, false))],
-            routes: vec![nm::record_route(&route(2, None, Some("10.0.0.1"), 254, 0))],
+            addresses: vec![netmodel::record_address(&addr(2, "10.0.0.5", 24, false))],
+            routes: vec![netmodel::record_route(&route(
+                2,
+                None,
+                Some("10.0.0.1"),
+                254,
+                0,
+            ))],
             rules: vec![],
             ipv6_before: vec![],
         };

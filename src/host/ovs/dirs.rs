@@ -1,7 +1,6 @@
 //! Where an OVS keeps its database, pid files and logs, which daemons are alive there, and the
 //! database's preparation (create, convert) and stale-file cleanup.
 
-use crate::config::Settings;
 use crate::error::precondition;
 use crate::host::{proc, run, HostRoot};
 use anyhow::{Context, Result};
@@ -26,8 +25,18 @@ pub struct OvsDirs {
     host: HostRoot,
 }
 
+/// The configured OVS directories, as host paths (`ovs.run_dir`, `ovs.db_dir`, `ovs.log_dir`).
+#[derive(Debug, Clone, Copy)]
+pub struct HostDirs<'a> {
+    pub run: &'a str,
+    pub db: &'a str,
+    pub log: &'a str,
+}
+
 impl OvsDirs {
-    pub fn from_settings(host: &HostRoot, s: &Settings) -> Result<OvsDirs> {
+    /// The configured directories resolved under the host root, unless the OVS tools'
+    /// environment names others.
+    pub fn resolve(host: &HostRoot, s: HostDirs) -> Result<OvsDirs> {
         let pick = |env: &str, host_dir: &str| -> Result<PathBuf> {
             match std::env::var_os(env) {
                 Some(v) => Ok(PathBuf::from(v)),
@@ -35,9 +44,9 @@ impl OvsDirs {
             }
         };
         Ok(OvsDirs {
-            run: pick("OVS_RUNDIR", &s.ovs_run_dir)?,
-            db: pick("OVS_DBDIR", &s.ovs_db_dir)?,
-            log: pick("OVS_LOGDIR", &s.ovs_log_dir)?,
+            run: pick("OVS_RUNDIR", s.run)?,
+            db: pick("OVS_DBDIR", s.db)?,
+            log: pick("OVS_LOGDIR", s.log)?,
             host: host.clone(),
         })
     }

@@ -9,7 +9,8 @@ pub mod logs;
 
 pub use daemons::{terminate, Daemons};
 pub use dirs::{
-    clean_stale, db_plan, live_daemons, live_in, prepare_db, recorded_db, DbPlan, OvsDirs, DAEMONS,
+    clean_stale, db_plan, live_daemons, live_in, prepare_db, recorded_db, DbPlan, HostDirs,
+    OvsDirs, DAEMONS,
 };
 
 use super::{run, HostRoot};

@@ -1,45 +1,18 @@
-//! `ovs run`, the nsx-ovs container's entrypoint (a supervisor, not a step: it prepares the
-//! database, starts the daemons, attaches the uplink through the uplink step and stays in the
-//! foreground until a signal or a daemon's death; a crashed ovs-vswitchd is started again in
-//! place, a few times, with the bridge's flows restored), and `ovs health`.
+//! The supervisor behind `ovs run`: the database prepared, the daemons started and kept (an
+//! ovs-vswitchd that dies is started again in place, a few times, with the bridge's flows
+//! restored), the uplink attached through the uplink step, the datapath swept after a start,
+//! the daemons' logs capped, and on a signal `ovs.on_exit` applied and the daemons stopped.
 
-use super::{Env, Outcome};
+use super::NO_UPLINK;
 use crate::error::{precondition, Error, Kind};
 use crate::host::ovs::flows::Keeper;
-use crate::host::ovs::{
-    clean_stale, live_daemons, logs, prepare_db, Daemons, Ovs, OvsDirs, DAEMONS,
-};
+use crate::host::ovs::{clean_stale, logs, prepare_db, Daemons, Ovs, OvsDirs, DAEMONS};
 use crate::host::run;
 use crate::steps::{uplink, Ctx};
 use anyhow::{Context, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-pub fn ovs_run(env: &Env) -> Result<Outcome> {
-    let code = run(&env.ctx())?;
-    Ok(Outcome {
-        code,
-        text: String::new(),
-        details: None,
-    })
-}
-
-/// Liveness (and with `ready`, readiness): exit 0, or exit 1 with a one-line reason.
-pub fn ovs_health(env: &Env, ready: bool) -> Result<Outcome> {
-    Ok(match health(&env.ctx(), ready) {
-        Ok(()) => Outcome {
-            code: 0,
-            text: "healthy\n".into(),
-            details: None,
-        },
-        Err(why) => Outcome {
-            code: 1,
-            text: format!("unhealthy: {why}\n"),
-            details: Some(serde_json::json!({ "unhealthy": why })),
-        },
-    })
-}
 
 /// Records, before it makes them, the files `ovs run` makes for OVS on the host: the database
 /// (and its lock) when it creates one, the database's conversion to the image's schema, the
@@ -140,7 +113,7 @@ fn ensure_module(ctx: &Ctx) -> Result<()> {
 /// The whole entrypoint. Returns the exit code.
 pub fn run(ctx: &Ctx) -> Result<i32> {
     let started = Instant::now();
-    let dirs = OvsDirs::from_settings(ctx.host, ctx.settings)?;
+    let dirs = OvsDirs::resolve(ctx.host, ctx.settings.ovs_dirs())?;
     record_own_files(ctx, &dirs)?;
     // Held until this function returns, after the daemons are stopped.
     let _claim = dirs.claim()?;
@@ -589,71 +562,6 @@ fn keep_flows(ctx: &Ctx, keeper: &mut Option<Keeper>, force: bool) {
         ));
         *keeper = None;
     }
-}
-
-/// What to do when no uplink is known.
-pub const NO_UPLINK: &str = "set ovs_uplink_port in ncp.ini [nsx_node_agent] (or node.uplink) to \
-    node-if; without it NCP takes the port of the bridge with ofport 1, and the bridge has none";
-
-/// The uplink: the configured one, or else, as NCP does when ncp.ini names none, the port of
-/// the bridge with OpenFlow port 1 in the running OVS.
-pub fn uplink_of(ctx: &Ctx, ovs: &Ovs) -> Result<Option<String>> {
-    match &ctx.settings.uplink {
-        Some(u) => Ok(Some(u.clone())),
-        None => ovs.port_with_ofport_1(&ctx.settings.bridge),
-    }
-}
-
-/// `ovs health`: `Ok(())` when both daemons answer and the uplink is attached as configured.
-/// With `ready` (the readiness probe), an uplink must be known too.
-pub fn health(ctx: &Ctx, ready: bool) -> Result<(), String> {
-    let dirs = OvsDirs::from_settings(ctx.host, ctx.settings).map_err(|e| format!("{e:#}"))?;
-    let live = live_daemons(ctx.host, &dirs).map_err(|e| format!("{e:#}"))?;
-    for d in DAEMONS {
-        if !live.iter().any(|(n, _)| *n == d) {
-            return Err(format!(
-                "{d} is not running (no live pid in {})",
-                dirs.run.display()
-            ));
-        }
-    }
-    let ovs = crate::host::ovs::Ovs::new(dirs.run.clone()).map_err(|e| format!("{e:#}"))?;
-    ovs.reachable().map_err(|e| format!("{e:#}"))?;
-    if ovs.restore_wait().map_err(|e| format!("{e:#}"))? {
-        return Err(
-            "ovs-vswitchd waits for flows to be restored (other_config:flow-restore-wait=true)"
-                .into(),
-        );
-    }
-    let bridge = ctx.settings.bridge.as_str();
-    let Some(up) = uplink_of(ctx, &ovs).map_err(|e| format!("{e:#}"))? else {
-        // OVS itself is fine (liveness); a pod with nothing attached must not be Ready.
-        return match ready {
-            false => Ok(()),
-            true => Err(format!("no uplink: {NO_UPLINK}")),
-        };
-    };
-    let up = up.as_str();
-    let ports = ovs
-        .ports(bridge)
-        .map_err(|e| format!("bridge {bridge}: {e:#}"))?;
-    if !ports.iter().any(|p| p == up) {
-        return Err(format!("{up} is not a port of {bridge}"));
-    }
-    uplink::check_forwarding(ctx.host, up, bridge).map_err(|e| format!("{e:#}"))?;
-    if ctx.settings.datapath == crate::config::Datapath::System {
-        // A datapath that cannot be read says nothing either way (no ovs-dpctl in the image).
-        let stale = crate::host::ovs::datapath::stale_drops(up).unwrap_or_default();
-        if !stale.is_empty() {
-            return Err(format!(
-                "the kernel datapath drops what {up} receives: {} exact-match drop flow(s) \
-                 installed before ovs-vswitchd had mapped the port (ovs run removes them after \
-                 each start of the switch; a restart of nsx-ovs does)",
-                stale.len()
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

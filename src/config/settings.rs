@@ -1,0 +1,188 @@
+//! The configuration as typed values (`Settings`), built once per run from `Config`.
+
+use super::Config;
+use crate::error::input;
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+/// `apparmor.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppArmorMode {
+    /// Load the profile where AppArmor is enabled, skip elsewhere.
+    Auto,
+    /// Fail on a host without AppArmor.
+    Required,
+    Off,
+}
+
+/// `ovs.datapath_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Datapath {
+    /// The kernel module.
+    System,
+    /// Userspace.
+    Netdev,
+}
+
+impl Datapath {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Datapath::System => "system",
+            Datapath::Netdev => "netdev",
+        }
+    }
+}
+
+/// `node.uplink_dhcp` (ncp.ini `is_dhcp_configured_on_ovs_uplink_port`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UplinkDhcp {
+    /// Told by the addresses' lifetimes.
+    Auto,
+    /// Declared DHCP: its addresses may be moved, as with `node.allow_expiring_lease`.
+    Dhcp,
+    /// Declared static: a dynamic address on node-if contradicts it.
+    Static,
+}
+
+/// `ovs.on_exit`: what `ovs run` does with the uplink on SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnExit {
+    Keep,
+    Restore,
+}
+
+/// The configuration as typed values, built once per run from `Config` (whose `KEYS` table
+/// holds every default) and carried in the step context. Code reads settings here, never by
+/// string key.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// node-if; `None` when neither flag, environment, config file nor ncp.ini names it.
+    pub uplink: Option<String>,
+    pub bridge: String,
+    pub cni_enabled: bool,
+    pub cni_force: bool,
+    /// `cni.allow_demo_bundle`.
+    pub cni_allow_demo_bundle: bool,
+    pub bundle: PathBuf,
+    pub apparmor_mode: AppArmorMode,
+    pub apparmor_profile: String,
+    pub datapath: Datapath,
+    /// Host paths (resolve them under the host root).
+    pub ovs_run_dir: String,
+    pub ovs_db_dir: String,
+    pub ovs_log_dir: String,
+    pub on_exit: OnExit,
+    /// `ovs.keep_flows`.
+    pub keep_flows: bool,
+    /// `node.allow_expiring_lease`.
+    pub allow_expiring_lease: bool,
+    /// `node.uplink_dhcp`.
+    pub uplink_dhcp: UplinkDhcp,
+    /// `node.mtu`: what NSX CNI gives pods.
+    pub pod_mtu: u32,
+    /// `node.enable_ipv6`.
+    pub enable_ipv6: bool,
+    /// `cni.portmap`.
+    pub cni_portmap: bool,
+    /// `ovs.nsx_kernel_module`.
+    pub nsx_kernel_module: bool,
+    /// `ovs.log_max_mb` in bytes; `None`: never rotate.
+    pub ovs_log_max_bytes: Option<u64>,
+    /// `ovs.log_backups`.
+    pub ovs_log_backups: u32,
+    /// `monitor.grace_seconds`.
+    pub monitor_grace: std::time::Duration,
+    pub probe_targets: Vec<crate::host::probe::Target>,
+    pub probe_timeout: std::time::Duration,
+    pub persist_enabled: bool,
+    /// `None`: detect the format from the host.
+    pub persist_format: Option<crate::render::Format>,
+    /// `persist.take_over`.
+    pub persist_take_over: bool,
+}
+
+impl Settings {
+    /// The configured OVS directories (host paths).
+    pub fn ovs_dirs(&self) -> crate::host::ovs::HostDirs<'_> {
+        crate::host::ovs::HostDirs {
+            run: &self.ovs_run_dir,
+            db: &self.ovs_db_dir,
+            log: &self.ovs_log_dir,
+        }
+    }
+
+    /// Checks what a type alone does not (probe targets), so that `--dry-run`, `config show`
+    /// and the real run accept and refuse the same input, before anything is touched.
+    pub fn from_config(c: &Config) -> Result<Settings> {
+        let text = |k: &str| -> Result<String> {
+            c.str(k)
+                .map(String::from)
+                .with_context(|| format!("configuration key {k} has no value"))
+        };
+        let targets = c
+            .list("probe.targets")
+            .iter()
+            .map(|t| {
+                crate::host::probe::parse_target(t).map_err(|e| {
+                    let from = c
+                        .source("probe.targets")
+                        .map_or(String::new(), |s| format!(" (from {s})"));
+                    input(format!("{e:#}{from}"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Settings {
+            uplink: c.str("node.uplink").map(String::from),
+            bridge: text("node.bridge")?,
+            cni_enabled: c.bool("cni.enabled"),
+            cni_force: c.bool("cni.force"),
+            cni_allow_demo_bundle: c.bool("cni.allow_demo_bundle"),
+            bundle: PathBuf::from(text("cni.bundle")?),
+            apparmor_mode: match text("apparmor.mode")?.as_str() {
+                "required" => AppArmorMode::Required,
+                "off" => AppArmorMode::Off,
+                _ => AppArmorMode::Auto,
+            },
+            apparmor_profile: text("apparmor.profile")?,
+            datapath: match text("ovs.datapath_type")?.as_str() {
+                "netdev" => Datapath::Netdev,
+                _ => Datapath::System,
+            },
+            ovs_run_dir: text("ovs.run_dir")?,
+            ovs_db_dir: text("ovs.db_dir")?,
+            ovs_log_dir: text("ovs.log_dir")?,
+            on_exit: match text("ovs.on_exit")?.as_str() {
+                "restore" => OnExit::Restore,
+                _ => OnExit::Keep,
+            },
+            keep_flows: c.bool("ovs.keep_flows"),
+            allow_expiring_lease: c.bool("node.allow_expiring_lease"),
+            uplink_dhcp: match text("node.uplink_dhcp")?.as_str() {
+                "true" => UplinkDhcp::Dhcp,
+                "false" => UplinkDhcp::Static,
+                _ => UplinkDhcp::Auto,
+            },
+            pod_mtu: u32::try_from(c.int("node.mtu").unwrap_or(1500)).unwrap_or(u32::MAX),
+            enable_ipv6: c.bool("node.enable_ipv6"),
+            cni_portmap: c.bool("cni.portmap"),
+            nsx_kernel_module: c.bool("ovs.nsx_kernel_module"),
+            ovs_log_max_bytes: match c.int("ovs.log_max_mb") {
+                None | Some(0) => None,
+                Some(mb) => Some(mb.saturating_mul(1024 * 1024)),
+            },
+            ovs_log_backups: u32::try_from(c.int("ovs.log_backups").unwrap_or(5))
+                .unwrap_or(u32::MAX),
+            monitor_grace: std::time::Duration::from_secs(
+                c.int("monitor.grace_seconds").unwrap_or(30),
+            ),
+            probe_targets: targets,
+            probe_timeout: std::time::Duration::from_millis(
+                c.int("probe.timeout_ms")
+                    .context("configuration key probe.timeout_ms has no value")?,
+            ),
+            persist_enabled: c.bool("persist.enabled"),
+            persist_format: crate::render::Format::parse(&text("persist.format")?),
+            persist_take_over: c.bool("persist.take_over"),
+        })
+    }
+}

@@ -1,0 +1,108 @@
+//! The recorded pre-state: what the attach writes to the ledger before it changes anything,
+//! and the IPv6 settings it changes and detach writes back.
+
+use super::*;
+
+/// A bridge's state before we touched it.
+pub(super) struct BridgeBefore {
+    pub(super) created: bool,
+    pub(super) hwaddr: Option<String>,
+    pub(super) mtu_request: Option<String>,
+}
+
+pub(super) fn pre_state(
+    names: &Names,
+    uplink: &crate::host::netlink::Link,
+    ovs_db_dir: String,
+    bridge: BridgeBefore,
+    c: &Carried,
+) -> UplinkPreState {
+    UplinkPreState {
+        step: NAME.into(),
+        uplink: names.uplink.clone(),
+        uplink_index: uplink.index,
+        bridge: names.bridge.clone(),
+        ovs_db_dir,
+        bridge_created: bridge.created,
+        bridge_hwaddr_before: bridge.hwaddr,
+        bridge_mtu_request_before: bridge.mtu_request,
+        uplink_was_up: uplink.up,
+        uplink_promisc: Some(uplink.promisc),
+        mac: mac_string(&uplink.mac),
+        mtu: uplink.mtu,
+        conf_db: None,
+        addresses: c.addresses.iter().map(netmodel::record_address).collect(),
+        routes: c.routes.iter().map(netmodel::record_route).collect(),
+        rules: c.rules.iter().map(netmodel::record_rule).collect(),
+        ipv6_before: Vec::new(),
+    }
+}
+
+/// The IPv6 settings to change on the two ends (`sysctl::wanted`), from their live values (a
+/// bridge not there yet counts as having none).
+pub(super) fn ipv6_changes(
+    ctx: &Ctx,
+    names: &Names,
+    carried: &Carried,
+) -> Result<Vec<(sysctl::End, &'static str, u8)>> {
+    let carries_v6 = carried
+        .addresses
+        .iter()
+        .any(|a| a.header.family == netlink_packet_route::AddressFamily::Inet6);
+    Ok(sysctl::wanted(
+        ctx.settings.enable_ipv6,
+        carries_v6,
+        &sysctl::Conf::of(&names.uplink)?,
+        &sysctl::Conf::of(&names.bridge)?,
+    ))
+}
+
+pub(super) fn describe_ipv6(
+    names: &Names,
+    changes: &[(sysctl::End, &'static str, u8)],
+) -> Vec<String> {
+    changes
+        .iter()
+        .map(|(end, key, value)| {
+            let dev = match end {
+                sysctl::End::Uplink => &names.uplink,
+                sysctl::End::Bridge => &names.bridge,
+            };
+            format!("set net.ipv6.conf.{dev}.{key} = {value}")
+        })
+        .collect()
+}
+
+/// Writes the IPv6 settings the move needs, on links as they are now (a bridge OVS just made
+/// has the namespace's defaults).
+pub(super) fn apply_ipv6(ctx: &Ctx, names: &Names, carried: &Carried) -> Result<()> {
+    for (end, key, value) in ipv6_changes(ctx, names, carried)? {
+        let dev = match end {
+            sysctl::End::Uplink => &names.uplink,
+            sysctl::End::Bridge => &names.bridge,
+        };
+        sysctl::write(dev, key, value)?;
+    }
+    Ok(())
+}
+
+/// Detach's half: the recorded IPv6 settings written back, after the addresses (an uplink that
+/// had IPv6 off gets it off again, which takes its IPv6 addresses, as it had none).
+pub(super) fn restore_ipv6(pre: &UplinkPreState, bridge_stays: bool) -> Result<()> {
+    for b in &pre.ipv6_before {
+        if let Some(p) = b.problem() {
+            return Err(crate::error::input(format!(
+                "the ledger's {p} (the ledger was altered): fix or remove that entry"
+            )));
+        }
+        let dev = match b.end {
+            sysctl::End::Uplink => &pre.uplink,
+            sysctl::End::Bridge if bridge_stays => &pre.bridge,
+            sysctl::End::Bridge => continue,
+        };
+        if sysctl::read(dev, &b.key)?.is_some_and(|now| now != b.value) {
+            sysctl::write(dev, &b.key, b.value)?;
+        }
+    }
+    Ok(())
+}
