@@ -193,6 +193,18 @@ fn config_precedence_flag_env_file_ini_default() {
     assert!(r.stderr.contains("/nonexistent/ncp.ini"));
 }
 
+/// `config show` with an ncp.ini.
+fn config_show(host: &str, ini: &std::path::Path) -> common::Run {
+    run(&[
+        "--host-root",
+        host,
+        "--ncp-ini",
+        ini.to_str().unwrap(),
+        "config",
+        "show",
+    ])
+}
+
 /// NCP 3.x and 4.x keep `ovs_uplink_port` under `[nsx_node_agent]` (NCP 2.x: `[nsx_kube_proxy]`,
 /// now empty): read from there, with the section named as its source, in CRLF too; set to two
 /// values in the two sections, refused naming both.
@@ -224,14 +236,7 @@ fn ncp_ini_as_ncp_3_and_4_write_it() {
     let crlf = tmp.path().join("crlf.ini");
     let text = fs::read_to_string(&fixture).unwrap().replace('\n', "\r\n");
     fs::write(&crlf, text).unwrap();
-    let r = run(&[
-        "--host-root",
-        h,
-        "--ncp-ini",
-        crlf.to_str().unwrap(),
-        "config",
-        "show",
-    ]);
+    let r = config_show(h, &crlf);
     assert!(
         r.stdout.contains("node.uplink = ens192"),
         "{}{}",
@@ -245,14 +250,7 @@ fn ncp_ini_as_ncp_3_and_4_write_it() {
         "[nsx_kube_proxy]\novs_uplink_port = ens224\n[nsx_node_agent]\novs_uplink_port = ens192\n",
     )
     .unwrap();
-    let r = run(&[
-        "--host-root",
-        h,
-        "--ncp-ini",
-        clash.to_str().unwrap(),
-        "config",
-        "show",
-    ]);
+    let r = config_show(h, &clash);
     assert_eq!(r.code, 2, "{}", r.stdout);
     for want in [
         "[nsx_node_agent]",
@@ -465,14 +463,7 @@ fn bad_ncp_ini_values_exit_2_by_name() {
     ] {
         let ini = tmp.path().join("ncp.ini");
         fs::write(&ini, body).unwrap();
-        let r = run(&[
-            "--host-root",
-            h,
-            "--ncp-ini",
-            ini.to_str().unwrap(),
-            "config",
-            "show",
-        ]);
+        let r = config_show(h, &ini);
         assert_eq!(r.code, 2, "{body}: {}{}", r.stdout, r.stderr);
         let (section, rest) = body.split_once('\n').unwrap();
         let key = rest.split(" =").next().unwrap();
@@ -490,14 +481,7 @@ fn use_nsx_ovs_kernel_module_is_shown_and_warned_about() {
     let h = tmp.path().to_str().unwrap();
     let ini = tmp.path().join("ncp.ini");
     fs::write(&ini, "[nsx_node_agent]\nuse_nsx_ovs_kernel_module = True\n").unwrap();
-    let r = run(&[
-        "--host-root",
-        h,
-        "--ncp-ini",
-        ini.to_str().unwrap(),
-        "config",
-        "show",
-    ]);
+    let r = config_show(h, &ini);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let all = r.stdout + &r.stderr;
     assert!(all.contains("ovs.nsx_kernel_module = true"), "{all}");
@@ -511,13 +495,6 @@ fn use_nsx_ovs_kernel_module_is_shown_and_warned_about() {
         "[nsx_node_agent]\nuse_nsx_ovs_kernel_module = False\n",
     )
     .unwrap();
-    let r = run(&[
-        "--host-root",
-        h,
-        "--ncp-ini",
-        off.to_str().unwrap(),
-        "config",
-        "show",
-    ]);
+    let r = config_show(h, &off);
     assert!(!(r.stdout + &r.stderr).contains("kernel module"));
 }

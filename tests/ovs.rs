@@ -44,6 +44,17 @@ fn daemon_pid(lab: &NetLab, name: &str) -> String {
         .to_string()
 }
 
+/// The OVS run, database and log directories at their host paths under the lab's host root,
+/// so that what `ovs run` makes there is the host's (recorded in the ledger, undone by cleanup).
+fn host_ovs_dirs(lab: &NetLab) -> (String, String, String) {
+    let host = |p: &str| lab.host.join(p).display().to_string();
+    (
+        host("var/run/openvswitch"),
+        host("etc/openvswitch"),
+        host("var/log/openvswitch"),
+    )
+}
+
 fn kill9(pid: &str) {
     assert!(Command::new("kill")
         .args(["-9", pid])
@@ -291,12 +302,7 @@ fn of_two_ovs_runs_started_together_exactly_one_wins() {
 fn cleanup_removes_the_files_ovs_run_made() {
     let Some(lab) = NetLab::new() else { return };
     lab.standard();
-    let host = |p: &str| lab.host.join(p).display().to_string();
-    let (run_dir, db_dir, log_dir) = (
-        host("var/run/openvswitch"),
-        host("etc/openvswitch"),
-        host("var/log/openvswitch"),
-    );
+    let (run_dir, db_dir, log_dir) = host_ovs_dirs(&lab);
     let env = [
         ("OVS_RUNDIR", run_dir.as_str()),
         ("OVS_DBDIR", db_dir.as_str()),
@@ -464,12 +470,7 @@ fn cleanup_puts_back_the_database_ovs_run_converted() {
     let Some(lab) = NetLab::new() else { return };
     lab.standard();
     let (old, _) = old_schema(&lab);
-    let host = |p: &str| lab.host.join(p).display().to_string();
-    let (run_dir, db_dir, log_dir) = (
-        host("var/run/openvswitch"),
-        host("etc/openvswitch"),
-        host("var/log/openvswitch"),
-    );
+    let (run_dir, db_dir, log_dir) = host_ovs_dirs(&lab);
     for d in [&run_dir, &db_dir, &log_dir] {
         std::fs::create_dir_all(d).unwrap();
     }
@@ -723,12 +724,7 @@ fn a_damaged_flow_copy_is_reported_and_the_switch_still_forwards() {
 fn ovs_run_caps_the_daemons_logs_as_ncp_ini_says() {
     let Some(lab) = NetLab::new() else { return };
     lab.standard();
-    let host = |p: &str| lab.host.join(p).display().to_string();
-    let (run_dir, db_dir, log_dir) = (
-        host("var/run/openvswitch"),
-        host("etc/openvswitch"),
-        host("var/log/openvswitch"),
-    );
+    let (run_dir, db_dir, log_dir) = host_ovs_dirs(&lab);
     let ini = lab.host.join("ncp.ini");
     std::fs::write(
         &ini,

@@ -99,16 +99,7 @@ fn lost_connectivity_rolls_back_with_exit_3() {
     // A bridge in secure fail mode with no flows drops everything that crosses it: the gateway
     // answers before the move (through eth1 alone) and cannot after it (replies leave through
     // br-int). That is a real loss of connectivity, not a simulated probe failure.
-    lab.vsctl(&[
-        "add-br",
-        "br-int",
-        "--",
-        "set",
-        "Bridge",
-        "br-int",
-        "datapath_type=netdev",
-        "fail_mode=secure",
-    ]);
+    lab.add_bridge(&["fail_mode=secure"]);
     lab.n("link set br-int up");
     lab.wait_link_local("br-int");
     let before = lab.state();
@@ -898,15 +889,7 @@ fn the_bridge_carries_the_nodes_ipv6_on_a_host_with_ipv6_off_by_default() {
     );
 
     // A bridge that was there before: its settings are put back by detach.
-    lab.vsctl(&[
-        "add-br",
-        "br-int",
-        "--",
-        "set",
-        "Bridge",
-        "br-int",
-        "datapath_type=netdev",
-    ]);
+    lab.add_bridge(&[]);
     let mut tries = 0;
     while !Command::new("ip")
         .args(["-n", &lab.node, "link", "show", "br-int"])

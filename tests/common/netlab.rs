@@ -192,6 +192,21 @@ impl NetLab {
         self.ovs_started = false;
     }
 
+    /// `br-int` on the userspace datapath, with `settings` (`fail_mode=secure`, …) besides.
+    pub fn add_bridge(&self, settings: &[&str]) -> String {
+        let mut args = vec![
+            "add-br",
+            "br-int",
+            "--",
+            "set",
+            "Bridge",
+            "br-int",
+            "datapath_type=netdev",
+        ];
+        args.extend_from_slice(settings);
+        self.vsctl(&args)
+    }
+
     pub fn vsctl(&self, args: &[&str]) -> String {
         let db = format!("--db=unix:{}/db.sock", self.ovs_dir.display());
         let mut a = vec!["ip", "netns", "exec", &self.node, "ovs-vsctl", &db];

@@ -75,6 +75,11 @@ fn record_own_files(ctx: &Ctx, dirs: &OvsDirs) -> Result<()> {
             entries.extend(created(&log));
         }
     }
+    record_new(ctx, entries)
+}
+
+/// Records, under the lock, the entries the ledger does not hold yet.
+fn record_new(ctx: &Ctx, entries: Vec<crate::ledger::Entry>) -> Result<()> {
     if entries.is_empty() {
         return Ok(());
     }
@@ -393,18 +398,7 @@ fn record_log_copies(ctx: &Ctx, dirs: &OvsDirs, cap: logs::Cap) -> Result<()> {
             run_dir: run_dir.clone(),
         })
         .collect();
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let _lock = crate::steps::lock(ctx.host)?;
-    crate::ledger::create_state_dir(ctx.host)?;
-    let mut ledger = crate::ledger::Ledger::load(ctx.host)?;
-    for e in entries {
-        if !ledger.entries.contains(&e) {
-            ledger.record(ctx.host, e)?;
-        }
-    }
-    Ok(())
+    record_new(ctx, entries)
 }
 
 /// When, after ovs-vswitchd started, the kernel datapath is swept for the drop flows it
