@@ -127,8 +127,9 @@ pub fn detach(ctx: &Ctx) -> Result<StepReport> {
 }
 
 /// The detach step run inside another step's apply (host-ovs, legacy cleanup), under the lock
-/// that step holds; what it moved goes into that step's notes. `release_step`: record an attach
-/// made by something else under that step, for cleanup to restore.
+/// that step holds (the skeleton would take it a second time); what it moved goes into that
+/// step's notes. `release_step`: record an attach made by something else under that step, for
+/// cleanup to restore. Verified as the skeleton verifies: planning again finds nothing to do.
 pub fn detach_within(
     ctx: &Ctx,
     ledger: &mut Ledger,
@@ -140,6 +141,18 @@ pub fn detach_within(
         a.release_step = release_step.map(String::from);
         Detach.apply(ctx, &a, ledger, report)?;
         report.notes.extend(a.lines());
+    }
+    let again = Detach.plan(&ctx.planning())?;
+    if !Detach.converged(&again) {
+        let left: Vec<String> = again.actions.iter().flat_map(|a| a.lines()).collect();
+        return Err(Error::new(
+            Kind::Apply,
+            format!(
+                "the uplink's detach did not converge; still to do: {}",
+                left.join("; ")
+            ),
+        )
+        .into());
     }
     Ok(())
 }
