@@ -25,7 +25,7 @@
 //!     { "kind": "ovs_db_converted", "step": "ovs", "path": "/etc/openvswitch/conf.db",
 //!       "backup": "/etc/openvswitch/conf.db.backup-8.3.0", "run_dir": "/var/run/openvswitch" },
 //!     { "kind": "uplink_attached", "step": "uplink", "uplink": "eth1", "uplink_index": 2,
-//!       "bridge": "br-int", "ovs_db_dir": "/var/run/openvswitch", "bridge_created": true,
+//!       "bridge": "br-int", "ovs_run_dir": "/var/run/openvswitch", "bridge_created": true,
 //!       "uplink_was_up": true, "uplink_promisc": false, "mac": "52:54:00:12:34:56", "mtu": 1500,
 //!       "addresses": [ { "summary": "10.0.0.5/24 dev#2", "raw": "<netlink bytes, hex>" } ],
 //!       "routes": [ … ], "rules": [ … ],
@@ -150,8 +150,11 @@ pub struct UplinkPreState {
     pub uplink: String,
     pub uplink_index: u32,
     pub bridge: String,
-    /// The OVSDB socket the bridge lives in.
-    pub ovs_db_dir: String,
+    /// The OVS run directory whose `db.sock` serves the bridge; empty for an attach that
+    /// something else made (its bridge settings are not ours to restore). Ledgers written
+    /// before the rename call it `ovs_db_dir`.
+    #[serde(alias = "ovs_db_dir")]
+    pub ovs_run_dir: String,
     pub bridge_created: bool,
     /// A bridge that existed: its `other-config:hwaddr` and `mtu_request` before we set them.
     #[serde(default)]
@@ -580,6 +583,23 @@ mod tests {
         ] {
             assert!(!is_state_ancestor(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_ledger_that_calls_the_run_directory_ovs_db_dir_still_reads() {
+        let old = r#"{"kind":"uplink_attached","step":"uplink","uplink":"eth1","uplink_index":2,
+            "bridge":"br-int","ovs_db_dir":"/var/run/openvswitch","bridge_created":true,
+            "uplink_was_up":true,"mac":"52:54:00:aa:bb:01","mtu":1500,
+            "addresses":[],"routes":[],"rules":[]}"#;
+        let Entry::UplinkAttached(p) = serde_json::from_str::<Entry>(old).unwrap() else {
+            panic!("not an attach")
+        };
+        assert_eq!(p.ovs_run_dir, "/var/run/openvswitch");
+        let new = serde_json::to_string(&Entry::UplinkAttached(p)).unwrap();
+        assert!(
+            new.contains("\"ovs_run_dir\"") && !new.contains("ovs_db_dir"),
+            "{new}"
+        );
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub fn detach_recorded(
         if ovs.ports(&pre.bridge)?.is_empty() {
             ovs.del_bridge(&pre.bridge)?;
         }
-    } else if !pre.ovs_db_dir.is_empty() {
+    } else if !pre.ovs_run_dir.is_empty() {
         ovs.restore_bridge_settings(
             &pre.bridge,
             pre.bridge_hwaddr_before.as_deref(),
@@ -316,7 +316,7 @@ impl crate::steps::Step for Detach {
                         name: &names.uplink,
                     },
                 );
-                // No ovs_db_dir: the bridge is not ours, its settings are left alone.
+                // No ovs_run_dir: the bridge is not ours, its settings are left alone.
                 let kept = BridgeBefore {
                     created: false,
                     hwaddr: None,
@@ -328,7 +328,7 @@ impl crate::steps::Step for Detach {
                     // addresses still on the bridge, which is what it would have restored.
                     let released = UplinkPreState {
                         step: step.clone(),
-                        ovs_db_dir: ovs_dir(ctx)?.display().to_string(),
+                        ovs_run_dir: ovs_dir(ctx)?.display().to_string(),
                         ..pre.clone()
                     };
                     ledger.record(ctx.host, Entry::UplinkReleased(Box::new(released)))?;
@@ -364,7 +364,7 @@ impl crate::steps::Step for Detach {
 /// database just long enough to remove the port and the bridge.
 pub fn undo(host: &HostRoot, pre: &UplinkPreState) -> Result<()> {
     let mut nl = Netlink::open()?;
-    let ovs = Ovs::new(PathBuf::from(&pre.ovs_db_dir))?;
+    let ovs = Ovs::new(PathBuf::from(&pre.ovs_run_dir))?;
     if ovs.reachable().is_ok() {
         return detach_recorded(host, &mut nl, &ovs, pre).map(|_| ());
     }
@@ -372,7 +372,7 @@ pub fn undo(host: &HostRoot, pre: &UplinkPreState) -> Result<()> {
         anyhow!(
             "OVS is not running at {} and the ledger does not name its database; start OVS \
              (`ovs run`) and run cleanup again",
-            pre.ovs_db_dir
+            pre.ovs_run_dir
         )
     })?;
     let db = crate::host::ovs::recorded_db(host, db)?;
@@ -402,14 +402,14 @@ pub fn undo(host: &HostRoot, pre: &UplinkPreState) -> Result<()> {
 /// manual procedure had attached it): the port again, then the addresses and routes on the
 /// bridge, make-before-break as in attach. Runs after the host's OVS was started again.
 pub fn reattach(pre: &UplinkPreState) -> Result<()> {
-    let ovs = Ovs::new(PathBuf::from(&pre.ovs_db_dir))?;
+    let ovs = Ovs::new(PathBuf::from(&pre.ovs_run_dir))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while let Err(e) = ovs.reachable() {
         if Instant::now() > deadline {
             return Err(anyhow!(
                 "the host's OVS at {} did not come back within 30 s ({e:#}); start it and run \
                  cleanup again to put {} back into {}",
-                pre.ovs_db_dir,
+                pre.ovs_run_dir,
                 pre.uplink,
                 pre.bridge
             ));

@@ -13,7 +13,7 @@ pub(super) struct BridgeBefore {
 pub(super) fn pre_state(
     names: &Names,
     uplink: &crate::host::netlink::Link,
-    ovs_db_dir: String,
+    ovs_run_dir: String,
     bridge: BridgeBefore,
     c: &Carried,
 ) -> UplinkPreState {
@@ -22,7 +22,7 @@ pub(super) fn pre_state(
         uplink: names.uplink.clone(),
         uplink_index: uplink.index,
         bridge: names.bridge.clone(),
-        ovs_db_dir,
+        ovs_run_dir,
         bridge_created: bridge.created,
         bridge_hwaddr_before: bridge.hwaddr,
         bridge_mtu_request_before: bridge.mtu_request,
