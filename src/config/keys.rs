@@ -1,6 +1,7 @@
 //! Every configuration key (`KEYS`: name, type, default, what it means), the values keys take,
 //! and the rules a value must follow wherever it comes from.
 
+use super::settings::{AppArmorMode, Choice, Datapath, OnExit, UplinkDhcp};
 use crate::error::input;
 use anyhow::Result;
 use serde::Serialize;
@@ -30,7 +31,7 @@ pub const KEYS: &[KeyDef] = &[
         doc: "the OVS integration bridge (ncp.ini [nsx_node_agent] ovs_bridge)" },
     KeyDef { name: "node.allow_expiring_lease", ty: Type::Bool, default: Some("false"),
         doc: "attach an uplink whose DHCP/SLAAC addresses nothing renews on the bridge (they expire there); without it such an attach is refused, except under systemd-networkd, whose client is carried over (flag --allow-expiring-lease)" },
-    KeyDef { name: "node.uplink_dhcp", ty: Type::Choice(&["auto", "true", "false"]), default: Some("auto"),
+    KeyDef { name: "node.uplink_dhcp", ty: Type::Choice(UplinkDhcp::SPELLINGS), default: Some("auto"),
         doc: "whether node-if's addresses come from DHCP (ncp.ini [nsx_node_agent] is_dhcp_configured_on_ovs_uplink_port): auto looks at their lifetimes; true says a DHCP client renews them on the bridge (as node.allow_expiring_lease); false says they are static, and a dynamic address on node-if is refused by name" },
     KeyDef { name: "node.mtu", ty: Type::Int, default: Some("1500"),
         doc: "the MTU NSX CNI gives pods (ncp.ini [nsx_node_agent] mtu): `ovs run`, `uplink attach` and `status` warn when node-if's MTU is smaller, since pods' larger packets would be dropped" },
@@ -46,11 +47,11 @@ pub const KEYS: &[KeyDef] = &[
         doc: "install the bundle's portmap plugin as /opt/cni/bin/portmap (ncp.ini [nsx_node_agent] use_ncp_portmap): never over a portmap that is not ours; turning it off removes ours" },
     KeyDef { name: "cni.allow_demo_bundle", ty: Type::Bool, default: Some("false"),
         doc: "install the CNI from a demo bundle (an image built without the NCP release's plugin, marked by the bundle's DEMO-BUNDLE file): for test nodes only (flag --allow-demo-bundle)" },
-    KeyDef { name: "apparmor.mode", ty: Type::Choice(&["auto", "required", "off"]), default: Some("auto"),
+    KeyDef { name: "apparmor.mode", ty: Type::Choice(AppArmorMode::SPELLINGS), default: Some("auto"),
         doc: "auto: load the profile where AppArmor is enabled; required: fail without it; off: skip" },
     KeyDef { name: "apparmor.profile", ty: Type::Str, default: Some("node-agent-apparmor"),
         doc: "name of the profile the shipped file defines and the DaemonSet annotation names" },
-    KeyDef { name: "ovs.datapath_type", ty: Type::Choice(&["system", "netdev"]), default: Some("system"),
+    KeyDef { name: "ovs.datapath_type", ty: Type::Choice(Datapath::SPELLINGS), default: Some("system"),
         doc: "datapath of the bridge: system (kernel module) or netdev (userspace)" },
     KeyDef { name: "ovs.run_dir", ty: Type::Str, default: Some("/var/run/openvswitch"),
         doc: "OVS run directory (pid files, control sockets) on the host" },
@@ -68,7 +69,7 @@ pub const KEYS: &[KeyDef] = &[
         doc: "NCP's log directory (ncp.ini [DEFAULT] log_dir): the OVS daemons' logs go to <log.dir>/openvswitch unless ovs.log_dir is set" },
     KeyDef { name: "log.file", ty: Type::Str, default: None,
         doc: "NCP's log file (ncp.ini [DEFAULT] log_file): shown only; ncp-bootstrap logs to stderr, which the kubelet or journald keeps and rotates" },
-    KeyDef { name: "ovs.on_exit", ty: Type::Choice(&["keep", "restore"]), default: Some("keep"),
+    KeyDef { name: "ovs.on_exit", ty: Type::Choice(OnExit::SPELLINGS), default: Some("keep"),
         doc: "on SIGTERM, `ovs run` keeps the uplink on the bridge (fast restart) or restores it to node-if" },
     KeyDef { name: "ovs.keep_flows", ty: Type::Bool, default: Some("true"),
         doc: "`ovs run` saves the bridge's OpenFlow flows and restores them at its next start under flow-restore-wait, so a restart or upgrade does not flush the kernel datapath" },

@@ -5,6 +5,30 @@ use crate::error::input;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
+/// The enum of a choice key: its spellings, in the order of its values, are what `KEYS`
+/// accepts for the key, so the two cannot drift apart.
+pub trait Choice: Copy + 'static {
+    const SPELLINGS: &'static [&'static str];
+    const VALUES: &'static [Self];
+}
+
+/// The typed value of a choice key; a spelling the enum lacks is an error, never a default.
+fn choice<T: Choice>(c: &Config, key: &str) -> Result<T> {
+    let text = c
+        .str(key)
+        .with_context(|| format!("configuration key {key} has no value"))?;
+    T::SPELLINGS
+        .iter()
+        .position(|s| *s == text)
+        .and_then(|i| T::VALUES.get(i).copied())
+        .with_context(|| {
+            format!(
+                "configuration key {key} = {text} is not one of {}",
+                T::SPELLINGS.join(", ")
+            )
+        })
+}
+
 /// `apparmor.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppArmorMode {
@@ -22,6 +46,20 @@ pub enum Datapath {
     System,
     /// Userspace.
     Netdev,
+}
+
+impl Choice for AppArmorMode {
+    const SPELLINGS: &'static [&'static str] = &["auto", "required", "off"];
+    const VALUES: &'static [Self] = &[
+        AppArmorMode::Auto,
+        AppArmorMode::Required,
+        AppArmorMode::Off,
+    ];
+}
+
+impl Choice for Datapath {
+    const SPELLINGS: &'static [&'static str] = &["system", "netdev"];
+    const VALUES: &'static [Self] = &[Datapath::System, Datapath::Netdev];
 }
 
 impl Datapath {
@@ -44,11 +82,21 @@ pub enum UplinkDhcp {
     Static,
 }
 
+impl Choice for UplinkDhcp {
+    const SPELLINGS: &'static [&'static str] = &["auto", "true", "false"];
+    const VALUES: &'static [Self] = &[UplinkDhcp::Auto, UplinkDhcp::Dhcp, UplinkDhcp::Static];
+}
+
 /// `ovs.on_exit`: what `ovs run` does with the uplink on SIGTERM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnExit {
     Keep,
     Restore,
+}
+
+impl Choice for OnExit {
+    const SPELLINGS: &'static [&'static str] = &["keep", "restore"];
+    const VALUES: &'static [Self] = &[OnExit::Keep, OnExit::Restore];
 }
 
 /// The configuration as typed values, built once per run from `Config` (whose `KEYS` table
@@ -138,30 +186,16 @@ impl Settings {
             cni_force: c.bool("cni.force"),
             cni_allow_demo_bundle: c.bool("cni.allow_demo_bundle"),
             bundle: PathBuf::from(text("cni.bundle")?),
-            apparmor_mode: match text("apparmor.mode")?.as_str() {
-                "required" => AppArmorMode::Required,
-                "off" => AppArmorMode::Off,
-                _ => AppArmorMode::Auto,
-            },
+            apparmor_mode: choice(c, "apparmor.mode")?,
             apparmor_profile: text("apparmor.profile")?,
-            datapath: match text("ovs.datapath_type")?.as_str() {
-                "netdev" => Datapath::Netdev,
-                _ => Datapath::System,
-            },
+            datapath: choice(c, "ovs.datapath_type")?,
             ovs_run_dir: text("ovs.run_dir")?,
             ovs_db_dir: text("ovs.db_dir")?,
             ovs_log_dir: text("ovs.log_dir")?,
-            on_exit: match text("ovs.on_exit")?.as_str() {
-                "restore" => OnExit::Restore,
-                _ => OnExit::Keep,
-            },
+            on_exit: choice(c, "ovs.on_exit")?,
             keep_flows: c.bool("ovs.keep_flows"),
             allow_expiring_lease: c.bool("node.allow_expiring_lease"),
-            uplink_dhcp: match text("node.uplink_dhcp")?.as_str() {
-                "true" => UplinkDhcp::Dhcp,
-                "false" => UplinkDhcp::Static,
-                _ => UplinkDhcp::Auto,
-            },
+            uplink_dhcp: choice(c, "node.uplink_dhcp")?,
             pod_mtu: u32::try_from(c.int("node.mtu").unwrap_or(1500)).unwrap_or(u32::MAX),
             enable_ipv6: c.bool("node.enable_ipv6"),
             cni_portmap: c.bool("cni.portmap"),
@@ -184,5 +218,23 @@ impl Settings {
             persist_format: crate::render::Format::parse(&text("persist.format")?),
             persist_take_over: c.bool("persist.take_over"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paired<T: Choice>() -> bool {
+        T::SPELLINGS.len() == T::VALUES.len()
+    }
+
+    #[test]
+    fn every_spelling_has_its_value() {
+        assert!(paired::<AppArmorMode>());
+        assert!(paired::<Datapath>());
+        assert!(paired::<UplinkDhcp>());
+        assert!(paired::<OnExit>());
+        assert_eq!(Datapath::VALUES[1].as_str(), Datapath::SPELLINGS[1]);
     }
 }
