@@ -19,6 +19,7 @@ monitor_log() { journalctl -u ncp-bootstrap-monitor --no-pager -o cat; }
 GRACE=10
 
 node_with_host_ovs
+wait_for 90 "openvswitch-switch.service active" systemctl is-active -q openvswitch-switch
 before=$(snapshot)
 install_units "NCP_BOOTSTRAP_MONITOR_GRACE_SECONDS=$GRACE"
 systemctl start ncp-bootstrap.service || fail "install"
@@ -39,10 +40,10 @@ on_bridge && ok "the monitor left an in-place restart alone" || fail "address no
 # Gone for good.
 peer_ping_begin 0.01 3000
 sleep 2
-t=$(date +%s.%N)
+t_stop=$(date +%s.%N)
 systemctl stop ncp-ovs.service
 wait_for $((GRACE + 5)) "node-if has its address back (grace $GRACE s + 5 s)" on_uplink
-took=$(since $t)
+took=$(since $t_stop)
 wait_for 5 "the peer answers through $UP" peer_answers
 echo "ROW monitor nsx-ovs stopped -> address on $UP: $took s (grace $GRACE s)"
 peer_ping_end "monitor, ncp-ovs stopped for good, 10 ms"
@@ -60,6 +61,7 @@ wait_for 10 "the peer answers through br-int" peer_answers
 systemctl stop ncp-bootstrap-monitor.service
 systemctl stop ncp-ovs.service
 $B cleanup || fail "cleanup"
+wait_for 90 "openvswitch-switch.service active again" systemctl is-active -q openvswitch-switch
 snapshot > $S/monitor-after.txt
 echo "$before" > $S/monitor-before.txt
 diff $S/monitor-before.txt $S/monitor-after.txt && ok "cleanup: the node as before" || fail "cleanup left changes"
