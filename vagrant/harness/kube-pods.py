@@ -6,7 +6,8 @@ with the example ncp.ini ConfigMap it mounts. Only these change, each printed:
     image, which is not available here, the same image running `sleep infinity`: a stand-in
     that shows the container is confined by the AppArmor profile;
   - the env of extra settings a test node needs (NAME=VALUE arguments, e.g. to allow the demo
-    bundle), added to the containers that run `ncp-bootstrap install`.
+    bundle), added to the containers that run `ncp-bootstrap install`; the NCP_BOOTSTRAP_MONITOR_*
+    ones replace the manifest's in the container that runs `ncp-bootstrap monitor`.
 Pod fields podman 4.3 does not read become settings of a containers.conf written beside each
 Pod (<name>.conf; podman reads it from CONTAINERS_CONF): hostPID (added in podman 4.5) becomes
 pidns = "host", terminationGracePeriodSeconds becomes stop_timeout.
@@ -57,6 +58,13 @@ def pod(ds, image, env, changes):
                 if c["command"][:2] == ["ncp-bootstrap", "install"]:
                     c.setdefault("env", []).extend({"name": k, "value": v} for k, v in env)
                     for k, v in env:
+                        changes.append(f"{ds['metadata']['name']}/{c['name']}: env {k}={v}")
+                if c["command"][:2] == ["ncp-bootstrap", "monitor"]:
+                    # The monitor's settings (a shorter grace period) replace the manifest's.
+                    mine = {k: v for k, v in env if k.startswith("NCP_BOOTSTRAP_MONITOR_")}
+                    c["env"] = [e for e in c.get("env", []) if e["name"] not in mine]
+                    c["env"].extend({"name": k, "value": v} for k, v in mine.items())
+                    for k, v in mine.items():
                         changes.append(f"{ds['metadata']['name']}/{c['name']}: env {k}={v}")
             elif c["image"].startswith(NCP):
                 c["image"] = image

@@ -31,7 +31,7 @@ if grep -q '^# needs: image' "$REPO/vagrant/scenarios/$SCENARIO"; then
   cp "$REPO/target/image/ncp-bootstrap.oci.tar" "$SHARE/"
   mkdir -p "$SHARE/pods"
   python3 "$HERE/kube-pods.py" "$REPO" "$(cat "$REPO/target/image/tag")" "$SHARE/pods" \
-    NCP_BOOTSTRAP_CNI_ALLOW_DEMO_BUNDLE=true NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000
+    NCP_BOOTSTRAP_CNI_ALLOW_DEMO_BUNDLE=true NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000 NCP_BOOTSTRAP_MONITOR_GRACE_SECONDS=10
 fi
 
 NS=ncpb-vm-$$

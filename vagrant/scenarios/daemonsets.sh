@@ -10,7 +10,9 @@
 #   disabled through the host's systemd, CNI installed, profile loaded in enforce mode) -> the node-agent pod (nsx-ovs with
 #   the manifest's capabilities attaches the uplink on the kernel datapath while the peer
 #   pings; nsx-node-agent confined by node-agent-apparmor) -> kill -9 of nsx-ovs: restarted,
-#   attached again -> both pods enabled at boot (podman-kube@) -> reboot.
+#   attached again -> the node-agent pod removed: the bootstrap pod's monitor gives node-if its
+#   address back -> the pod played again: attached -> both pods enabled at boot (podman-kube@)
+#   -> reboot.
 # Phase 2: the pods come back at boot, the init container converges, the uplink is attached ->
 #   decommission as the README says -> the node is as before (the address on the host OVS's
 #   br-int again, that OVS running and enabled).
@@ -112,6 +114,18 @@ if [ "$PHASE" = 1 ]; then
   attached || fail "not attached after the restart"
   peer_ping_end "kill -9 of nsx-ovs, 10 ms"
   echo "ROW ovs run after kill: $(attach_line)"
+
+  # The node-agent pod removed (nsx-ovs gone, the uplink left on br-int): the bootstrap pod's
+  # monitor (grace 10 s here, 30 s in the manifest) gives node-if its address back.
+  podman logs $BOOT-monitor 2>&1 | grep -q 'nsx-ovs present' && ok "the $BOOT pod's monitor sees nsx-ovs" || { podman logs $BOOT-monitor 2>&1 | tail -5; fail "monitor"; }
+  t_down=$(date +%s.%N)
+  down $AGENT
+  wait_for 15 "the address back on $UP (monitor grace 10 s + 5 s)" sh -c "ip -4 -o addr show dev $UP | grep -q 192.168.76.10/24"
+  echo "ROW node-agent pod removed -> address on $UP: $(since $t_down) s (monitor grace 10 s)"
+  wait_for 10 "the peer answers through $UP" peer_answers
+  podman logs $BOOT-monitor 2>&1 | grep 'gave'
+  play $AGENT
+  wait_for 120 "uplink attached again by the new node-agent pod" attached
 
   # At boot as on a node: podman-kube@ plays each pod file (with its containers.conf).
   for pod in $BOOT $AGENT; do
