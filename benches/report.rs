@@ -415,16 +415,7 @@ fn move_rows() -> Vec<Row> {
     drop(ours);
 
     let manual = lab();
-    manual.vsctl(&[
-        "add-br",
-        "br-int",
-        "--",
-        "set",
-        "Bridge",
-        "br-int",
-        "datapath_type=netdev",
-        "other-config:hwaddr=\"52:54:00:aa:bb:01\"",
-    ]);
+    manual.add_bridge(&["other-config:hwaddr=\"52:54:00:aa:bb:01\""]);
     let (ma, ta) = under_ping(&manual, || manual_attach(&manual));
     let (md, td) = under_ping(&manual, || manual_detach(&manual));
     let (wa, wd) = (tool_window(&ra), tool_window(&rd));
@@ -497,15 +488,7 @@ fn routes_lab() -> NetLab {
 
 /// A lab whose addresses are on br-int already, so that only the routes are left to move.
 fn bridge_ready(lab: &NetLab) {
-    lab.vsctl(&[
-        "add-br",
-        "br-int",
-        "--",
-        "set",
-        "Bridge",
-        "br-int",
-        "datapath_type=netdev",
-    ]);
+    lab.add_bridge(&[]);
     lab.vsctl(&["add-port", "br-int", "eth1"]);
     for c in ["link set br-int up", "addr add 10.0.0.5/24 dev br-int"] {
         lab.n(c);
@@ -602,19 +585,7 @@ fn ovs_ctl_once(bridge: bool) -> f64 {
     if bridge {
         lab.standard();
         lab.start_ovs();
-        lab.vsctl(&[
-            "add-br",
-            "br-int",
-            "--",
-            "set",
-            "Bridge",
-            "br-int",
-            "datapath_type=netdev",
-            "--",
-            "add-port",
-            "br-int",
-            "eth1",
-        ]);
+        lab.add_bridge(&["--", "add-port", "br-int", "eth1"]);
         lab.stop_ovs();
     }
     let t = Instant::now();

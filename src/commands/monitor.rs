@@ -36,7 +36,11 @@ pub enum Seen {
 }
 
 pub fn observe(ctx: &Ctx, dirs: &OvsDirs) -> Result<Seen> {
-    let ledger = Ledger::load(ctx.host)?;
+    seen(ctx, dirs, &Ledger::load(ctx.host)?)
+}
+
+/// What a look finds, against a ledger already read.
+fn seen(ctx: &Ctx, dirs: &OvsDirs, ledger: &Ledger) -> Result<Seen> {
     let attached: Vec<UplinkPreState> = ledger
         .entries
         .iter()
@@ -138,10 +142,10 @@ pub fn run(env: &Env) -> Result<Outcome> {
 /// it vanished), the record of it kept for `status`.
 fn release(ctx: &Ctx, dirs: &OvsDirs, absent: Duration) -> Result<Vec<String>> {
     let _lock = crate::steps::lock(ctx.host)?;
-    let Seen::Gone(attached) = observe(ctx, dirs)? else {
+    let mut ledger = Ledger::load(ctx.host)?;
+    let Seen::Gone(attached) = seen(ctx, dirs, &ledger)? else {
         return Ok(vec!["nsx-ovs came back; nothing to do".into()]);
     };
-    let mut ledger = Ledger::load(ctx.host)?;
     let mut done = Vec::new();
     for pre in attached {
         let at = SystemTime::now()

@@ -73,6 +73,9 @@ impl Before {
     }
 }
 
+/// One setting to change: on which end, which key, to what.
+pub type Change = (End, &'static str, u8);
+
 /// An interface's IPv6 settings that matter here.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Conf {
@@ -104,12 +107,7 @@ impl Conf {
 /// With `node.enable_ipv6` (`enable`) besides: IPv6 on for node-if too, and on a bridge that
 /// forwards, `accept_ra` 2 instead of 1. An `accept_ra` of 0 is left alone: then something else
 /// (systemd-networkd) handles advertisements itself.
-pub fn wanted(
-    enable: bool,
-    uplink_carries_v6: bool,
-    uplink: &Conf,
-    bridge: &Conf,
-) -> Vec<(End, &'static str, u8)> {
+pub fn wanted(enable: bool, uplink_carries_v6: bool, uplink: &Conf, bridge: &Conf) -> Vec<Change> {
     let mut out = Vec::new();
     if enable && uplink.disable_ipv6 == Some(1) {
         out.push((End::Uplink, "disable_ipv6", 0));
@@ -125,7 +123,7 @@ pub fn wanted(
 }
 
 /// The values `wanted` replaces, as they are now (for the ledger).
-pub fn befores(changes: &[(End, &'static str, u8)], uplink: &Conf, bridge: &Conf) -> Vec<Before> {
+pub fn befores(changes: &[Change], uplink: &Conf, bridge: &Conf) -> Vec<Before> {
     changes
         .iter()
         .filter_map(|(end, key, _)| {

@@ -87,6 +87,7 @@ impl crate::steps::Step for Attach {
             hwaddr,
             mtu_request,
         };
+        let ipv6_now = Ipv6Now::read(&names)?;
         let (pre, carried_on_uplink) = match ledger.uplink(&names.uplink) {
             Some(p) => {
                 let c = restore_carried(p, br_end)?;
@@ -103,11 +104,7 @@ impl crate::steps::Step for Attach {
                 let db = ovs_dir(ctx)?.display().to_string();
                 let mut pre = pre_state(&names, &uplink, db, before, &c);
                 // Recorded before they change; a bridge made by the attach goes with detach.
-                pre.ipv6_before = sysctl::befores(
-                    &ipv6_changes(ctx, &names, &c)?,
-                    &sysctl::Conf::of(&names.uplink)?,
-                    &sysctl::Conf::of(&names.bridge)?,
-                );
+                pre.ipv6_before = ipv6_now.befores(&ipv6_now.changes(ctx, &c));
                 // As the host names it (the manifests mount the OVS directories at their host
                 // paths), links unresolved: cleanup reads it under its own host root.
                 pre.conf_db = crate::host::ovs::OvsDirs::resolve(ctx.host, ctx.settings.ovs_dirs())
@@ -155,7 +152,7 @@ impl crate::steps::Step for Attach {
         lines.extend(describe_ops(&ops, &[up_end, br_end]));
         lines.extend(describe_ipv6(
             &names,
-            &ipv6_changes(ctx, &names, &carried_on_uplink)?,
+            &ipv6_now.changes(ctx, &carried_on_uplink),
         ));
         let nm_line = crate::host::nm::needs_hand_off(ctx.host, &names.uplink)?.then(|| {
             format!(

@@ -38,36 +38,54 @@ pub(super) fn pre_state(
     }
 }
 
-/// The IPv6 settings to change on the two ends (`sysctl::wanted`), from their live values (a
-/// bridge not there yet counts as having none).
-pub(super) fn ipv6_changes(
-    ctx: &Ctx,
-    names: &Names,
-    carried: &Carried,
-) -> Result<Vec<(sysctl::End, &'static str, u8)>> {
-    let carries_v6 = carried
-        .addresses
-        .iter()
-        .any(|a| a.header.family == netlink_packet_route::AddressFamily::Inet6);
-    Ok(sysctl::wanted(
-        ctx.settings.enable_ipv6,
-        carries_v6,
-        &sysctl::Conf::of(&names.uplink)?,
-        &sysctl::Conf::of(&names.bridge)?,
-    ))
+/// The two ends' IPv6 settings as they are now (a bridge not there yet has none): read once
+/// per plan, for the changes the move needs and for the values recorded before them.
+pub(super) struct Ipv6Now {
+    uplink: sysctl::Conf,
+    bridge: sysctl::Conf,
 }
 
-pub(super) fn describe_ipv6(
-    names: &Names,
-    changes: &[(sysctl::End, &'static str, u8)],
-) -> Vec<String> {
+impl Ipv6Now {
+    pub(super) fn read(names: &Names) -> Result<Ipv6Now> {
+        Ok(Ipv6Now {
+            uplink: sysctl::Conf::of(&names.uplink)?,
+            bridge: sysctl::Conf::of(&names.bridge)?,
+        })
+    }
+
+    /// The settings to change for moving `carried` (`sysctl::wanted`).
+    pub(super) fn changes(&self, ctx: &Ctx, carried: &Carried) -> Vec<sysctl::Change> {
+        let carries_v6 = carried
+            .addresses
+            .iter()
+            .any(|a| a.header.family == netlink_packet_route::AddressFamily::Inet6);
+        sysctl::wanted(
+            ctx.settings.enable_ipv6,
+            carries_v6,
+            &self.uplink,
+            &self.bridge,
+        )
+    }
+
+    /// The values `changes` replace, for the ledger.
+    pub(super) fn befores(&self, changes: &[sysctl::Change]) -> Vec<sysctl::Before> {
+        sysctl::befores(changes, &self.uplink, &self.bridge)
+    }
+}
+
+/// The device a setting belongs to.
+fn device<'a>(end: sysctl::End, uplink: &'a str, bridge: &'a str) -> &'a str {
+    match end {
+        sysctl::End::Uplink => uplink,
+        sysctl::End::Bridge => bridge,
+    }
+}
+
+pub(super) fn describe_ipv6(names: &Names, changes: &[sysctl::Change]) -> Vec<String> {
     changes
         .iter()
         .map(|(end, key, value)| {
-            let dev = match end {
-                sysctl::End::Uplink => &names.uplink,
-                sysctl::End::Bridge => &names.bridge,
-            };
+            let dev = device(*end, &names.uplink, &names.bridge);
             format!("set net.ipv6.conf.{dev}.{key} = {value}")
         })
         .collect()
@@ -76,12 +94,8 @@ pub(super) fn describe_ipv6(
 /// Writes the IPv6 settings the move needs, on links as they are now (a bridge OVS just made
 /// has the namespace's defaults).
 pub(super) fn apply_ipv6(ctx: &Ctx, names: &Names, carried: &Carried) -> Result<()> {
-    for (end, key, value) in ipv6_changes(ctx, names, carried)? {
-        let dev = match end {
-            sysctl::End::Uplink => &names.uplink,
-            sysctl::End::Bridge => &names.bridge,
-        };
-        sysctl::write(dev, key, value)?;
+    for (end, key, value) in Ipv6Now::read(names)?.changes(ctx, carried) {
+        sysctl::write(device(end, &names.uplink, &names.bridge), key, value)?;
     }
     Ok(())
 }
