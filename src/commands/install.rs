@@ -3,45 +3,55 @@
 use super::{Env, Outcome};
 use crate::error::{reclassify, Kind};
 use crate::report::{Report, Status, StepReport};
-use crate::steps::{
-    apparmor::AppArmor, cni::Cni, execute, host_ovs::HostOvs, persist::Persist, preflight,
-};
+use crate::steps::{apparmor::AppArmor, cni::Cni, host_ovs::HostOvs, persist::Persist, Runnable};
 use anyhow::Result;
+
+/// One entry of install's list: a step to run, or one the settings turn off.
+enum Entry<'a> {
+    Run(Box<dyn Runnable + 'a>),
+    Off {
+        name: &'static str,
+        why: &'static str,
+    },
+}
 
 pub fn run(env: &Env, report: &mut Report) -> Result<Outcome> {
     let ctx = env.ctx();
     let s = ctx.settings;
-    let cni = s.cni_enabled.then(|| Cni::from_ctx(&ctx));
-    let apparmor = AppArmor::from_ctx(&ctx);
-    let persist = s.persist_enabled.then_some(Persist);
-    // Every step's input is checked before the first one acts: exit 2 means nothing changed.
-    preflight(&ctx, &HostOvs)?;
-    if let Some(cni) = &cni {
-        preflight(&ctx, cni)?;
-    }
-    preflight(&ctx, &apparmor)?;
-    if let Some(p) = &persist {
-        preflight(&ctx, p)?;
-    }
-
-    // Steps run in order and stop at the first failure: the host's OVS first (so the node's
-    // address is back on node-if before anything else), then CNI, AppArmor, persist.
-    type StepRun<'a> = Box<dyn Fn() -> Result<StepReport> + 'a>;
-    let steps: Vec<StepRun> = vec![
-        Box::new(|| execute(&ctx, &HostOvs)),
-        Box::new(|| match &cni {
-            Some(cni) => execute(&ctx, cni),
-            None => Ok(skipped("cni", "cni.enabled = false")),
-        }),
-        Box::new(|| execute(&ctx, &apparmor)),
-        Box::new(|| match &persist {
-            Some(p) => execute(&ctx, p),
-            None => Ok(skipped("persist", "persist.enabled = false")),
-        }),
+    // In order: the host's OVS first (so the node's address is back on node-if before anything
+    // else), then CNI, AppArmor, persist.
+    let steps = [
+        Entry::Run(Box::new(HostOvs)),
+        match s.cni_enabled {
+            true => Entry::Run(Box::new(Cni::from_ctx(&ctx))),
+            false => Entry::Off {
+                name: "cni",
+                why: "cni.enabled = false",
+            },
+        },
+        Entry::Run(Box::new(AppArmor::from_ctx(&ctx))),
+        match s.persist_enabled {
+            true => Entry::Run(Box::new(Persist)),
+            false => Entry::Off {
+                name: "persist",
+                why: "persist.enabled = false",
+            },
+        },
     ];
+    // Every step's input is checked before the first one acts: exit 2 means nothing changed.
+    for step in &steps {
+        if let Entry::Run(step) = step {
+            step.preflight(&ctx)?;
+        }
+    }
+    // They run in order and stop at the first failure.
     let mut changed = false;
-    for step in steps {
-        match step() {
+    for step in &steps {
+        let result = match step {
+            Entry::Run(step) => step.execute(&ctx),
+            Entry::Off { name, why } => Ok(skipped(name, why)),
+        };
+        match result {
             Ok(r) => {
                 changed |= r.status == Status::Changed;
                 report.steps.push(r);

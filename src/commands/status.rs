@@ -2,12 +2,12 @@
 
 use super::{Env, Outcome};
 use crate::host::apparmor::{loaded_mode, module_enabled};
+use crate::host::packages::{self as legacy_pkg, Detection};
 use crate::host::paths;
 use crate::ledger::{Entry, FileCheck, Ledger};
 use crate::report::Report;
 use crate::steps::apparmor::{annotation, app_armor_profile, AppArmor};
 use crate::steps::cni::{host_conflist, Cni, HostConflist, FILES};
-use crate::steps::legacy_pkg::{self, Detection};
 use crate::steps::{Ctx, Step};
 use anyhow::Result;
 use serde::Serialize;
@@ -332,7 +332,7 @@ fn component_lines(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Vec<Component> {
             "drift",
             format!("the uplink was attached but OVS is not healthy: {why}"),
         ),
-        (Err(why), None) => line("ovs", "missing", why.clone()),
+        (Err(why), None) => line("ovs", "missing", why.0.clone()),
     });
     out.push(match attached {
         Some(pre) => {
@@ -359,12 +359,12 @@ fn component_lines(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Vec<Component> {
                         ),
                     ),
                     _ => match networkd_status(&env.host, pre) {
-                        Err(why) => line(
+                        Networkd::Drift(why) => line(
                             "uplink",
                             "drift",
                             format!("{} is attached to {}, but {why}", pre.uplink, pre.bridge),
                         ),
-                        Ok(nd) => line(
+                        Networkd::Fine(nd) => line(
                             "uplink",
                             "ok",
                             format!(
@@ -533,18 +533,24 @@ fn render(s: &CniStatus, ledger: &Ledger) -> String {
     t
 }
 
-/// What systemd-networkd does for the attached uplink: `Ok` with a clause to add, `Err` when the
-/// DHCP lease it renews on the bridge is past its rebinding time (7/8 of the lifetime, RFC 2131).
+/// What systemd-networkd does for the attached uplink, as the uplink's status line says it.
+enum Networkd {
+    /// All is well: a clause to add to the line (empty when networkd has no part in it).
+    Fine(String),
+    /// Drift: the lease cannot be read, or is past its rebinding time.
+    Drift(String),
+}
+
+/// What systemd-networkd does for the attached uplink: `Fine` with a clause to add, `Drift` when
+/// the DHCP lease it renews on the bridge is past its rebinding time (7/8 of the lifetime, RFC
+/// 2131).
 /// networkd rewrites its lease file at each renewal, so the file's age is the time since the
 /// last one. (With `KeepConfiguration=yes` networkd gives the leased address an infinite
 /// lifetime in the kernel, so the address itself says nothing about renewals.)
-fn networkd_status(
-    host: &crate::host::HostRoot,
-    pre: &crate::ledger::UplinkPreState,
-) -> std::result::Result<String, String> {
+fn networkd_status(host: &crate::host::HostRoot, pre: &crate::ledger::UplinkPreState) -> Networkd {
     use crate::host::networkd;
     let Ok(Some(bridge)) = networkd::handed_off(host, &pre.uplink) else {
-        return Ok(String::new());
+        return Networkd::Fine(String::new());
     };
     let mut s =
         format!("; systemd-networkd leaves it unmanaged and configures {bridge} from its file");
@@ -553,16 +559,16 @@ fn networkd_status(
         .ok()
         .flatten()
     else {
-        return Ok(s);
+        return Networkd::Fine(s);
     };
     let (lease, age) = match networkd::bridge_lease(host, link.index) {
         Ok(Some(l)) => l,
-        Ok(None) => return Ok(s),
-        Err(e) => return Err(format!("{e:#}")),
+        Ok(None) => return Networkd::Fine(s),
+        Err(e) => return Networkd::Drift(format!("{e:#}")),
     };
     let life = lease.lifetime_s.unwrap_or(0);
     if life > 0 && age > life / 8 * 7 {
-        return Err(format!(
+        return Networkd::Drift(format!(
             "networkd last renewed the DHCP lease of {} on {bridge} {age} s ago, past its \
              rebinding time ({} s of {life} s): check `networkctl status {bridge}`",
             lease.address,
@@ -573,5 +579,5 @@ fn networkd_status(
         "; networkd renews its DHCP lease of {} there (last {age} s ago, lifetime {life} s)",
         lease.address
     ));
-    Ok(s)
+    Networkd::Fine(s)
 }

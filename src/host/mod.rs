@@ -2,11 +2,13 @@
 //! refuses to escape it), atomic writes with an explicit mode, and removal.
 
 pub mod apparmor;
+pub mod bundle;
 mod files;
 pub mod netlink;
 pub mod networkd;
 pub mod nm;
 pub mod ovs;
+pub mod packages;
 pub mod paths;
 pub mod probe;
 pub mod proc;

@@ -43,7 +43,7 @@
 
 mod files;
 
-pub use files::{install_file, kept_backups, prune_state, take_backup, write_backup};
+pub use files::{install_file, kept_backups, prune_state, take_backup, write_backup, FileUndo};
 
 use crate::host::{paths, HostRoot};
 use anyhow::{Context, Result};
@@ -144,17 +144,28 @@ pub struct StoppedDaemon {
     pub env: Vec<(String, String)>,
 }
 
+/// An empty string, as earlier ledgers wrote for "none", reads as `None`.
+fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    Ok(s.filter(|s| !s.is_empty()))
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct UplinkPreState {
     pub step: String,
     pub uplink: String,
     pub uplink_index: u32,
     pub bridge: String,
-    /// The OVS run directory whose `db.sock` serves the bridge; empty for an attach that
+    /// The OVS run directory whose `db.sock` serves the bridge; `None` for an attach that
     /// something else made (its bridge settings are not ours to restore). Ledgers written
-    /// before the rename call it `ovs_db_dir`.
-    #[serde(alias = "ovs_db_dir")]
-    pub ovs_run_dir: String,
+    /// before the rename call it `ovs_db_dir`, and wrote an empty string for none.
+    #[serde(
+        alias = "ovs_db_dir",
+        default,
+        deserialize_with = "empty_is_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ovs_run_dir: Option<String>,
     pub bridge_created: bool,
     /// A bridge that existed: its `other-config:hwaddr` and `mtu_request` before we set them.
     #[serde(default)]
@@ -238,6 +249,17 @@ impl Entry {
 }
 
 impl UplinkPreState {
+    /// The OVS run directory that serves the bridge, which undoing the attach needs.
+    pub fn run_dir(&self) -> Result<&str> {
+        self.ovs_run_dir.as_deref().ok_or_else(|| {
+            crate::error::input(format!(
+                "the ledger's {} entry for {} names no OVS run directory (ovs_run_dir), so its \
+                 bridge {} cannot be reached: fix or remove that entry",
+                self.step, self.uplink, self.bridge
+            ))
+        })
+    }
+
     /// What the uplink carried, decoded from the recorded netlink bytes, as it was on the uplink.
     pub fn carried(&self) -> Result<crate::netmodel::Carried> {
         use crate::netmodel;
@@ -594,7 +616,7 @@ mod tests {
         let Entry::UplinkAttached(p) = serde_json::from_str::<Entry>(old).unwrap() else {
             panic!("not an attach")
         };
-        assert_eq!(p.ovs_run_dir, "/var/run/openvswitch");
+        assert_eq!(p.ovs_run_dir.as_deref(), Some("/var/run/openvswitch"));
         let new = serde_json::to_string(&Entry::UplinkAttached(p)).unwrap();
         assert!(
             new.contains("\"ovs_run_dir\"") && !new.contains("ovs_db_dir"),

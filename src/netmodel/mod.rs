@@ -24,6 +24,10 @@ pub const RT_TABLE_LOCAL: u32 = 255;
 /// Valid lifetime the kernel reports for a permanent address.
 pub const FOREVER: u32 = u32::MAX;
 
+/// An interface index no link has (the kernel counts from 1 and never reaches it): stands in
+/// for a link that does not exist, so that a plan for it moves nothing from it.
+pub const NO_LINK: u32 = u32::MAX;
+
 /// Make before break: a planned move's ops split where the first removal is. The kernel handles
 /// every message of a batch even after one fails, so the removals go in a second batch, sent
 /// only when everything before them took effect: an address the bridge refused (IPv6 off on it)

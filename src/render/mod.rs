@@ -5,6 +5,7 @@
 pub mod ifcfg;
 pub mod ifupdown;
 pub mod netplan;
+pub mod networkd;
 pub mod nm_keyfile;
 pub mod raw;
 

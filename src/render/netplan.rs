@@ -115,12 +115,15 @@ pub fn kept(text: &str, iface: &str) -> serde_yaml::Mapping {
 }
 
 /// `render`, with `extra` (from `kept`) after our keys, in block style.
-pub fn render_keeping(cfg: &NetConfig, extra: &serde_yaml::Mapping) -> Result<String, String> {
+pub fn render_keeping(
+    cfg: &NetConfig,
+    extra: &serde_yaml::Mapping,
+) -> Result<String, serde_yaml::Error> {
     let mut s = render(cfg);
     if extra.is_empty() {
         return Ok(s);
     }
-    let text = serde_yaml::to_string(extra).map_err(|e| e.to_string())?;
+    let text = serde_yaml::to_string(extra)?;
     for line in text.lines() {
         s.push_str("      ");
         s.push_str(line);
@@ -155,11 +158,22 @@ fn is_filler(line: &str) -> bool {
     t.is_empty() || t.starts_with('#')
 }
 
+/// Why another netplan file is not edited as text.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    #[error("no block-style `{0}:` entry under ethernets, bonds, bridges or vlans")]
+    NoEntry(String),
+    #[error("removing `{0}` as text would change more than its definition")]
+    MoreThanTheEntry(String),
+    #[error("{0}")]
+    Yaml(serde_yaml::Error),
+}
+
 /// `text` (another netplan file, such as cloud-init's 50-cloud-init.yaml) without `iface`'s
 /// definition, every other byte kept; a device kind left empty goes too. Block-style YAML is
 /// edited as text, and the result is checked to mean exactly the original minus that
 /// definition: anything else (flow style, anchors) is an error rather than a guess.
-pub fn without(text: &str, iface: &str) -> Result<String, String> {
+pub fn without(text: &str, iface: &str) -> Result<String, EditError> {
     let lines: Vec<&str> = text.lines().collect();
     let mut out: Vec<&str> = lines.clone();
     let key = |l: &str| {
@@ -181,9 +195,7 @@ pub fn without(text: &str, iface: &str) -> Result<String, String> {
     let under_kind = |p: usize| KINDS.iter().any(|k| lines[p].trim() == format!("{k}:"));
     let Some(at) = (0..lines.len()).find(|i| key(lines[*i]) && parent(*i).is_some_and(under_kind))
     else {
-        return Err(format!(
-            "no block-style `{iface}:` entry under ethernets, bonds, bridges or vlans"
-        ));
+        return Err(EditError::NoEntry(iface.into()));
     };
     let me = indent(lines[at]);
     let mut end = at + 1;
@@ -216,9 +228,9 @@ pub fn without(text: &str, iface: &str) -> Result<String, String> {
 
 /// `after` must parse to `before` with `iface` removed from its device kind (and the kind, if
 /// that left it empty).
-fn check_without(before: &str, after: &str, iface: &str) -> Result<(), String> {
+fn check_without(before: &str, after: &str, iface: &str) -> Result<(), EditError> {
     use serde_yaml::Value;
-    let parse = |t: &str| serde_yaml::from_str::<Value>(t).map_err(|e| e.to_string());
+    let parse = |t: &str| serde_yaml::from_str::<Value>(t).map_err(EditError::Yaml);
     let mut want = parse(before)?;
     let got = parse(after)?;
     if let Some(net) = want.get_mut("network").and_then(Value::as_mapping_mut) {
@@ -238,9 +250,7 @@ fn check_without(before: &str, after: &str, iface: &str) -> Result<(), String> {
     if got == want && !defines(after, iface) {
         Ok(())
     } else {
-        Err(format!(
-            "removing `{iface}` as text would change more than its definition"
-        ))
+        Err(EditError::MoreThanTheEntry(iface.into()))
     }
 }
 

@@ -149,7 +149,7 @@ impl Step for AppArmor {
             )));
         }
         let source = self.source();
-        let bytes = super::cni::read_bundle_file(&self.bundle, paths::APPARMOR_PROFILE_FILE)?
+        let bytes = crate::host::bundle::read_bundle_file(&self.bundle, paths::APPARMOR_PROFILE_FILE)?
             .ok_or_else(|| {
                 input(format!(
                     "bundle file {} is missing; the bundle (cni.bundle, --bundle) must carry etc/apparmor.d/ncp-apparmor",
@@ -196,9 +196,11 @@ impl Step for AppArmor {
     ) -> Result<()> {
         match action {
             AppArmorAction::InstallFile { source, .. } => {
-                let bytes =
-                    super::cni::read_bundle_file(&self.bundle, paths::APPARMOR_PROFILE_FILE)?
-                        .with_context(|| format!("bundle file {} vanished", source.display()))?;
+                let bytes = crate::host::bundle::read_bundle_file(
+                    &self.bundle,
+                    paths::APPARMOR_PROFILE_FILE,
+                )?
+                .with_context(|| format!("bundle file {} vanished", source.display()))?;
                 install_file(
                     ctx.host,
                     NAME,
@@ -238,10 +240,100 @@ impl Step for AppArmor {
     }
 }
 
+/// The inverse of a `profile_loaded` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Undo {
+    Unload {
+        name: String,
+    },
+    /// The host had its own profile of that name: it is loaded again from its file.
+    Reload {
+        name: String,
+        from: String,
+    },
+    /// Loaded before ncp-bootstrap: it stays loaded.
+    LeftLoaded {
+        name: String,
+    },
+    NotLoaded {
+        name: String,
+    },
+}
+
+impl Undo {
+    /// Plans it (read only); `None` for any other entry.
+    pub fn plan(host: &HostRoot, entry: &Entry) -> Result<Option<Undo>> {
+        let Entry::ProfileLoaded {
+            name,
+            was_loaded,
+            reload_from,
+            ..
+        } = entry
+        else {
+            return Ok(None);
+        };
+        let name = name.clone();
+        Ok(Some(match (was_loaded, reload_from) {
+            (_, Some(from)) => Undo::Reload {
+                name,
+                from: from.clone(),
+            },
+            (true, None) => Undo::LeftLoaded { name },
+            (false, None) if loaded_mode(host, &name)?.is_none() => Undo::NotLoaded { name },
+            (false, None) => Undo::Unload { name },
+        }))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Undo::Unload { name } => {
+                format!("unload AppArmor profile {name} (apparmor_parser -R)")
+            }
+            Undo::Reload { name, from } => {
+                format!("reload the host's earlier AppArmor profile {name} from {from}")
+            }
+            Undo::LeftLoaded { name } => {
+                format!("AppArmor profile {name} was loaded before ncp-bootstrap; left loaded")
+            }
+            Undo::NotLoaded { name } => format!("AppArmor profile {name} is not loaded"),
+        }
+    }
+
+    pub fn apply(&self, host: &HostRoot) -> Result<()> {
+        match self {
+            Undo::Unload { name } => Parser::find(host)?.unload(name),
+            Undo::Reload { from, .. } => Parser::find(host)?.load(&host.resolve(from)?),
+            Undo::LeftLoaded { .. } | Undo::NotLoaded { .. } => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::steps::testing::host;
+
+    #[test]
+    fn a_profile_is_unloaded_only_when_we_loaded_it_and_it_is_loaded() {
+        let (_t, h) = crate::host::temp_root();
+        let e = |was_loaded| Entry::ProfileLoaded {
+            step: "apparmor".into(),
+            name: "node-agent-apparmor".into(),
+            was_loaded,
+            reload_from: None,
+        };
+        let plan = |e: &Entry| Undo::plan(&h, e).unwrap().unwrap();
+        assert!(matches!(plan(&e(false)), Undo::NotLoaded { .. }));
+        h.create_dirs("/sys/kernel/security/apparmor").unwrap();
+        h.write_atomic(
+            crate::host::apparmor::PROFILES,
+            b"node-agent-apparmor (enforce)\n",
+            0o644,
+        )
+        .unwrap();
+        assert!(matches!(plan(&e(false)), Undo::Unload { .. }));
+        assert!(matches!(plan(&e(true)), Undo::LeftLoaded { .. }));
+    }
 
     #[test]
     fn off_and_hosts_without_apparmor_are_skipped_naming_the_host() {

@@ -3,9 +3,10 @@
 //! legacy `nsx-cni` package first. With `cni.portmap` (NCP's `use_ncp_portmap`) the bundle's
 //! portmap plugin too, never over one that is not ours; with the key off, ours goes.
 
-use super::legacy_pkg::{self, Detection, LegacyPackage};
 use super::{Action, Ctx, Plan, Step};
 use crate::error::input;
+use crate::host::bundle::{check_bundle_file, read_bundle_file};
+use crate::host::packages::{self as legacy_pkg, Detection, LegacyPackage};
 use crate::host::{paths, sha256_hex, HostRoot};
 use crate::ledger::{install_file, take_backup, write_backup, Entry, Ledger};
 use crate::version::NsxVersion;
@@ -72,7 +73,7 @@ pub enum CniAction {
     /// Our portmap, with `cni.portmap` turned off: undone as cleanup would, and forgotten.
     RemovePortmap {
         entry: Entry,
-        undo: crate::steps::undo::UndoAction,
+        undo: crate::ledger::FileUndo,
     },
 }
 
@@ -115,7 +116,7 @@ impl Action for CniAction {
 #[derive(Debug)]
 pub enum HostConflist {
     Absent,
-    Invalid(String),
+    Invalid(ConflistError),
     Version(NsxVersion),
 }
 
@@ -157,9 +158,28 @@ impl Cni {
     }
 }
 
+/// Why a conflist yields no `nsxBuildVersion`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConflistError {
+    #[error("not valid JSON ({0})")]
+    Json(String),
+    #[error("field `nsxBuildVersion` is {0}, not a string")]
+    NotAString(String),
+    #[error("field `nsxBuildVersion` = `{value}` is not a version: {err}")]
+    NotAVersion {
+        value: String,
+        err: crate::version::VersionError,
+    },
+    #[error("no `nsxBuildVersion` field (top level or in `plugins`)")]
+    Missing,
+    #[error("`nsxBuildVersion` appears with different values ({0} and {1})")]
+    Differ(NsxVersion, NsxVersion),
+}
+
 /// The `nsxBuildVersion` of a conflist: at the top level or in any entry of `plugins`.
-pub fn conflist_version(bytes: &[u8]) -> Result<NsxVersion, String> {
-    let json: Json = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))?;
+pub fn conflist_version(bytes: &[u8]) -> Result<NsxVersion, ConflistError> {
+    let json: Json =
+        serde_json::from_slice(bytes).map_err(|e| ConflistError::Json(e.to_string()))?;
     let mut found: Vec<&Json> = json.get(VERSION_FIELD).into_iter().collect();
     if let Some(plugins) = json.get("plugins").and_then(Json::as_array) {
         found.extend(plugins.iter().filter_map(|p| p.get(VERSION_FIELD)));
@@ -168,19 +188,16 @@ pub fn conflist_version(bytes: &[u8]) -> Result<NsxVersion, String> {
     for v in found {
         let s = v
             .as_str()
-            .ok_or_else(|| format!("field `{VERSION_FIELD}` is {v}, not a string"))?;
-        let parsed = NsxVersion::parse(s)
-            .map_err(|e| format!("field `{VERSION_FIELD}` = `{s}` is not a version: {e}"))?;
+            .ok_or_else(|| ConflistError::NotAString(v.to_string()))?;
+        let parsed = NsxVersion::parse(s).map_err(|err| ConflistError::NotAVersion {
+            value: s.into(),
+            err,
+        })?;
         versions.push(parsed);
     }
-    let first = versions
-        .first()
-        .cloned()
-        .ok_or_else(|| format!("no `{VERSION_FIELD}` field (top level or in `plugins`)"))?;
+    let first = versions.first().cloned().ok_or(ConflistError::Missing)?;
     if let Some(other) = versions.iter().find(|v| **v != first) {
-        return Err(format!(
-            "`{VERSION_FIELD}` appears with different values ({first} and {other})"
-        ));
+        return Err(ConflistError::Differ(first, other.clone()));
     }
     Ok(first)
 }
@@ -361,7 +378,8 @@ impl Step for Cni {
         match action {
             CniAction::RemovePackage(pkg) => remove_package(ctx.host, pkg, ledger),
             CniAction::RemovePortmap { entry, undo } => {
-                crate::steps::undo::apply(ctx.host, entry, undo)?;
+                ctx.host.sweep_temps(PORTMAP.path)?;
+                undo.apply(ctx.host)?;
                 ledger.forget(ctx.host, entry)
             }
             CniAction::Install { file, source, .. } => {
@@ -387,12 +405,9 @@ impl Cni {
         };
         if !ctx.settings.cni_portmap {
             if let Some(entry) = recorded {
-                let undo = crate::steps::undo::plan(
-                    ctx.host,
-                    &entry,
-                    crate::steps::undo::Forget::default(),
-                )?;
-                plan.actions.push(CniAction::RemovePortmap { entry, undo });
+                if let Some(undo) = crate::ledger::FileUndo::plan(ctx.host, &entry, false)? {
+                    plan.actions.push(CniAction::RemovePortmap { entry, undo });
+                }
             }
             return Ok(());
         }
@@ -445,55 +460,6 @@ fn same_as(host: &HostRoot, bundle: &Path, f: BundleFile) -> Result<bool> {
     };
     let bytes = read_bundle_file(bundle, f.path)?.unwrap_or_default();
     Ok(state.sha256 == sha256_hex(&bytes) && state.mode == f.mode)
-}
-
-/// Reads one file of the bundle (`path` as the host will see it); `None` when absent. The
-/// bundle is input: a FIFO, directory or device there is refused by name, and so is a symlink
-/// that leads out of the bundle, which would install some other file onto every node.
-pub fn read_bundle_file(bundle: &Path, path: &str) -> Result<Option<Vec<u8>>> {
-    match check_bundle_file(bundle, path)? {
-        None => Ok(None),
-        Some(p) => crate::host::read_regular(&p).map_err(|e| input(format!("bundle file {e:#}"))),
-    }
-}
-
-/// Where a bundle file is, after the checks `read_bundle_file` makes, without reading it;
-/// `None` when absent.
-pub fn check_bundle_file(bundle: &Path, path: &str) -> Result<Option<PathBuf>> {
-    let p = bundle.join(path.trim_start_matches('/'));
-    match std::fs::symlink_metadata(&p) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("inspecting bundle file {}", p.display())),
-        Ok(m) if m.file_type().is_symlink() => {
-            let (Ok(real), Ok(top)) = (std::fs::canonicalize(&p), std::fs::canonicalize(bundle))
-            else {
-                return Err(input(format!(
-                    "bundle file {} is a symlink that leads nowhere; put the file itself in the bundle",
-                    p.display()
-                )));
-            };
-            if !real.starts_with(&top) {
-                return Err(input(format!(
-                    "bundle file {} is a symlink to {}, outside the bundle {}; refusing to \
-                     install a file from elsewhere: put the file itself in the bundle",
-                    p.display(),
-                    real.display(),
-                    top.display()
-                )));
-            }
-        }
-        Ok(_) => {}
-    }
-    match std::fs::metadata(&p) {
-        Ok(m) if m.is_file() => Ok(Some(p)),
-        Ok(m) => Err(input(format!(
-            "bundle file {} is {}, not a regular file; put the file itself in the bundle",
-            p.display(),
-            crate::host::file_kind(m.file_type())
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("inspecting bundle file {}", p.display())),
-    }
 }
 
 fn remove_package(host: &HostRoot, pkg: &LegacyPackage, ledger: &mut Ledger) -> Result<()> {
@@ -617,14 +583,17 @@ mod tests {
         assert!(v(r#"{"plugins":[{"type":"nsx","nsxBuildVersion":"4.1.0.2"}]}"#).is_ok());
         assert!(v(r#"{"plugins":[{"type":"nsx"}]}"#)
             .unwrap_err()
+            .to_string()
             .contains("no `nsxBuildVersion`"));
         assert!(v(r#"{"nsxBuildVersion":4.1}"#)
             .unwrap_err()
+            .to_string()
             .contains("not a string"));
         assert!(v(r#"{"nsxBuildVersion":"4.1.O.1"}"#)
             .unwrap_err()
+            .to_string()
             .contains("4.1.O.1"));
         assert!(v(r#"{"nsxBuildVersion":"4.1","plugins":[{"nsxBuildVersion":"4.2"}]}"#).is_err());
-        assert!(v("{").unwrap_err().contains("not valid JSON"));
+        assert!(matches!(v("{").unwrap_err(), ConflistError::Json(_)));
     }
 }

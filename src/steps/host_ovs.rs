@@ -324,6 +324,65 @@ pub fn undo(daemons: &[StoppedDaemon], units: &[String], started: &[String]) -> 
     Ok(())
 }
 
+/// The inverse of a `host_ovs_stopped` entry: start again exactly what was stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Undo {
+    daemons: Vec<StoppedDaemon>,
+    units: Vec<String>,
+    started: Vec<String>,
+}
+
+impl Undo {
+    /// Plans it (read only), refusing an entry that names anything but the host's OVS; `None`
+    /// for any other entry.
+    pub fn plan(entry: &Entry) -> Result<Option<Undo>> {
+        let Entry::HostOvsStopped {
+            daemons,
+            units,
+            started,
+            ..
+        } = entry
+        else {
+            return Ok(None);
+        };
+        validate(daemons, units, started)?;
+        Ok(Some(Undo {
+            daemons: daemons.clone(),
+            units: units.clone(),
+            started: started.clone(),
+        }))
+    }
+
+    pub fn describe(&self) -> String {
+        let Undo {
+            daemons,
+            units,
+            started,
+        } = self;
+        match (units.is_empty(), started.is_empty()) {
+            (true, true) => format!(
+                "start the host's OVS again as it ran: {}",
+                daemons
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            (false, true) => format!("enable and start {}", units.join(", ")),
+            (true, false) => format!("start {} (not enabled)", started.join(", ")),
+            (false, false) => format!(
+                "enable and start {}, start {}",
+                units.join(", "),
+                started.join(", ")
+            ),
+        }
+    }
+
+    pub fn apply(&self) -> Result<()> {
+        undo(&self.daemons, &self.units, &self.started)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

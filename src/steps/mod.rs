@@ -6,7 +6,7 @@ pub mod apparmor;
 pub mod cleanup;
 pub mod cni;
 pub mod host_ovs;
-pub mod legacy_pkg;
+pub mod ovs_files;
 pub mod persist;
 pub mod undo;
 pub mod uplink;
@@ -148,6 +148,22 @@ pub fn preflight<S: Step>(ctx: &Ctx, step: &S) -> Result<()> {
     step.plan(&ctx.planning())
         .map(|_| ())
         .map_err(|e| classify(e, Kind::Precondition).context(format!("step {}", step.name())))
+}
+
+/// Any step behind `dyn`, so that a command can run several from one list.
+pub trait Runnable {
+    fn preflight(&self, ctx: &Ctx) -> Result<()>;
+    fn execute(&self, ctx: &Ctx) -> Result<StepReport>;
+}
+
+impl<S: Step> Runnable for S {
+    fn preflight(&self, ctx: &Ctx) -> Result<()> {
+        preflight(ctx, self)
+    }
+
+    fn execute(&self, ctx: &Ctx) -> Result<StepReport> {
+        execute(ctx, self)
+    }
 }
 
 /// Plans, and unless this is a dry run applies and verifies, one step.

@@ -456,7 +456,7 @@ mod tests {
             uplink: "eth1".into(),
             uplink_index: 2,
             bridge: "br-int".into(),
-            ovs_run_dir: "/var/run/openvswitch".into(),
+            ovs_run_dir: Some("/var/run/openvswitch".into()),
             bridge_created: true,
             bridge_hwaddr_before: None,
             bridge_mtu_request_before: None,

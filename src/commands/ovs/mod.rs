@@ -31,7 +31,7 @@ pub fn ovs_health(env: &Env, ready: bool) -> Result<Outcome> {
         Err(why) => Outcome {
             code: 1,
             text: format!("unhealthy: {why}\n"),
-            details: Some(serde_json::json!({ "unhealthy": why })),
+            details: Some(serde_json::json!({ "unhealthy": why.0 })),
         },
     })
 }
@@ -49,53 +49,64 @@ pub fn uplink_of(ctx: &Ctx, ovs: &Ovs) -> Result<Option<String>> {
     }
 }
 
+/// Why `ovs health` fails: the first thing forwarding lacks, or what could not be looked at.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unhealthy(pub String);
+
+impl From<anyhow::Error> for Unhealthy {
+    fn from(e: anyhow::Error) -> Self {
+        Unhealthy(format!("{e:#}"))
+    }
+}
+
 /// `ovs health`: `Ok(())` when both daemons answer and the uplink is attached as configured.
 /// With `ready` (the readiness probe), an uplink must be known too.
-pub fn health(ctx: &Ctx, ready: bool) -> Result<(), String> {
-    let dirs = OvsDirs::resolve(ctx.host, ctx.settings.ovs_dirs()).map_err(|e| format!("{e:#}"))?;
-    let live = live_daemons(ctx.host, &dirs).map_err(|e| format!("{e:#}"))?;
+pub fn health(ctx: &Ctx, ready: bool) -> Result<(), Unhealthy> {
+    let dirs = OvsDirs::resolve(ctx.host, ctx.settings.ovs_dirs())?;
+    let live = live_daemons(ctx.host, &dirs)?;
     for d in DAEMONS {
         if !live.iter().any(|(n, _)| *n == d) {
-            return Err(format!(
+            return Err(Unhealthy(format!(
                 "{d} is not running (no live pid in {})",
                 dirs.run.display()
-            ));
+            )));
         }
     }
-    let ovs = crate::host::ovs::Ovs::new(dirs.run.clone()).map_err(|e| format!("{e:#}"))?;
-    ovs.reachable().map_err(|e| format!("{e:#}"))?;
-    if ovs.restore_wait().map_err(|e| format!("{e:#}"))? {
-        return Err(
+    let ovs = crate::host::ovs::Ovs::new(dirs.run.clone())?;
+    ovs.reachable()?;
+    if ovs.restore_wait()? {
+        return Err(Unhealthy(
             "ovs-vswitchd waits for flows to be restored (other_config:flow-restore-wait=true)"
                 .into(),
-        );
+        ));
     }
     let bridge = ctx.settings.bridge.as_str();
-    let Some(up) = uplink_of(ctx, &ovs).map_err(|e| format!("{e:#}"))? else {
+    let Some(up) = uplink_of(ctx, &ovs)? else {
         // OVS itself is fine (liveness); a pod with nothing attached must not be Ready.
         return match ready {
             false => Ok(()),
-            true => Err(format!("no uplink: {NO_UPLINK}")),
+            true => Err(Unhealthy(format!("no uplink: {NO_UPLINK}"))),
         };
     };
     let up = up.as_str();
     let ports = ovs
         .ports(bridge)
-        .map_err(|e| format!("bridge {bridge}: {e:#}"))?;
+        .map_err(|e| Unhealthy(format!("bridge {bridge}: {e:#}")))?;
     if !ports.iter().any(|p| p == up) {
-        return Err(format!("{up} is not a port of {bridge}"));
+        return Err(Unhealthy(format!("{up} is not a port of {bridge}")));
     }
-    uplink::check_forwarding(ctx.host, up, bridge).map_err(|e| format!("{e:#}"))?;
+    uplink::check_forwarding(ctx.host, up, bridge)?;
     if ctx.settings.datapath == crate::config::Datapath::System {
         // A datapath that cannot be read says nothing either way (no ovs-dpctl in the image).
         let stale = crate::host::ovs::datapath::stale_drops(up).unwrap_or_default();
         if !stale.is_empty() {
-            return Err(format!(
+            return Err(Unhealthy(format!(
                 "the kernel datapath drops what {up} receives: {} exact-match drop flow(s) \
                  installed before ovs-vswitchd had mapped the port (ovs run removes them after \
                  each start of the switch; a restart of nsx-ovs does)",
                 stale.len()
-            ));
+            )));
         }
     }
     Ok(())

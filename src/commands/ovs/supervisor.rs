@@ -6,93 +6,13 @@
 use super::NO_UPLINK;
 use crate::error::{precondition, Error, Kind};
 use crate::host::ovs::flows::Keeper;
-use crate::host::ovs::{clean_stale, logs, prepare_db, Daemons, Ovs, OvsDirs, DAEMONS};
+use crate::host::ovs::{clean_stale, logs, prepare_db, Daemons, Ovs, OvsDirs};
 use crate::host::run;
-use crate::steps::{uplink, Ctx};
+use crate::steps::{ovs_files, uplink, Ctx};
 use anyhow::{Context, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Records, before it makes them, the files `ovs run` makes for OVS on the host: the database
-/// (and its lock) when it creates one, the database's conversion to the image's schema, the
-/// daemons' logs. Cleanup undoes exactly these. Paths outside the host root (a directory
-/// mounted elsewhere) are not the host's to record.
-fn record_own_files(ctx: &Ctx, dirs: &OvsDirs) -> Result<()> {
-    let Some(run_dir) = ctx.host.host_path_of(&dirs.run) else {
-        return Ok(());
-    };
-    let created = |p: &std::path::Path| {
-        ctx.host
-            .host_path_of(p)
-            .map(|path| crate::ledger::Entry::OvsFileCreated {
-                step: "ovs".into(),
-                path,
-                run_dir: run_dir.clone(),
-            })
-    };
-    let mut entries = Vec::new();
-    // The directories first (undone last, once empty).
-    let db_dir = dirs.conf_db()?.parent().map(std::path::Path::to_path_buf);
-    for dir in [Some(dirs.run.clone()), db_dir, Some(dirs.log.clone())]
-        .into_iter()
-        .flatten()
-    {
-        if let Some(d) = ctx.host.host_path_of(&dir) {
-            for path in ctx.host.missing_dirs(&d)? {
-                let e = crate::ledger::Entry::DirCreated {
-                    step: "ovs".into(),
-                    path,
-                };
-                if !entries.contains(&e) {
-                    entries.push(e);
-                }
-            }
-        }
-    }
-    match crate::host::ovs::db_plan(dirs)? {
-        crate::host::ovs::DbPlan::Ready => {}
-        crate::host::ovs::DbPlan::Create(db) => {
-            entries.extend(created(&db));
-            entries.extend(created(&db.with_file_name(".conf.db.~lock~")));
-        }
-        crate::host::ovs::DbPlan::Convert { db, backup } => {
-            if let (Some(path), Some(backup)) =
-                (ctx.host.host_path_of(&db), ctx.host.host_path_of(&backup))
-            {
-                entries.push(crate::ledger::Entry::OvsDbConverted {
-                    step: "ovs".into(),
-                    path,
-                    backup,
-                    run_dir: run_dir.clone(),
-                });
-            }
-        }
-    }
-    for d in DAEMONS {
-        let log = dirs.log.join(format!("{d}.log"));
-        if !log.exists() {
-            entries.extend(created(&log));
-        }
-    }
-    record_new(ctx, entries)
-}
-
-/// Records, under the lock, the entries the ledger does not hold yet.
-fn record_new(ctx: &Ctx, entries: Vec<crate::ledger::Entry>) -> Result<()> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let _lock = crate::steps::lock(ctx.host)?;
-    crate::ledger::create_state_dir(ctx.host)?;
-    let mut ledger = crate::ledger::Ledger::load(ctx.host)?;
-    for e in entries {
-        if !ledger.entries.contains(&e) {
-            ledger.record(ctx.host, e)?;
-        }
-    }
-    Ok(())
-}
 
 /// For the kernel datapath the openvswitch module must be there; say clearly when it cannot be.
 fn ensure_module(ctx: &Ctx) -> Result<()> {
@@ -119,7 +39,7 @@ fn ensure_module(ctx: &Ctx) -> Result<()> {
 pub fn run(ctx: &Ctx) -> Result<i32> {
     let started = Instant::now();
     let dirs = OvsDirs::resolve(ctx.host, ctx.settings.ovs_dirs())?;
-    record_own_files(ctx, &dirs)?;
+    ovs_files::record_own_files(ctx, &dirs)?;
     // Held until this function returns, after the daemons are stopped.
     let _claim = dirs.claim()?;
     // A monitor giving node-if its addresses back (`commands::monitor`) holds the lock while it
@@ -357,7 +277,7 @@ impl LogCap {
             return Ok(());
         }
         if !self.recorded {
-            record_log_copies(ctx, dirs, self.cap)?;
+            ovs_files::record_log_copies(ctx, dirs, self.cap)?;
             self.recorded = true;
         }
         let size = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
@@ -380,25 +300,6 @@ impl LogCap {
         }
         Ok(())
     }
-}
-
-/// Records the rotated copies the logs can get (those not there yet), as files `ovs run` made.
-fn record_log_copies(ctx: &Ctx, dirs: &OvsDirs, cap: logs::Cap) -> Result<()> {
-    let Some(run_dir) = ctx.host.host_path_of(&dirs.run) else {
-        return Ok(());
-    };
-    let entries: Vec<crate::ledger::Entry> = DAEMONS
-        .iter()
-        .flat_map(|d| logs::backup_paths(&dirs.log.join(format!("{d}.log")), cap.backups))
-        .filter(|p| !p.exists())
-        .filter_map(|p| ctx.host.host_path_of(&p))
-        .map(|path| crate::ledger::Entry::OvsFileCreated {
-            step: "ovs".into(),
-            path,
-            run_dir: run_dir.clone(),
-        })
-        .collect();
-    record_new(ctx, entries)
 }
 
 /// When, after ovs-vswitchd started, the kernel datapath is swept for the drop flows it

@@ -7,33 +7,19 @@ use super::*;
 /// a failed check rolls everything back to the pre-state.
 pub struct Attach;
 
-/// The planned move onto the bridge.
+/// What the move onto the bridge needs besides its names and lines.
 pub struct AttachPlan {
-    names: Names,
     pre: UplinkPreState,
     carried_on_uplink: Carried,
-    lines: Vec<String>,
     /// The hand-off from NetworkManager, listed when it happens.
     nm_line: Option<String>,
     /// The hand-off from systemd-networkd, prepared before anything moves.
     networkd: Option<crate::host::networkd::HandOff>,
 }
 
-impl crate::steps::Action for AttachPlan {
-    fn describe(&self) -> String {
-        format!(
-            "move {}'s addresses and routes onto {}",
-            self.names.uplink, self.names.bridge
-        )
-    }
-
-    fn why(&self) -> String {
-        format!("move {} onto {}", self.names.uplink, self.names.bridge)
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.clone()
-    }
+impl Direction for AttachPlan {
+    const TOWARDS: &'static str = "onto";
+    const WHY: &'static str = "onto";
 }
 
 pub fn attach(ctx: &Ctx) -> Result<StepReport> {
@@ -41,13 +27,13 @@ pub fn attach(ctx: &Ctx) -> Result<StepReport> {
 }
 
 impl crate::steps::Step for Attach {
-    type Action = AttachPlan;
+    type Action = Move<AttachPlan>;
 
     fn name(&self) -> &'static str {
         NAME
     }
 
-    fn plan(&self, ctx: &Ctx) -> Result<crate::steps::Plan<AttachPlan>> {
+    fn plan(&self, ctx: &Ctx) -> Result<crate::steps::Plan<Move<AttachPlan>>> {
         let mut plan = crate::steps::Plan::new();
         let Session {
             names,
@@ -101,8 +87,8 @@ impl crate::steps::Step for Attach {
                     &live.routes,
                     &live.rules,
                 );
-                let db = ovs_dir(ctx)?.display().to_string();
-                let mut pre = pre_state(&names, &uplink, db, before, &c);
+                let run_dir = ovs_dir(ctx)?.display().to_string();
+                let mut pre = pre_state(&names, &uplink, Some(run_dir), before, &c);
                 // Recorded before they change; a bridge made by the attach goes with detach.
                 pre.ipv6_before = ipv6_now.befores(&ipv6_now.changes(ctx, &c));
                 // As the host names it (the manifests mount the OVS directories at their host
@@ -169,27 +155,29 @@ impl crate::steps::Step for Attach {
             lines.extend(nm_line.clone());
             lines.extend(networkd.as_ref().map(|h| h.describe()));
         }
-        plan.actions.push(AttachPlan {
+        plan.actions.push(Move {
             names,
-            pre,
-            carried_on_uplink,
             lines,
-            nm_line,
-            networkd,
+            plan: AttachPlan {
+                pre,
+                carried_on_uplink,
+                nm_line,
+                networkd,
+            },
         });
         Ok(plan)
     }
 
     /// The hand-off from NetworkManager is best effort (NetworkManager may not know the
     /// device, or not answer; both are reported): converged means nothing is left to move.
-    fn converged(&self, plan: &crate::steps::Plan<AttachPlan>) -> bool {
+    fn converged(&self, plan: &crate::steps::Plan<Move<AttachPlan>>) -> bool {
         plan.actions.iter().all(|a| a.lines.is_empty())
     }
 
     fn apply(
         &self,
         ctx: &Ctx,
-        p: &AttachPlan,
+        p: &Move<AttachPlan>,
         ledger: &mut Ledger,
         report: &mut StepReport,
     ) -> Result<()> {

@@ -28,9 +28,9 @@ pub fn detach_recorded(
     // Without its bridge link (a userspace bridge vanishes with ovs-vswitchd; after a reboot a
     // kernel one is not there until OVS runs) the addresses are nowhere: put them straight on
     // the uplink, with an index no link has standing in for the bridge.
-    let br_index = nl.link(&pre.bridge)?.map_or(u32::MAX, |b| b.index);
+    let bridge = nl.link(&pre.bridge)?;
     let br_end = End {
-        index: br_index,
+        index: bridge.as_ref().map_or(netmodel::NO_LINK, |b| b.index),
         name: &pre.bridge,
     };
     let up_end = End {
@@ -40,15 +40,19 @@ pub fn detach_recorded(
     let recorded = restore_carried(pre, br_end)?;
     // What was added to a bridge of ours after the attach goes with the rest: the bridge is
     // removed below and would take it along. (On a bridge we did not make it stays there.)
-    let added = match br_index {
-        u32::MAX => Carried::default(),
-        _ if !pre.bridge_created => Carried::default(),
-        index => {
+    let added = match &bridge {
+        Some(br) if pre.bridge_created => {
             let live = dump(nl)?;
-            let now =
-                netmodel::carried_by(index, &pre.bridge, &live.addrs, &live.routes, &live.rules);
+            let now = netmodel::carried_by(
+                br.index,
+                &pre.bridge,
+                &live.addrs,
+                &live.routes,
+                &live.rules,
+            );
             netmodel::added_since(&recorded, &now)
         }
+        _ => Carried::default(),
     };
     let carried_extra: Vec<String> = added
         .describe()
@@ -80,7 +84,7 @@ pub fn detach_recorded(
         if ovs.ports(&pre.bridge)?.is_empty() {
             ovs.del_bridge(&pre.bridge)?;
         }
-    } else if !pre.ovs_run_dir.is_empty() {
+    } else if pre.ovs_run_dir.is_some() {
         ovs.restore_bridge_settings(
             &pre.bridge,
             pre.bridge_hwaddr_before.as_deref(),
@@ -94,32 +98,18 @@ pub fn detach_recorded(
 /// no record, what the bridge carries), the port removed, the bridge too when attach made it.
 pub struct Detach;
 
-/// The planned move back.
+/// What the move back needs besides its names and lines.
 pub struct DetachPlan {
-    names: Names,
     /// The recorded attach; `None` when something else attached the uplink.
     recorded: Option<UplinkPreState>,
-    lines: Vec<String>,
     /// The step under which an attach made by something else is recorded as released
     /// (`install` taking the uplink from the host's OVS), so that cleanup gives it back.
     release_step: Option<String>,
 }
 
-impl crate::steps::Action for DetachPlan {
-    fn describe(&self) -> String {
-        format!(
-            "move {}'s addresses and routes back from {}",
-            self.names.uplink, self.names.bridge
-        )
-    }
-
-    fn why(&self) -> String {
-        format!("move {} back off {}", self.names.uplink, self.names.bridge)
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.clone()
-    }
+impl Direction for DetachPlan {
+    const TOWARDS: &'static str = "back from";
+    const WHY: &'static str = "back off";
 }
 
 pub fn detach(ctx: &Ctx) -> Result<StepReport> {
@@ -158,13 +148,13 @@ pub fn detach_within(
 }
 
 impl crate::steps::Step for Detach {
-    type Action = DetachPlan;
+    type Action = Move<DetachPlan>;
 
     fn name(&self) -> &'static str {
         NAME
     }
 
-    fn plan(&self, ctx: &Ctx) -> Result<crate::steps::Plan<DetachPlan>> {
+    fn plan(&self, ctx: &Ctx) -> Result<crate::steps::Plan<Move<DetachPlan>>> {
         let mut plan = crate::steps::Plan::new();
         let Session {
             names,
@@ -267,11 +257,13 @@ impl crate::steps::Step for Detach {
                 )),
             }
         }
-        plan.actions.push(DetachPlan {
+        plan.actions.push(Move {
             names,
-            recorded,
             lines,
-            release_step: None,
+            plan: DetachPlan {
+                recorded,
+                release_step: None,
+            },
         });
         Ok(plan)
     }
@@ -279,7 +271,7 @@ impl crate::steps::Step for Detach {
     fn apply(
         &self,
         ctx: &Ctx,
-        p: &DetachPlan,
+        p: &Move<DetachPlan>,
         ledger: &mut Ledger,
         report: &mut StepReport,
     ) -> Result<()> {
@@ -322,13 +314,13 @@ impl crate::steps::Step for Detach {
                     hwaddr: None,
                     mtu_request: None,
                 };
-                let pre = pre_state(&names, &uplink, String::new(), kept, &back);
+                let pre = pre_state(&names, &uplink, None, kept, &back);
                 if let Some(step) = &p.release_step {
                     // Before the move: a kill in between leaves a record whose undo finds the
                     // addresses still on the bridge, which is what it would have restored.
                     let released = UplinkPreState {
                         step: step.clone(),
-                        ovs_run_dir: ovs_dir(ctx)?.display().to_string(),
+                        ovs_run_dir: Some(ovs_dir(ctx)?.display().to_string()),
                         ..pre.clone()
                     };
                     ledger.record(ctx.host, Entry::UplinkReleased(Box::new(released)))?;
@@ -364,7 +356,8 @@ impl crate::steps::Step for Detach {
 /// database just long enough to remove the port and the bridge.
 pub fn undo(host: &HostRoot, pre: &UplinkPreState) -> Result<()> {
     let mut nl = Netlink::open()?;
-    let ovs = Ovs::new(PathBuf::from(&pre.ovs_run_dir))?;
+    let run_dir = pre.run_dir()?;
+    let ovs = Ovs::new(PathBuf::from(run_dir))?;
     if ovs.reachable().is_ok() {
         return detach_recorded(host, &mut nl, &ovs, pre).map(|_| ());
     }
@@ -372,7 +365,7 @@ pub fn undo(host: &HostRoot, pre: &UplinkPreState) -> Result<()> {
         anyhow!(
             "OVS is not running at {} and the ledger does not name its database; start OVS \
              (`ovs run`) and run cleanup again",
-            pre.ovs_run_dir
+            run_dir
         )
     })?;
     let db = crate::host::ovs::recorded_db(host, db)?;
@@ -402,14 +395,15 @@ pub fn undo(host: &HostRoot, pre: &UplinkPreState) -> Result<()> {
 /// manual procedure had attached it): the port again, then the addresses and routes on the
 /// bridge, make-before-break as in attach. Runs after the host's OVS was started again.
 pub fn reattach(pre: &UplinkPreState) -> Result<()> {
-    let ovs = Ovs::new(PathBuf::from(&pre.ovs_run_dir))?;
+    let run_dir = pre.run_dir()?;
+    let ovs = Ovs::new(PathBuf::from(run_dir))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while let Err(e) = ovs.reachable() {
         if Instant::now() > deadline {
             return Err(anyhow!(
                 "the host's OVS at {} did not come back within 30 s ({e:#}); start it and run \
                  cleanup again to put {} back into {}",
-                pre.ovs_run_dir,
+                run_dir,
                 pre.uplink,
                 pre.bridge
             ));

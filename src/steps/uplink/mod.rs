@@ -24,6 +24,7 @@ mod attach;
 mod checks;
 mod detach;
 mod prestate;
+mod undo;
 
 pub use attach::{attach, Attach, AttachPlan};
 use checks::*;
@@ -32,6 +33,60 @@ pub use detach::{
     detach, detach_recorded, detach_within, reattach, undo, Detach, DetachPlan, Detached,
 };
 use prestate::*;
+pub use undo::Undo;
+
+/// One planned move of node-if's addresses and routes, either way: the names and the lines
+/// the report lists are the same for both; `P` holds what the direction needs besides.
+pub struct Move<P> {
+    pub names: Names,
+    pub lines: Vec<String>,
+    pub plan: P,
+}
+
+/// The words a move's report uses for its direction.
+pub trait Direction {
+    /// "move node-if's addresses and routes {TOWARDS} br-int".
+    const TOWARDS: &'static str;
+    /// "move node-if {WHY} br-int".
+    const WHY: &'static str;
+}
+
+impl<P> std::ops::Deref for Move<P> {
+    type Target = P;
+    fn deref(&self) -> &P {
+        &self.plan
+    }
+}
+
+impl<P> std::ops::DerefMut for Move<P> {
+    fn deref_mut(&mut self) -> &mut P {
+        &mut self.plan
+    }
+}
+
+impl<P: Direction> crate::steps::Action for Move<P> {
+    fn describe(&self) -> String {
+        format!(
+            "move {}'s addresses and routes {} {}",
+            self.names.uplink,
+            P::TOWARDS,
+            self.names.bridge
+        )
+    }
+
+    fn why(&self) -> String {
+        format!(
+            "move {} {} {}",
+            self.names.uplink,
+            P::WHY,
+            self.names.bridge
+        )
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.clone()
+    }
+}
 
 pub const NAME: &str = "uplink";
 

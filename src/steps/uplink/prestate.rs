@@ -13,7 +13,7 @@ pub(super) struct BridgeBefore {
 pub(super) fn pre_state(
     names: &Names,
     uplink: &crate::host::netlink::Link,
-    ovs_run_dir: String,
+    ovs_run_dir: Option<String>,
     bridge: BridgeBefore,
     c: &Carried,
 ) -> UplinkPreState {

@@ -2,7 +2,7 @@
 //! database; we do that with the host's own package tool pointed at the host root, which deletes
 //! only the files the package owned (never the rest of `/etc/cni/net.d`).
 
-use crate::host::{paths, run, HostRoot};
+use super::{paths, run, HostRoot};
 use anyhow::{Context, Result};
 use std::fmt;
 use std::path::PathBuf;
