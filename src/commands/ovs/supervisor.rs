@@ -59,6 +59,8 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         ctx.progress.info(&format!("ovs run: {done}"));
     }
     let bridge = ctx.settings.bridge.as_str();
+    // Stopped by its guard on every way out below; the signal path stops them itself, with
+    // more time, after the uplink is given back.
     let mut daemons = Daemons::start(&dirs, ctx.settings.keep_flows.then_some(bridge))
         .map_err(|e| Error::new(Kind::Apply, format!("starting OVS: {e:#}")))?;
     ctx.progress.info(&format!(
@@ -76,10 +78,7 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         restore_flows(ctx, &k);
         keeper = Some(k);
         // Never left set: a switch waiting for flows that do not come forwards nothing new.
-        if let Err(e) = daemons.end_restore_wait() {
-            daemons.stop(Duration::from_secs(5));
-            return Err(e.context("ovs run"));
-        }
+        daemons.end_restore_wait().context("ovs run")?;
     }
     // NCP's default when ncp.ini names no uplink: the bridge's port with ofport 1.
     let found = match &ctx.settings.uplink {
@@ -129,10 +128,7 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         None
     };
     match attach {
-        Some(Err(e)) => {
-            daemons.stop(Duration::from_secs(5));
-            return Err(e.context("ovs run: attaching the uplink"));
-        }
+        Some(Err(e)) => return Err(e.context("ovs run: attaching the uplink")),
         Some(Ok(report)) => {
             // The container's log says what moved (and whom it was taken from).
             for c in &report.changes {
@@ -191,10 +187,8 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         if let Some(death) = daemons.dead() {
             if death.name == "ovs-vswitchd" && budget.allow(Instant::now()) {
                 ctx.progress.warn(&format!("ovs run: {death}"));
-                if let Err(e) = restart_switch(ctx, &mut daemons, keeper.as_ref()) {
-                    daemons.stop(Duration::from_secs(5));
-                    return Err(e.context("ovs run: starting ovs-vswitchd again"));
-                }
+                restart_switch(ctx, &mut daemons, keeper.as_ref())
+                    .context("ovs run: starting ovs-vswitchd again")?;
                 sweep.after_start(Instant::now());
                 sweep.run_due(ctx, Instant::now());
                 continue;
@@ -208,7 +202,6 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
                     SWITCH_RESTART_WINDOW.as_secs()
                 );
             }
-            daemons.stop(Duration::from_secs(5));
             return Ok(1);
         }
         if let Some(k) = keeper.as_mut() {

@@ -228,6 +228,8 @@ impl Daemons {
     }
 
     /// SIGTERM to every daemon (ovs-vswitchd first), SIGKILL whatever is left after `grace`.
+    /// Once stopped, they are forgotten: a second call (the guard's) signals no pid that may
+    /// belong to someone else by then.
     pub fn stop(&mut self, grace: Duration) {
         for (_, child) in self.children.iter().rev() {
             terminate(child.id());
@@ -245,6 +247,15 @@ impl Daemons {
                 let _ = child.wait();
             }
         }
+        self.children.clear();
+    }
+}
+
+/// The one guard: whatever way the supervisor leaves (an error, a switch that died too often),
+/// the daemons it started stop in order with it.
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
     }
 }
 

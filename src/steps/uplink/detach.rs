@@ -448,6 +448,7 @@ pub fn reattach(pre: &UplinkPreState) -> Result<()> {
         name: &pre.bridge,
     };
     let carried = restore_carried(pre, up_end)?;
-    let ops = plan_now(&mut nl, &carried, up_end, br_end)?;
-    nl.apply(&ops)
+    // Make before break, as the attach moves: an address the host's bridge refuses is then
+    // never taken off the uplink.
+    converge(&mut nl, &carried, up_end, br_end).map(drop)
 }
