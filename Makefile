@@ -2,7 +2,7 @@
 CARGO ?= cargo
 DESTDIR ?=
 
-.PHONY: setup setup-vm setup-image build image test vm-test vagrant-test demo bench clean install-host uninstall-host
+.PHONY: setup setup-vm setup-image setup-packages build image packages test vm-test vagrant-test demo bench clean install-host uninstall-host
 
 setup:
 	bash scripts/setup.sh
@@ -33,6 +33,16 @@ setup-image: setup
 image: setup-image build
 	bash units/container/build-image.sh
 
+setup-packages: setup
+	bash scripts/setup.sh file containernetworking-plugins rpm
+	CARGO=$(CARGO) bash scripts/setup-packages.sh
+
+# The host packages, built offline from the static binary with the pinned cargo-deb and
+# cargo-generate-rpm: target/packages/ncp-bootstrap_<version>_amd64.deb and
+# ncp-bootstrap-<version>.x86_64.rpm (scripts/packages.sh).
+packages: setup-packages build
+	bash scripts/packages.sh
+
 # The same scenario through Vagrant (vagrant-libvirt, local box, offline); slower, not in CI.
 vagrant-test: setup-vm build
 	bash scripts/setup.sh vagrant vagrant-libvirt libvirt-daemon-system dnsmasq-base rsync openssh-client
@@ -42,7 +52,7 @@ vagrant-test: setup-vm build
 # NetworkManager, kill -9, hitless restarts, netplan on systemd-networkd, DHCP/SLAAC nodes, the
 # image's pods under podman (daemonsets.sh). The guest image is built once and reused by each
 # scenario.
-vm-test: setup-vm build image
+vm-test: setup-vm build image packages
 	timeout 1500 bash vagrant/harness/vm-test.sh lifecycle.sh
 	timeout 1200 bash vagrant/harness/vm-test.sh networkmanager.sh
 	timeout 900 bash vagrant/harness/vm-test.sh crash.sh
@@ -51,6 +61,7 @@ vm-test: setup-vm build image
 	timeout 1200 bash vagrant/harness/vm-test.sh dhcp.sh
 	timeout 900 bash vagrant/harness/vm-test.sh monitor.sh
 	timeout 1200 bash vagrant/harness/vm-test.sh daemonsets.sh
+	timeout 1200 bash vagrant/harness/vm-test.sh packages.sh
 
 clean:
 	$(CARGO) clean

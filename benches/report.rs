@@ -65,6 +65,7 @@ fn main() {
         rows.extend(vm_rows());
         rows.extend(restart_rows());
         rows.extend(vm_monitor_rows());
+        rows.extend(package_rows());
     }
     let mut md = String::from(
         "| figure | ours | baseline | ratio | target | how |\n|---|---|---|---|---|---|\n",
@@ -840,6 +841,55 @@ fn vm_monitor_rows() -> Vec<Row> {
         target: "≤ grace + 5 s".into(),
         command: "`vm-test.sh monitor.sh`: `systemctl stop ncp-ovs` (on_exit keep) with ncp-bootstrap-monitor.service running".into(),
     }]
+}
+
+/// `vagrant/scenarios/packages.sh`: `apt-get install` of the next .deb on an attached node (its
+/// postinst restarts ncp-ovs the hitless way), the probes the peer lost meanwhile; and the sizes
+/// of the packages `make packages` built.
+fn package_rows() -> Vec<Row> {
+    let text = scenario_output("packages.sh");
+    let upgrade = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ROW package upgrade"))
+        .and_then(|r| {
+            let n: Vec<&str> = r.split_whitespace().collect();
+            let at = n.iter().position(|w| *w == "packets")?;
+            let sent = n.get(at.checked_sub(1)?)?;
+            let got = n.get(at + 2)?;
+            Some(lost_of(&format!("{got}/{sent}")))
+        })
+        .unwrap_or_else(|| "- (packages.sh printed no figure)".into());
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/packages");
+    let size = |ext: &str| {
+        std::fs::read_dir(&dir)
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|e| e.path().extension().is_some_and(|x| x == ext))
+            .and_then(|e| e.metadata().ok())
+            .map_or("- (run `make packages`)".into(), |m| {
+                format!("{:.2} MiB", m.len() as f64 / 1024.0 / 1024.0)
+            })
+    };
+    vec![
+        Row {
+            what: "package upgrade on an attached node (VM, kernel datapath): the peer's probes every 10 ms".into(),
+            ours: upgrade,
+            baseline: "-".into(),
+            ratio: "-".into(),
+            target: "0 lost".into(),
+            command: "`vm-test.sh packages.sh`: `apt-get install` of the next .deb; its postinst runs `systemctl try-restart ncp-ovs`".into(),
+        },
+        Row {
+            what: "package sizes (.deb, .rpm; binary, units, README, demo bundle)".into(),
+            ours: format!("{}, {}", size("deb"), size("rpm")),
+            baseline: "-".into(),
+            ratio: "-".into(),
+            target: "-".into(),
+            command: "`make packages`: cargo-deb 3.7.0, cargo-generate-rpm 0.16.0".into(),
+        },
+    ]
 }
 
 // ---- the kernel datapath, in the VM

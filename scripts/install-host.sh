@@ -15,11 +15,16 @@ unit_names=(ncp-bootstrap.service ncp-ovs.service ncp-bootstrap-monitor.service 
 bundle_files=(opt/cni/bin/nsx opt/cni/bin/loopback etc/cni/net.d/10-nsx.conflist etc/cni/net.d/99-loopback.conf)
 
 if [ "$action" = uninstall ]; then
+  # As a package removal does: the units stopped and disabled before their files go.
+  if [ -z "$destdir" ] && [ -d /run/systemd/system ]; then
+    systemctl stop "${unit_names[@]}" 2>/dev/null || true
+    systemctl disable "${unit_names[@]}" >/dev/null 2>&1 || true
+  fi
   rm -f "$destdir$prefix/bin/ncp-bootstrap"
   rm -rf "$share" "$destdir$prefix/share/doc/ncp-bootstrap"
   for u in "${unit_names[@]}"; do rm -f "$units/$u"; done
   [ -n "$destdir" ] || systemctl daemon-reload 2>/dev/null || true
-  echo "uninstall-host: removed the binary, bundle, documentation and units ($units)"
+  echo "uninstall-host: stopped and disabled the units; removed the binary, bundle, documentation and units ($units)"
   echo "uninstall-host: what ncp-bootstrap did on this node stays until 'ncp-bootstrap cleanup' (run it first)"
   exit 0
 fi
@@ -52,7 +57,10 @@ for f in "${bundle_files[@]}"; do
   case "$f" in opt/cni/bin/*) mode=0755 ;; esac
   install -D -m "$mode" "$bundle/$f" "$share/bundle/$f"
 done
-install -D -m 0644 distro/ubuntu/apparmor/ncp-apparmor "$share/bundle/etc/apparmor.d/ncp-apparmor"
+# The release's AppArmor profile when its bundle carries one; the repository's otherwise.
+profile=distro/ubuntu/apparmor/ncp-apparmor
+[ -f "$bundle/etc/apparmor.d/ncp-apparmor" ] && profile=$bundle/etc/apparmor.d/ncp-apparmor
+install -D -m 0644 "$profile" "$share/bundle/etc/apparmor.d/ncp-apparmor"
 for u in "${unit_names[@]}"; do install -D -m 0644 "units/systemd/$u" "$units/$u"; done
 install -D -m 0644 README.md "$destdir$prefix/share/doc/ncp-bootstrap/README.md"
 [ -n "$destdir" ] || systemctl daemon-reload 2>/dev/null || true

@@ -309,3 +309,47 @@ fn containerfile_installs_exactly_what_the_code_runs() {
     assert!(make.contains("crt-static") && make.contains("TRIPLE := x86_64-unknown-linux-gnu"));
     assert!(cf.contains("COPY target/x86_64-unknown-linux-gnu/release/ncp-bootstrap /usr/bin/"));
 }
+
+/// `ncp-ovs.service` takes the place of the distribution's OVS on both families, and the
+/// packages' maintainer scripts are valid shell (the VM's packages.sh runs the .deb's for real).
+#[test]
+fn ncp_ovs_conflicts_with_both_distributions_ovs_and_package_scripts_parse() {
+    let unit = fs::read_to_string(Path::new(REPO).join("units/systemd/ncp-ovs.service")).unwrap();
+    let conflicts: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("Conflicts="))
+        .flat_map(str::split_whitespace)
+        .collect();
+    for ovs in ["openvswitch-switch.service", "openvswitch.service"] {
+        assert!(conflicts.contains(&ovs), "ncp-ovs.service: {conflicts:?}");
+    }
+    let scripts = [
+        "distro/packages/debian/postinst",
+        "distro/packages/debian/prerm",
+        "distro/packages/debian/postrm",
+        "distro/packages/rpm/post.sh",
+        "distro/packages/rpm/preun.sh",
+        "distro/packages/rpm/postun.sh",
+    ];
+    for s in scripts {
+        let out = Command::new("sh")
+            .arg("-n")
+            .arg(Path::new(REPO).join(s))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{s}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every script Cargo.toml names for the packages is one of these.
+    let cargo = fs::read_to_string(Path::new(REPO).join("Cargo.toml")).unwrap();
+    assert!(cargo.contains("maintainer-scripts = \"distro/packages/debian/\""));
+    for s in &scripts[3..] {
+        assert!(
+            cargo.contains(&format!("\"{s}\"")),
+            "Cargo.toml does not name {s}"
+        );
+    }
+}

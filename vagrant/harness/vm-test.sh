@@ -33,6 +33,15 @@ if grep -q '^# needs: image' "$REPO/vagrant/scenarios/$SCENARIO"; then
   python3 "$HERE/kube-pods.py" "$REPO" "$(cat "$REPO/target/image/tag")" "$SHARE/pods" \
     NCP_BOOTSTRAP_CNI_ALLOW_DEMO_BUNDLE=true NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000 NCP_BOOTSTRAP_MONITOR_GRACE_SECONDS=10
 fi
+# A scenario with `# needs: packages` gets the packages of `make packages`, and in packages/next
+# the .deb again under the next version (its upgrade).
+if grep -q '^# needs: packages' "$REPO/vagrant/scenarios/$SCENARIO"; then
+  mkdir -p "$SHARE/packages/next"
+  cp "$REPO"/target/packages/*.deb "$SHARE/packages/"
+  version=$(dpkg-deb -f "$REPO"/target/packages/*.deb Version)
+  NCPB_PACKAGES_OUT="$SHARE/packages/next" NCPB_PACKAGES_ONLY=deb NCPB_DEB_VERSION="${version%-*}-2" \
+    bash "$REPO/scripts/packages.sh"
+fi
 
 NS=ncpb-vm-$$
 WATCH=
