@@ -14,6 +14,7 @@ pub mod probe;
 pub mod proc;
 pub mod run;
 pub mod sysctl;
+pub mod systemd;
 
 pub use files::*;
 

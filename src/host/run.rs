@@ -2,7 +2,7 @@
 
 use anyhow::{anyhow, Result};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Finds a tool on PATH; the error names the tool and what needs it.
 pub fn find_tool(name: &str, needed_for: &str) -> Result<PathBuf> {
@@ -124,4 +124,26 @@ pub fn die_with_parent(cmd: &mut std::process::Command) -> &mut std::process::Co
             Ok(())
         })
     }
+}
+
+/// Starts one of the host's own daemons again as it ran before (cleanup giving back a host OVS
+/// that ran outside systemd): with `--detach` it forks away and this waits for it to say it
+/// started; otherwise it is started in the foreground and left running. It is the host's, not
+/// ours, so unlike the daemons `ovs run` supervises it is meant to outlive this process.
+pub fn start_host_daemon(program: &Path, args: &[String], env: &[(String, String)]) -> Result<()> {
+    let mut c = std::process::Command::new(program);
+    c.args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if args.iter().any(|a| a == "--detach") {
+        let st = c.status()?;
+        if !st.success() {
+            anyhow::bail!("{} exited with {st}", program.display());
+        }
+    } else {
+        c.spawn()?;
+    }
+    Ok(())
 }

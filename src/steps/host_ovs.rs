@@ -5,10 +5,10 @@
 use super::{uplink, Action, Ctx, Plan, Step};
 use crate::error::{Error, Kind};
 use crate::host::ovs::{live_daemons, terminate, OvsDirs, DAEMONS};
-use crate::host::{proc, run};
+use crate::host::{proc, run, systemd};
 use crate::ledger::{Entry, Ledger, StoppedDaemon};
 use crate::report::StepReport;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 
 pub const NAME: &str = "host-ovs";
@@ -19,18 +19,6 @@ const UNITS: [&str; 4] = [
     "ovs-vswitchd.service",
     "ovsdb-server.service",
 ];
-
-fn systemd_host(ctx: &Ctx) -> bool {
-    ctx.host.exists("/run/systemd/system").unwrap_or(false) && which::which("nsenter").is_ok()
-}
-
-/// `systemctl` in the host's namespaces (PID 1's), from a container with hostPID.
-fn host_systemctl(args: &[&str]) -> Result<String> {
-    let nsenter = run::find_tool("nsenter", "reach the host's service manager")?;
-    let mut a = vec!["-t", "1", "-m", "-u", "-i", "-n", "-p", "--", "systemctl"];
-    a.extend_from_slice(args);
-    Ok(run::run(&nsenter, a)?.stdout)
-}
 
 /// The host-OVS step of `install`.
 pub struct HostOvs;
@@ -114,7 +102,7 @@ impl Step for HostOvs {
         }
         plan.actions.push(HostOvsAction::Stop {
             live,
-            systemd: systemd_host(ctx),
+            systemd: systemd::available(ctx.host),
         });
         Ok(plan)
     }
@@ -163,9 +151,9 @@ fn stop(ctx: &Ctx, live: &[(&'static str, u32)], systemd: bool, ledger: &mut Led
     if systemd {
         let mut args = vec!["stop"];
         args.extend(UNITS.iter().copied());
-        let _ = host_systemctl(&args);
+        let _ = systemd::systemctl(&args);
         for u in &units {
-            host_systemctl(&["disable", u])
+            systemd::systemctl(&["disable", u])
                 .map_err(|e| Error::new(Kind::Apply, format!("disabling {u}: {e:#}")))?;
         }
     }
@@ -194,8 +182,10 @@ fn stop(ctx: &Ctx, live: &[(&'static str, u32)], systemd: bool, ledger: &mut Led
 /// The host's OVS units: those enabled, and those active without being enabled (started as a
 /// dependency of another unit; they are started again by cleanup, never enabled).
 fn unit_states() -> (Vec<String>, Vec<String>) {
-    let enabled = |u: &str| host_systemctl(&["is-enabled", u]).is_ok_and(|s| s.trim() == "enabled");
-    let active = |u: &str| host_systemctl(&["is-active", u]).is_ok_and(|s| s.trim() == "active");
+    let enabled =
+        |u: &str| systemd::systemctl(&["is-enabled", u]).is_ok_and(|s| s.trim() == "enabled");
+    let active =
+        |u: &str| systemd::systemctl(&["is-active", u]).is_ok_and(|s| s.trim() == "active");
     let units: Vec<String> = UNITS
         .iter()
         .filter(|u| enabled(u))
@@ -295,28 +285,17 @@ pub fn undo(daemons: &[StoppedDaemon], units: &[String], started: &[String]) -> 
     let programs = validate(daemons, units, started)?;
     if !units.is_empty() || !started.is_empty() {
         for u in units {
-            host_systemctl(&["enable", u])?;
+            systemd::systemctl(&["enable", u])?;
         }
         let mut args = vec!["start"];
         args.extend(units.iter().chain(started).map(String::as_str));
-        host_systemctl(&args)?;
+        systemd::systemctl(&args)?;
         return Ok(());
     }
     for (d, prog) in daemons.iter().zip(programs) {
         let args = d.cmdline.get(1..).unwrap_or_default();
-        let mut c = std::process::Command::new(prog);
-        c.args(args).envs(d.env.iter().map(|(k, v)| (k, v)));
-        c.stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        if args.iter().any(|a| a == "--detach") {
-            let st = c.status()?;
-            if !st.success() {
-                anyhow::bail!("restarting {} failed ({st})", d.name);
-            }
-        } else {
-            c.spawn()?;
-        }
+        run::start_host_daemon(&prog, args, &d.env)
+            .with_context(|| format!("restarting {}", d.name))?;
         if d.name == "ovsdb-server" {
             std::thread::sleep(Duration::from_millis(200));
         }

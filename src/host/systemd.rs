@@ -1,0 +1,20 @@
+//! The host's service manager, reached from anywhere the tool runs: `systemctl` in PID 1's
+//! namespaces through `nsenter` (a container with hostPID sees the host's PID 1; on the host
+//! itself nsenter enters the namespaces it is already in).
+
+use super::{run, HostRoot};
+use anyhow::Result;
+
+/// Whether the host runs systemd and nsenter can reach it. A temporary host root has no
+/// `/run/systemd/system`, so tests never reach this machine's own service manager.
+pub fn available(host: &HostRoot) -> bool {
+    host.exists("/run/systemd/system").unwrap_or(false) && which::which("nsenter").is_ok()
+}
+
+/// `systemctl ARGS` in the host's namespaces; its standard output.
+pub fn systemctl(args: &[&str]) -> Result<String> {
+    let nsenter = run::find_tool("nsenter", "reach the host's service manager")?;
+    let mut a = vec!["-t", "1", "-m", "-u", "-i", "-n", "-p", "--", "systemctl"];
+    a.extend_from_slice(args);
+    Ok(run::run(&nsenter, a)?.stdout)
+}
