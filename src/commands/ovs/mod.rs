@@ -3,13 +3,13 @@
 //! foreground until a signal or a daemon's death; a crashed ovs-vswitchd is started again in
 //! place, a few times, with the bridge's flows restored), and `ovs health`.
 
-mod supervisor;
+mod run;
 
 use super::{Env, Outcome};
 use crate::host::ovs::{live_daemons, Ovs, OvsDirs, DAEMONS};
 use crate::steps::{uplink, Ctx};
 use anyhow::Result;
-pub use supervisor::run;
+pub use run::run;
 
 pub fn ovs_run(env: &Env) -> Result<Outcome> {
     let code = run(&env.ctx())?;

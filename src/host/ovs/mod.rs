@@ -6,6 +6,7 @@ pub mod datapath;
 mod dirs;
 pub mod flows;
 pub mod logs;
+pub mod supervisor;
 
 pub use daemons::{terminate, Daemons};
 pub use dirs::{
