@@ -162,10 +162,20 @@ impl Settings {
     /// Checks what a type alone does not (probe targets), so that `--dry-run`, `config show`
     /// and the real run accept and refuse the same input, before anything is touched.
     pub fn from_config(c: &Config) -> Result<Settings> {
+        // Every key has its default in `KEYS`: a key without a value is a defect of that table,
+        // said as such, never a second default here.
         let text = |k: &str| -> Result<String> {
             c.str(k)
                 .map(String::from)
                 .with_context(|| format!("configuration key {k} has no value"))
+        };
+        let int = |k: &str| -> Result<u64> {
+            c.int(k)
+                .with_context(|| format!("configuration key {k} has no value"))
+        };
+        let small = |k: &str| -> Result<u32> {
+            let v = int(k)?;
+            u32::try_from(v).map_err(|_| input(format!("{k} = {v} is larger than {}", u32::MAX)))
         };
         let targets = c
             .list("probe.targets")
@@ -196,24 +206,18 @@ impl Settings {
             keep_flows: c.bool("ovs.keep_flows"),
             allow_expiring_lease: c.bool("node.allow_expiring_lease"),
             uplink_dhcp: choice(c, "node.uplink_dhcp")?,
-            pod_mtu: u32::try_from(c.int("node.mtu").unwrap_or(1500)).unwrap_or(u32::MAX),
+            pod_mtu: small("node.mtu")?,
             enable_ipv6: c.bool("node.enable_ipv6"),
             cni_portmap: c.bool("cni.portmap"),
             nsx_kernel_module: c.bool("ovs.nsx_kernel_module"),
-            ovs_log_max_bytes: match c.int("ovs.log_max_mb") {
-                None | Some(0) => None,
-                Some(mb) => Some(mb.saturating_mul(1024 * 1024)),
+            ovs_log_max_bytes: match int("ovs.log_max_mb")? {
+                0 => None,
+                mb => Some(mb.saturating_mul(1024 * 1024)),
             },
-            ovs_log_backups: u32::try_from(c.int("ovs.log_backups").unwrap_or(5))
-                .unwrap_or(u32::MAX),
-            monitor_grace: std::time::Duration::from_secs(
-                c.int("monitor.grace_seconds").unwrap_or(30),
-            ),
+            ovs_log_backups: small("ovs.log_backups")?,
+            monitor_grace: std::time::Duration::from_secs(int("monitor.grace_seconds")?),
             probe_targets: targets,
-            probe_timeout: std::time::Duration::from_millis(
-                c.int("probe.timeout_ms")
-                    .context("configuration key probe.timeout_ms has no value")?,
-            ),
+            probe_timeout: std::time::Duration::from_millis(int("probe.timeout_ms")?),
             persist_enabled: c.bool("persist.enabled"),
             persist_format: crate::render::Format::parse(&text("persist.format")?),
             persist_take_over: c.bool("persist.take_over"),
