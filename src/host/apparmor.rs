@@ -6,9 +6,9 @@ use anyhow::{Context, Result};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-pub const ENABLED: &str = "/sys/module/apparmor/parameters/enabled";
-pub const SECURITYFS: &str = "/sys/kernel/security/apparmor";
-pub const PROFILES: &str = "/sys/kernel/security/apparmor/profiles";
+pub use super::paths::{
+    APPARMOR_ENABLED as ENABLED, APPARMOR_PROFILES as PROFILES, APPARMOR_SECURITYFS as SECURITYFS,
+};
 
 /// Whether the host kernel has AppArmor enabled.
 pub fn module_enabled(host: &HostRoot) -> Result<bool> {

@@ -33,10 +33,9 @@ use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-const NETWORK_DIR: &str = "/run/systemd/network";
-const STATE_DIR: &str = "/run/systemd/netif";
 /// Marks the hand-off (written before the files); names the bridge whose file we wrote.
-const MARK_DIR: &str = "/run/ncp-bootstrap";
+use super::paths::RUN_MARK_DIR as MARK_DIR;
+use super::paths::{NETWORKD_RUNTIME_DIR as NETWORK_DIR, NETWORKD_STATE_DIR as STATE_DIR};
 
 fn mark(uplink: &str) -> String {
     format!("{MARK_DIR}/networkd-{uplink}")

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 
 /// Marks the hand-off (recorded before it is made); in /run like NetworkManager's own runtime
 /// device state, so both end at reboot.
-const MARK_DIR: &str = "/run/ncp-bootstrap";
+use super::paths::RUN_MARK_DIR as MARK_DIR;
 
 fn mark(uplink: &str) -> String {
     format!("{MARK_DIR}/nm-unmanaged-{uplink}")

@@ -26,3 +26,23 @@ pub const DPKG_STATUS: &str = "/var/lib/dpkg/status";
 pub const DPKG_INFO_DIR: &str = "/var/lib/dpkg/info";
 pub const RPM_DB_DIRS: &[&str] = &["/var/lib/rpm", "/usr/lib/sysimage/rpm"];
 pub const OS_RELEASE: &str = "/etc/os-release";
+
+/// The marks of the network-manager hand-offs (tmpfs: gone at reboot, as the hand-offs are).
+pub const RUN_MARK_DIR: &str = "/run/ncp-bootstrap";
+/// systemd-networkd's runtime .network files, and its state (links, leases).
+pub const NETWORKD_RUNTIME_DIR: &str = "/run/systemd/network";
+pub const NETWORKD_STATE_DIR: &str = "/run/systemd/netif";
+/// The private ovsdb-server cleanup starts when no OVS runs any more.
+pub const OFFLINE_OVSDB_DIR: &str = "/var/lib/ncp-bootstrap/ovsdb";
+
+pub const APPARMOR_ENABLED: &str = "/sys/module/apparmor/parameters/enabled";
+pub const APPARMOR_SECURITYFS: &str = "/sys/kernel/security/apparmor";
+pub const APPARMOR_PROFILES: &str = "/sys/kernel/security/apparmor/profiles";
+
+/// The persistent network configurations `persist` writes or edits.
+pub const IFUPDOWN_INTERFACES: &str = "/etc/network/interfaces";
+pub const IFUPDOWN_INTERFACES_D: &str = "/etc/network/interfaces.d";
+pub const IFCFG_DIR: &str = "/etc/sysconfig/network-scripts";
+pub const CLOUD_INIT_NETWORK_OFF: &str = "/etc/cloud/cloud.cfg.d/99-disable-network-config.cfg";
+// The files the renderers write are named beside their format: `render::netplan::FILE`,
+// `render::nm_keyfile::{CONN_DIR, UNMANAGED}`.

@@ -15,9 +15,10 @@ use crate::report::StepReport;
 use anyhow::{Context, Result};
 
 pub const NAME: &str = "persist";
-const INTERFACES: &str = "/etc/network/interfaces";
-const INTERFACES_D: &str = "/etc/network/interfaces.d";
-const NETWORK_SCRIPTS: &str = "/etc/sysconfig/network-scripts";
+use crate::host::paths::{
+    IFCFG_DIR as NETWORK_SCRIPTS, IFUPDOWN_INTERFACES as INTERFACES,
+    IFUPDOWN_INTERFACES_D as INTERFACES_D,
+};
 const NETPLAN_DIRS: [&str; 3] = ["/etc/netplan", "/run/netplan", "/lib/netplan"];
 
 /// Files of a host directory (host paths), sorted; empty when it does not exist.
@@ -269,7 +270,7 @@ fn nm_files(ctx: &Ctx, cfg: &NetConfig) -> Result<Vec<(String, String, u32)>> {
 }
 
 /// cloud-init's documented switch for its network rendering.
-const CLOUD_INIT_OFF: &str = "/etc/cloud/cloud.cfg.d/99-disable-network-config.cfg";
+use crate::host::paths::CLOUD_INIT_NETWORK_OFF as CLOUD_INIT_OFF;
 
 /// Another netplan file `f` (text `t`) defines the uplink. With `persist.take_over`, the file
 /// without that definition (the definition is ours from now on); without it, an error that
