@@ -116,17 +116,34 @@ impl Step for HostOvs {
     ) -> Result<()> {
         match action {
             HostOvsAction::DetachUplink => uplink::detach_within(ctx, ledger, report, Some(NAME)),
-            HostOvsAction::Stop { live, systemd } => stop(ctx, live, *systemd, ledger),
+            HostOvsAction::Stop { live, systemd } => stop(ctx, live, *systemd, ledger, report),
         }
     }
 }
 
 /// Records what runs, then stops it: ovs-vswitchd first, so that the database outlives the
 /// switch that reads it.
-fn stop(ctx: &Ctx, live: &[(&'static str, u32)], systemd: bool, ledger: &mut Ledger) -> Result<()> {
+fn stop(
+    ctx: &Ctx,
+    live: &[(&'static str, u32)],
+    systemd: bool,
+    ledger: &mut Ledger,
+    report: &mut StepReport,
+) -> Result<()> {
     let mut stopped = Vec::new();
     for (name, pid) in live {
         let cmdline = proc::cmdline(ctx.host, *pid)?.unwrap_or_default();
+        // A daemon already exiting has no command line left (the host's systemd stopping its
+        // OVS this moment: `systemctl enable --now ncp-ovs` stops the unit it conflicts with
+        // while install runs). There is nothing to start it again by, and cleanup would refuse
+        // an entry without one: it is not recorded; the host's units, recorded below, bring
+        // the host's OVS back.
+        if cmdline.is_empty() {
+            report.notes.push(format!(
+                "{name} (pid {pid}) was already exiting; not recorded as a daemon to start again"
+            ));
+            continue;
+        }
         let env = proc::ovs_environ(ctx.host, *pid)?;
         stopped.push(StoppedDaemon {
             name: name.to_string(),
