@@ -256,7 +256,7 @@ pub struct Offline {
 }
 
 /// The private ovsdb-server's run directory (host path).
-pub use crate::host::paths::OFFLINE_OVSDB_DIR as OFFLINE_DIR;
+use crate::host::paths::OFFLINE_OVSDB_DIR as OFFLINE_DIR;
 const OFFLINE_PIDFILE: &str = "ovsdb-server.pid";
 
 impl Offline {
