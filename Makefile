@@ -50,7 +50,7 @@ vagrant-test: setup-vm build
 
 # Every VM scenario in a Debian VM (qemu, TCG): kernel OVS, enforcing AppArmor, reboots,
 # NetworkManager, kill -9, hitless restarts, netplan on systemd-networkd, DHCP/SLAAC nodes, the
-# image's pods under podman (daemonsets.sh). The guest image is built once and reused by each
+# image's pods under podman (daemonsets.sh), NSX's OVS kernel module (kmod.sh, a stand-in). The guest image is built once and reused by each
 # scenario.
 vm-test: setup-vm build image packages
 	timeout 1500 bash vagrant/harness/vm-test.sh lifecycle.sh
@@ -62,6 +62,7 @@ vm-test: setup-vm build image packages
 	timeout 900 bash vagrant/harness/vm-test.sh monitor.sh
 	timeout 1200 bash vagrant/harness/vm-test.sh daemonsets.sh
 	timeout 1200 bash vagrant/harness/vm-test.sh packages.sh
+	timeout 1200 bash vagrant/harness/vm-test.sh kmod.sh
 
 clean:
 	$(CARGO) clean

@@ -370,7 +370,12 @@ fn install_checks_every_step_before_the_first_acts() {
         j["steps"][0]["status"], "converged",
         "no OVS runs in this host root"
     );
-    assert_eq!(j["steps"][1]["name"], "cni");
-    assert_eq!(j["steps"][2]["name"], "apparmor");
-    assert_eq!(j["steps"][2]["status"], "changed");
+    assert_eq!(j["steps"][1]["name"], "kmod");
+    assert_eq!(
+        j["steps"][1]["status"], "skipped",
+        "ovs.nsx_kernel_module is off"
+    );
+    assert_eq!(j["steps"][2]["name"], "cni");
+    assert_eq!(j["steps"][3]["name"], "apparmor");
+    assert_eq!(j["steps"][3]["status"], "changed");
 }

@@ -473,28 +473,56 @@ fn bad_ncp_ini_values_exit_2_by_name() {
     }
 }
 
-/// NCP's `use_nsx_ovs_kernel_module = True` is read and shown; this version does not install
-/// NSX's module, and every command says so rather than running silently without it.
+/// NCP's `use_nsx_ovs_kernel_module = True` is read from ncp.ini and shown; with a bundle whose
+/// modules do not cover the running kernel, install exits 2 before anything changes, naming the
+/// kernel, what the bundle covers and the way out.
 #[test]
-fn use_nsx_ovs_kernel_module_is_shown_and_warned_about() {
+fn use_nsx_ovs_kernel_module_without_a_module_for_this_kernel_exits_2() {
     let tmp = tempfile::tempdir().unwrap();
-    let h = tmp.path().to_str().unwrap();
+    let root = tmp.path().join("host");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    let h = root.to_str().unwrap();
     let ini = tmp.path().join("ncp.ini");
     fs::write(&ini, "[nsx_node_agent]\nuse_nsx_ovs_kernel_module = True\n").unwrap();
     let r = config_show(h, &ini);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let all = r.stdout + &r.stderr;
-    assert!(all.contains("ovs.nsx_kernel_module = true"), "{all}");
     assert!(
-        all.contains("does not install NSX's OVS kernel module"),
-        "{all}"
+        r.stdout.contains("ovs.nsx_kernel_module = true"),
+        "{}",
+        r.stdout
     );
-    let off = tmp.path().join("off.ini");
-    fs::write(
-        &off,
-        "[nsx_node_agent]\nuse_nsx_ovs_kernel_module = False\n",
-    )
-    .unwrap();
-    let r = config_show(h, &off);
-    assert!(!(r.stdout + &r.stderr).contains("kernel module"));
+
+    let bundle = tmp.path().join("bundle");
+    fs::create_dir_all(bundle.join("kmod/0.0.0-other")).unwrap();
+    let before = common::snapshot(&root, true);
+    let r = common::run_env(
+        &[
+            "--host-root",
+            h,
+            "--ncp-ini",
+            ini.to_str().unwrap(),
+            "install",
+            "--bundle",
+            bundle.to_str().unwrap(),
+        ],
+        &[
+            ("NCP_BOOTSTRAP_CNI_ENABLED", "false"),
+            ("NCP_BOOTSTRAP_APPARMOR_MODE", "off"),
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let release = nix::sys::utsname::uname().unwrap();
+    let release = release.release().to_str().unwrap();
+    for want in [
+        format!("running kernel {release}"),
+        "covers 0.0.0-other".into(),
+        "use_nsx_ovs_kernel_module = False".into(),
+    ] {
+        assert!(r.stderr.contains(&want), "{want}: {}", r.stderr);
+    }
+    assert_eq!(
+        common::snapshot(&root, true),
+        before,
+        "install changed the host"
+    );
 }

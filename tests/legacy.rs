@@ -23,8 +23,8 @@ fn assert_removed_and_foreign_kept(host: &Path, bundle: &Path, manager: &str) {
     let r = with_bundle("install", host, bundle, &["--output", "json"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(j["steps"][1]["name"], "cni");
-    let first = &j["steps"][1]["changes"][0]["action"];
+    assert_eq!(j["steps"][2]["name"], "cni");
+    let first = &j["steps"][2]["changes"][0]["action"];
     assert!(
         first
             .as_str()

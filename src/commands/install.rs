@@ -3,7 +3,9 @@
 use super::{Env, Outcome};
 use crate::error::{reclassify, Kind};
 use crate::report::{Report, Status, StepReport};
-use crate::steps::{apparmor::AppArmor, cni::Cni, host_ovs::HostOvs, persist::Persist, Runnable};
+use crate::steps::{
+    apparmor::AppArmor, cni::Cni, host_ovs::HostOvs, kmod::KernelModule, persist::Persist, Runnable,
+};
 use anyhow::Result;
 
 /// One entry of install's list: a step to run, or one the settings turn off.
@@ -19,9 +21,11 @@ pub fn run(env: &Env, report: &mut Report) -> Result<Outcome> {
     let ctx = env.ctx();
     let s = ctx.settings;
     // In order: the host's OVS first (so the node's address is back on node-if before anything
-    // else), then CNI, AppArmor, persist.
+    // else), NSX's OVS kernel module (swapped once that OVS is stopped), then CNI, AppArmor,
+    // persist.
     let steps = [
         Entry::Run(Box::new(HostOvs)),
+        Entry::Run(Box::new(KernelModule::from_ctx(&ctx))),
         match s.cni_enabled {
             true => Entry::Run(Box::new(Cni::from_ctx(&ctx))),
             false => Entry::Off {

@@ -304,6 +304,17 @@ fn component_lines(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Vec<Component> {
             ));
         }
     }
+    if ctx.settings.datapath == crate::config::Datapath::System {
+        out.push(match crate::steps::kmod::loaded_verdict(ctx) {
+            Ok(what) if ctx.settings.nsx_kernel_module => line("kmod", "ok", what),
+            Ok(what) => line(
+                "kmod",
+                "n/a",
+                format!("{what} (ovs.nsx_kernel_module = false)"),
+            ),
+            Err(why) => line("kmod", "drift", why),
+        });
+    }
     let health = super::ovs::health(ctx, false);
     let uplink = known_uplink(ctx);
     if let Some(w) = uplink
@@ -398,15 +409,21 @@ fn component_lines(env: &Env, ctx: &Ctx, ledger: &Ledger) -> Vec<Component> {
         if step == "cni" || step == "apparmor" {
             continue; // reported above, file by file
         }
+        // Each file under the step that wrote it (persist's network config, the kernel
+        // module's files).
+        let component = match step.as_str() {
+            crate::steps::kmod::NAME => crate::steps::kmod::NAME,
+            _ => "persist",
+        };
         out.push(match e.check(&env.host) {
-            Ok(c) if c.content_ours() => line("persist", "ok", format!("{path} is as written")),
-            Ok(FileCheck::Gone) => line("persist", "drift", format!("{path} is gone")),
+            Ok(c) if c.content_ours() => line(component, "ok", format!("{path} is as written")),
+            Ok(FileCheck::Gone) => line(component, "drift", format!("{path} is gone")),
             Ok(_) => line(
-                "persist",
+                component,
                 "drift",
                 format!("{path} changed since ncp-bootstrap wrote it"),
             ),
-            Err(err) => line("persist", "drift", format!("{path}: {err:#}")),
+            Err(err) => line(component, "drift", format!("{path}: {err:#}")),
         });
     }
     out

@@ -64,7 +64,7 @@ pub const KEYS: &[KeyDef] = &[
     KeyDef { name: "ovs.log_backups", ty: Type::Int, default: Some("5"),
         doc: "rotated OVS logs kept per daemon, `.log.1` newest (ncp.ini [DEFAULT] log_rotation_backup_count)" },
     KeyDef { name: "ovs.nsx_kernel_module", ty: Type::Bool, default: Some("false"),
-        doc: "use NSX's OVS kernel module instead of the distribution's (ncp.ini [nsx_node_agent] use_nsx_ovs_kernel_module): read and shown; this version loads the distribution's module and warns while the key is on" },
+        doc: "use NSX's OVS kernel module instead of the distribution's (ncp.ini [nsx_node_agent] use_nsx_ovs_kernel_module): `install` puts the bundle's kmod/<kernel release>/*.ko under /lib/modules/<release>/updates/nsx-ovs, runs depmod and loads it (swapping an unused openvswitch; `ovs run` swaps one under the node's addresses after giving them back to node-if); a kernel the bundle does not cover is refused; cleanup gives the distribution's module back" },
     KeyDef { name: "log.dir", ty: Type::Str, default: None,
         doc: "NCP's log directory (ncp.ini [DEFAULT] log_dir): the OVS daemons' logs go to <log.dir>/openvswitch unless ovs.log_dir is set" },
     KeyDef { name: "log.file", ty: Type::Str, default: None,

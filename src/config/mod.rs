@@ -184,17 +184,6 @@ impl Config {
             );
         }
         derive_ovs_log_dir(&mut values);
-        if let Some(Resolved {
-            value: Some(Value::Bool(true)),
-            source,
-        }) = values.get("ovs.nsx_kernel_module")
-        {
-            warnings.push(format!(
-                "ovs.nsx_kernel_module is on ({source}), but this ncp-bootstrap does not install \
-                 NSX's OVS kernel module: OVS runs on the distribution's openvswitch module. Set \
-                 use_nsx_ovs_kernel_module = False to use it knowingly"
-            ));
-        }
         Ok(Config { values, warnings })
     }
 

@@ -4,6 +4,7 @@
 pub mod apparmor;
 pub mod bundle;
 mod files;
+pub mod kmod;
 pub mod netlink;
 pub mod networkd;
 pub mod nm;

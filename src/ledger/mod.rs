@@ -30,6 +30,8 @@
 //!       "addresses": [ { "summary": "10.0.0.5/24 dev#2", "raw": "<netlink bytes, hex>" } ],
 //!       "routes": [ … ], "rules": [ … ],
 //!       "ipv6_before": [ { "end": "bridge", "key": "accept_ra", "value": 1 } ] },
+//!     { "kind": "kernel_module", "step": "kmod", "release": "6.1.0-57-amd64",
+//!       "srcversion": "1EE68641F5D59B63F3CE00C", "was_loaded": true },
 //!     { "kind": "monitor_released", "step": "monitor", "uplink": "eth1", "bridge": "br-int",
 //!       "at": 1796000000, "absent_s": 31 }
 //!   ],
@@ -121,6 +123,18 @@ pub enum Entry {
         bridge: String,
         at: u64,
         absent_s: u64,
+    },
+    /// NSX's OVS kernel module, installed for kernel `release` (`srcversion` is the bundle's
+    /// `openvswitch.ko`), with whether an `openvswitch` was loaded before and which. Recorded
+    /// before the module's files, so that cleanup removes those first and then re-indexes the
+    /// tree and gives the distribution's module back.
+    KernelModule {
+        step: String,
+        release: String,
+        srcversion: String,
+        was_loaded: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        was_srcversion: Option<String>,
     },
     /// A host OVS that `install` stopped: how to start it again.
     HostOvsStopped {
@@ -297,6 +311,7 @@ impl Entry {
             Entry::UplinkAttached(_) => "uplink_attached",
             Entry::UplinkReleased(_) => "uplink_released",
             Entry::HostOvsStopped { .. } => "host_ovs_stopped",
+            Entry::KernelModule { .. } => "kernel_module",
             Entry::OvsFileCreated { .. } => "ovs_file_created",
             Entry::OvsDbConverted { .. } => "ovs_db_converted",
             Entry::MonitorReleased { .. } => "monitor_released",
@@ -311,6 +326,7 @@ impl Entry {
             | Entry::ProfileLoaded { step, .. } => step,
             Entry::UplinkAttached(p) | Entry::UplinkReleased(p) => &p.step,
             Entry::HostOvsStopped { step, .. }
+            | Entry::KernelModule { step, .. }
             | Entry::OvsFileCreated { step, .. }
             | Entry::OvsDbConverted { step, .. }
             | Entry::MonitorReleased { step, .. } => step,

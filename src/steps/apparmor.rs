@@ -354,10 +354,7 @@ mod tests {
         );
 
         let h = host(&[("NCP_BOOTSTRAP_APPARMOR_MODE", "required")]);
-        let e = AppArmor::from_ctx(&h.ctx())
-            .plan(&h.ctx())
-            .map(|_| ())
-            .unwrap_err();
+        let e = crate::steps::testing::plan_err(&AppArmor::from_ctx(&h.ctx()), &h);
         assert_eq!(
             crate::error::kind_of(&e),
             Some(crate::error::Kind::Precondition)

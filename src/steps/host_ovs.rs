@@ -31,6 +31,9 @@ pub enum HostOvsAction {
         live: Vec<(&'static str, u32)>,
         systemd: bool,
     },
+    /// Units a recorded stop was to disable and that are enabled still: a run killed between
+    /// the stop and the disable (the daemons gone, the next boot would start them again).
+    Disable { units: Vec<String> },
 }
 
 impl Action for HostOvsAction {
@@ -46,6 +49,9 @@ impl Action for HostOvsAction {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            HostOvsAction::Disable { units } => {
+                format!("disable the host's OVS units {}", units.join(", "))
+            }
         }
     }
 
@@ -74,19 +80,12 @@ impl Step for HostOvs {
     fn plan(&self, ctx: &Ctx) -> Result<Plan<HostOvsAction>> {
         let mut plan = Plan::new();
         let dirs = OvsDirs::resolve(ctx.host, ctx.settings.ovs_dirs())?;
-        let mut live = live_daemons(ctx.host, &dirs)?;
-        let mut supervisors = Vec::new();
-        for (d, pid) in &live {
-            if let Some(parent) = proc::ovs_run_parent(ctx.host, *pid)? {
-                supervisors.push(format!("{d} (pid {pid}) under `ovs run` (pid {parent})"));
-            }
-        }
+        let (live, supervisors) = host_daemons(ctx, &dirs)?;
         if !supervisors.is_empty() {
             plan.notes.push(format!(
                 "OVS runs in the nsx-ovs container, not on the host: {}; left alone",
                 supervisors.join(", ")
             ));
-            live.clear();
         }
         if live.is_empty() && supervisors.is_empty() {
             plan.notes.push(format!(
@@ -95,6 +94,10 @@ impl Step for HostOvs {
             ));
         }
         if live.is_empty() {
+            let units = still_enabled(ctx)?;
+            if !units.is_empty() {
+                plan.actions.push(HostOvsAction::Disable { units });
+            }
             return Ok(plan);
         }
         if ctx.settings.uplink.is_some() {
@@ -115,9 +118,101 @@ impl Step for HostOvs {
         report: &mut StepReport,
     ) -> Result<()> {
         match action {
-            HostOvsAction::DetachUplink => uplink::detach_within(ctx, ledger, report, Some(NAME)),
+            HostOvsAction::DetachUplink => {
+                let dirs = OvsDirs::resolve(ctx.host, ctx.settings.ovs_dirs())?;
+                if settle(ctx, &dirs, host_daemons(ctx, &dirs)?.0)?.is_empty() {
+                    report.notes.push(
+                        "the host's OVS exited meanwhile (a stop already under way): no bridge \
+                         to take addresses from"
+                            .into(),
+                    );
+                    return Ok(());
+                }
+                uplink::detach_within(ctx, ledger, report, Some(NAME))
+            }
             HostOvsAction::Stop { live, systemd } => stop(ctx, live, *systemd, ledger, report),
+            HostOvsAction::Disable { units } => disable(units),
         }
+    }
+}
+
+/// The units recorded as stopped and disabled that are enabled now (none without systemd).
+fn still_enabled(ctx: &Ctx) -> Result<Vec<String>> {
+    if !systemd::available(ctx.host) {
+        return Ok(Vec::new());
+    }
+    let ledger = Ledger::load(ctx.host)?;
+    let mut units: Vec<String> = ledger
+        .entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::HostOvsStopped { units, .. } => Some(units.iter().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .filter(|u| UNITS.contains(&u.as_str()))
+        .filter(|u| systemd::systemctl(&["is-enabled", u]).is_ok_and(|s| s.trim() == "enabled"))
+        .collect();
+    units.dedup();
+    Ok(units)
+}
+
+fn disable(units: &[String]) -> Result<()> {
+    for u in units {
+        systemd::systemctl(&["disable", u])
+            .map_err(|e| Error::new(Kind::Apply, format!("disabling {u}: {e:#}")))?;
+    }
+    Ok(())
+}
+
+/// Live daemons: name and pid.
+type Live = Vec<(&'static str, u32)>;
+
+/// The host's live OVS daemons, and apart from them (left alone) those an `ovs run` supervises.
+fn host_daemons(ctx: &Ctx, dirs: &OvsDirs) -> Result<(Live, Vec<String>)> {
+    let live = live_daemons(ctx.host, dirs)?;
+    let mut supervisors = Vec::new();
+    for (d, pid) in &live {
+        if let Some(parent) = proc::ovs_run_parent(ctx.host, *pid)? {
+            supervisors.push(format!("{d} (pid {pid}) under `ovs run` (pid {parent})"));
+        }
+    }
+    Ok(match supervisors.is_empty() {
+        true => (live, supervisors),
+        false => (Vec::new(), supervisors),
+    })
+}
+
+/// How long live daemons whose database does not answer may take to finish starting or
+/// stopping.
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// Host daemons that are alive while their database does not answer are starting or stopping:
+/// a run killed while systemd stopped them leaves systemd's job going on after it. The detach
+/// needs the database, so wait until it answers or the daemons are gone; after `SETTLE`, a
+/// refusal that names them.
+fn settle(ctx: &Ctx, dirs: &OvsDirs, mut live: Live) -> Result<Live> {
+    let ovs = crate::host::ovs::Ovs::new(dirs.run.clone())?;
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        if live.is_empty() || ovs.reachable().is_ok() {
+            return Ok(live);
+        }
+        if Instant::now() >= deadline {
+            return Err(crate::error::precondition(format!(
+                "the host's OVS daemons {} are alive, but their database at {} has not \
+                 answered for {} s: they are starting or stopping. Wait for them (`systemctl \
+                 status openvswitch-switch`), or stop them, and run install again",
+                live.iter()
+                    .map(|(d, p)| format!("{d} (pid {p})"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                dirs.run.join("db.sock").display(),
+                SETTLE.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        live = host_daemons(ctx, dirs)?.0;
     }
 }
 
@@ -169,10 +264,7 @@ fn stop(
         let mut args = vec!["stop"];
         args.extend(UNITS.iter().copied());
         let _ = systemd::systemctl(&args);
-        for u in &units {
-            systemd::systemctl(&["disable", u])
-                .map_err(|e| Error::new(Kind::Apply, format!("disabling {u}: {e:#}")))?;
-        }
+        disable(&units)?;
     }
     for (_, pid) in live.iter().rev() {
         terminate(*pid);

@@ -6,6 +6,7 @@ pub mod apparmor;
 pub mod cleanup;
 pub mod cni;
 pub mod host_ovs;
+pub mod kmod;
 pub mod ovs_files;
 pub mod persist;
 pub mod undo;
@@ -397,6 +398,14 @@ pub(crate) mod testing {
             host,
             settings,
             progress: Progress::new(true, false),
+        }
+    }
+
+    /// The error a step's plan fails with on this host.
+    pub fn plan_err<S: super::Step>(step: &S, h: &TestHost) -> anyhow::Error {
+        match step.plan(&h.ctx()) {
+            Ok(_) => panic!("{}: the plan succeeded", step.name()),
+            Err(e) => e,
         }
     }
 

@@ -1,10 +1,10 @@
 //! Cleanup's dispatch: each ledger entry is undone by the inverse its owner defines beside the
 //! code that records it (`ledger::FileUndo` for files, directories and package backups,
-//! `ovs_files`, `uplink`, `host_ovs`, `apparmor`). Undo is driven by the entries (data), so any
+//! `ovs_files`, `uplink`, `host_ovs`, `apparmor`, `kmod`). Undo is driven by the entries (data), so any
 //! later process can undo what a run recorded; each is planned (read only, for `--dry-run`) and
 //! then applied.
 
-use super::{apparmor, host_ovs, ovs_files, uplink};
+use super::{apparmor, host_ovs, kmod, ovs_files, uplink};
 use crate::host::HostRoot;
 use crate::ledger::{Entry, FileUndo};
 use anyhow::{anyhow, Result};
@@ -16,6 +16,7 @@ pub enum UndoAction {
     Uplink(uplink::Undo),
     HostOvs(host_ovs::Undo),
     Profile(apparmor::Undo),
+    Module(kmod::Undo),
     /// A record that asks for nothing (the monitor's release of an uplink).
     Nothing {
         why: String,
@@ -30,6 +31,7 @@ impl UndoAction {
             UndoAction::Uplink(u) => u.describe(),
             UndoAction::HostOvs(u) => u.describe(),
             UndoAction::Profile(u) => u.describe(),
+            UndoAction::Module(u) => u.describe(),
             UndoAction::Nothing { why } => why.clone(),
         }
     }
@@ -65,6 +67,7 @@ pub fn plan(host: &HostRoot, entry: &Entry, forget: Forget) -> Result<UndoAction
         uplink::Undo::plan(entry, forget.uplink)?.map(UndoAction::Uplink),
         host_ovs::Undo::plan(entry)?.map(UndoAction::HostOvs),
         apparmor::Undo::plan(host, entry)?.map(UndoAction::Profile),
+        kmod::Undo::plan(host, entry)?.map(UndoAction::Module),
     ];
     planned
         .into_iter()
@@ -85,6 +88,7 @@ pub fn apply(host: &HostRoot, entry: &Entry, action: &UndoAction) -> Result<()> 
         UndoAction::Uplink(u) => u.apply(host),
         UndoAction::HostOvs(u) => u.apply(),
         UndoAction::Profile(u) => u.apply(host),
+        UndoAction::Module(u) => u.apply(host),
         UndoAction::Nothing { .. } => Ok(()),
     }
 }

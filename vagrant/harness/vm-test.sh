@@ -42,6 +42,15 @@ if grep -q '^# needs: packages' "$REPO/vagrant/scenarios/$SCENARIO"; then
   NCPB_PACKAGES_OUT="$SHARE/packages/next" NCPB_PACKAGES_ONLY=deb NCPB_DEB_VERSION="${version%-*}-2" \
     bash "$REPO/scripts/packages.sh"
 fi
+# A scenario with `# needs: kmod` gets the stand-in for NSX's OVS kernel module, built for the
+# guest's kernel (build-kmod.sh, cached), in its bundle as NCP ships it: kmod/<release>/*.ko.
+if grep -q '^# needs: kmod' "$REPO/vagrant/scenarios/$SCENARIO"; then
+  bash "$HERE/build-kmod.sh" "$IMG" "$WORK/kmod"
+  mkdir -p "$SHARE/bundle/kmod"
+  for d in "$WORK"/kmod/*/; do
+    rel=$(basename "$d"); mkdir -p "$SHARE/bundle/kmod/$rel"; cp "$d"*.ko "$SHARE/bundle/kmod/$rel/"
+  done
+fi
 
 NS=ncpb-vm-$$
 WATCH=

@@ -22,10 +22,18 @@ pub fn ovs_run(env: &Env) -> Result<Outcome> {
 
 /// Liveness (and with `ready`, readiness): exit 0, or exit 1 with a one-line reason.
 pub fn ovs_health(env: &Env, ready: bool) -> Result<Outcome> {
-    Ok(match health(&env.ctx(), ready) {
+    let ctx = env.ctx();
+    Ok(match health(&ctx, ready) {
+        // Which module the kernel datapath runs on, on a line of its own.
         Ok(()) => Outcome {
             code: 0,
-            text: "healthy\n".into(),
+            text: match ctx.settings.datapath {
+                crate::config::Datapath::System => format!(
+                    "healthy\nkernel module: {}\n",
+                    crate::steps::kmod::loaded_verdict(&ctx).unwrap_or_else(|e| e)
+                ),
+                crate::config::Datapath::Netdev => "healthy\n".into(),
+            },
             details: None,
         },
         Err(why) => Outcome {
@@ -98,6 +106,10 @@ pub fn health(ctx: &Ctx, ready: bool) -> Result<(), Unhealthy> {
     }
     uplink::check_forwarding(ctx.host, up, bridge)?;
     if ctx.settings.datapath == crate::config::Datapath::System {
+        // A node told to use NSX's module that runs on another is not what was asked for.
+        if ctx.settings.nsx_kernel_module {
+            crate::steps::kmod::loaded_verdict(ctx).map_err(Unhealthy)?;
+        }
         // A datapath that cannot be read says nothing either way (no ovs-dpctl in the image).
         let stale = crate::host::ovs::datapath::stale_drops(up).unwrap_or_default();
         if !stale.is_empty() {

@@ -8,17 +8,19 @@ use crate::error::{precondition, Error, Kind};
 use crate::host::ovs::supervisor::{keeper_for, restore_flows, Exit, Hooks, Supervisor};
 use crate::host::ovs::{clean_stale, logs, prepare_db, Daemons, Ovs, OvsDirs};
 use crate::host::run;
-use crate::steps::{ovs_files, uplink, Ctx};
+use crate::steps::{kmod, ovs_files, uplink, Ctx};
 use anyhow::{Context, Result};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+fn kernel_datapath(ctx: &Ctx) -> bool {
+    ctx.settings.datapath == crate::config::Datapath::System
+}
+
 /// For the kernel datapath the openvswitch module must be there; say clearly when it cannot be.
 fn ensure_module(ctx: &Ctx) -> Result<()> {
-    if ctx.settings.datapath != crate::config::Datapath::System
-        || ctx.host.exists("/sys/module/openvswitch")?
-    {
+    if !kernel_datapath(ctx) || ctx.host.exists("/sys/module/openvswitch")? {
         return Ok(());
     }
     let loaded = which::which("modprobe")
@@ -55,7 +57,23 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         ctx.progress
             .info(&format!("ovs run: removed stale {}", f.display()));
     }
-    ensure_module(ctx)?;
+    let swap_after_detach = match ctx.settings.nsx_kernel_module && kernel_datapath(ctx) {
+        true => match kmod::at_start(ctx, &ctx.settings.bundle)? {
+            kmod::AtStart::Ready => None,
+            kmod::AtStart::SwapAfterDetach(want) => Some(want),
+        },
+        false => {
+            ensure_module(ctx)?;
+            None
+        }
+    };
+    if let Some(l) = crate::host::kmod::loaded(ctx.host, crate::host::kmod::OVS_MODULE)? {
+        ctx.progress.info(&format!(
+            "ovs run: kernel module {}: {}",
+            crate::host::kmod::OVS_MODULE,
+            l.describe()
+        ));
+    }
     if let Some(done) = prepare_db(&dirs)? {
         ctx.progress.info(&format!("ovs run: {done}"));
     }
@@ -113,6 +131,10 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
         }
         None => ctx,
     };
+    if let Some(want) = swap_after_detach {
+        daemons = swap_module(ctx, &dirs, daemons, &want)?;
+        keeper = None;
+    }
     // A switch that starts on a database that already has the bridge starts on a kernel
     // datapath that already has the uplink as a port (a restart, an upgrade): that is where
     // its first packets can reach it before it maps the port. A first start creates the bridge
@@ -193,6 +215,43 @@ pub fn run(ctx: &Ctx) -> Result<i32> {
             Ok(code)
         }
     }
+}
+
+/// Swaps NSX's module in under a bridge that carries the node's addresses, make-before-break:
+/// the addresses go back to node-if (as a stop with `ovs.on_exit = restore` gives them), the
+/// daemons stop, the module is swapped, fresh daemons start on the new (empty) datapath; the
+/// attach that follows moves the addresses onto the bridge again.
+fn swap_module(
+    ctx: &Ctx,
+    dirs: &OvsDirs,
+    mut daemons: Daemons,
+    want: &kmod::ForKernel,
+) -> Result<Daemons> {
+    let t = Instant::now();
+    ctx.progress.info(&format!(
+        "ovs run: the loaded {} module is not NSX's (srcversion {}) and the bridge carries the \
+         node's addresses: giving them back to node-if, then swapping the module",
+        crate::host::kmod::OVS_MODULE,
+        want.srcversion
+    ));
+    if ctx.settings.uplink.is_some() {
+        uplink::detach(ctx)
+            .context("ovs run: giving node-if its addresses back before the swap")?;
+    }
+    daemons.stop(Duration::from_secs(10));
+    {
+        let _lock = crate::steps::lock(ctx.host)?;
+        kmod::swap(ctx.host, want).context("ovs run: swapping the kernel module")?;
+    }
+    let daemons = Daemons::start(dirs, None)
+        .map_err(|e| Error::new(Kind::Apply, format!("starting OVS after the swap: {e:#}")))?;
+    ctx.progress.info(&format!(
+        "ovs run: NSX's module (srcversion {}) loaded; addresses back, module swapped and daemons \
+         up in {:.0} ms",
+        want.srcversion,
+        t.elapsed().as_secs_f64() * 1000.0
+    ));
+    Ok(daemons)
 }
 
 /// What the supervisor says goes to the progress log; the log copies it is about to make are

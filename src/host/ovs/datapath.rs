@@ -100,6 +100,26 @@ pub fn release_port(dev: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// Deletes the kernel datapaths left without an ovs-vswitchd (one stopped with its bridges
+/// kept): each holds a reference on the `openvswitch` module, so the module cannot be unloaded
+/// while one exists. Call only once nothing uses them (no switch runs, no address on a port).
+/// Returns the datapaths deleted.
+pub fn delete_orphans() -> Result<Vec<String>> {
+    let dpctl = run::find_tool("ovs-dpctl", "delete the kernel datapath")?;
+    let dps = run::run(&dpctl, ["dump-dps"])?;
+    let mut deleted = Vec::new();
+    for dp in dps
+        .stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("system@"))
+    {
+        run::run(&dpctl, ["del-dp", dp])?;
+        deleted.push(dp.to_string());
+    }
+    Ok(deleted)
+}
+
 /// `port N: NAME[ (type)]` lines of `ovs-dpctl show`.
 fn parse_ports(show: &str) -> Vec<(u32, String)> {
     show.lines()
