@@ -893,7 +893,7 @@ fn package_rows() -> Vec<Row> {
     ]
 }
 
-/// `vagrant/scenarios/kmod.sh`: NSX's module (a stand-in) swapped in by a restart of ncp-ovs
+/// `vagrant/scenarios/kmod.sh`: NSX's module (a stand-in) swapped in by ncp-ovs's restart
 /// under the attached uplink: the peer's probes lost, the time from giving the addresses back to
 /// fresh daemons on the new module, and from the restart to healthy.
 fn kmod_rows() -> Vec<Row> {
@@ -926,8 +926,9 @@ fn kmod_rows() -> Vec<Row> {
         });
     let healthy = row("ROW kmod-swap-to-healthy-s")
         .map_or("- (kmod.sh printed no figure)".into(), |s| format!("{s} s"));
-    let how = "`vm-test.sh kmod.sh`: `systemctl restart ncp-ovs` after the key was turned on, \
-               the peer pinging the node every 10 ms; the stand-in module of build-kmod.sh";
+    let how = "`vm-test.sh kmod.sh`: `systemctl restart ncp-bootstrap` (ncp-ovs restarted with \
+               it) after the key was turned on, the peer pinging the node every 10 ms; the \
+               stand-in module of build-kmod.sh";
     vec![
         Row {
             what: "NSX kernel module swapped under the attached uplink (VM): the peer's probes every 10 ms".into(),
@@ -946,7 +947,7 @@ fn kmod_rows() -> Vec<Row> {
             command: how.into(),
         },
         Row {
-            what: "module swap: `systemctl restart ncp-ovs` to `ovs health` healthy".into(),
+            what: "module swap: the restart to `ovs health` healthy on NSX's module".into(),
             ours: healthy,
             baseline: "-".into(),
             ratio: "-".into(),

@@ -61,7 +61,8 @@ pub fn swap(host: &HostRoot, want: &ForKernel) -> Result<()> {
 /// What `ovs run` must do about the module before it runs OVS on it.
 #[derive(Debug)]
 pub enum AtStart {
-    /// The key is off, or NSX's module is loaded (now, if nothing was).
+    /// NSX's module is loaded: it was, or it is now (nothing was loaded, or an unused other
+    /// module was swapped).
     Ready,
     /// Another module is loaded under the bridge that carries the node's addresses: give
     /// node-if its addresses back, stop the daemons, then `swap`.
