@@ -195,8 +195,17 @@ fn settle(ctx: &Ctx, dirs: &OvsDirs, mut live: Live) -> Result<Live> {
     let ovs = crate::host::ovs::Ovs::new(dirs.run.clone())?;
     let deadline = Instant::now() + SETTLE;
     loop {
-        if live.is_empty() || ovs.reachable().is_ok() {
+        let jobs = pending_jobs(ctx);
+        if jobs.is_empty() && (live.is_empty() || ovs.reachable().is_ok()) {
             return Ok(live);
+        }
+        if Instant::now() >= deadline && !jobs.is_empty() {
+            return Err(crate::error::precondition(format!(
+                "systemd's jobs on the host's OVS units ({}) have not finished in {} s. Wait for \
+                 them (`systemctl list-jobs`), and run install again",
+                jobs.join(", "),
+                SETTLE.as_secs()
+            )));
         }
         if Instant::now() >= deadline {
             return Err(crate::error::precondition(format!(
@@ -214,6 +223,31 @@ fn settle(ctx: &Ctx, dirs: &OvsDirs, mut live: Live) -> Result<Live> {
         std::thread::sleep(Duration::from_millis(200));
         live = host_daemons(ctx, dirs)?.0;
     }
+}
+
+/// The host's OVS units with a systemd job queued or running. A stop job outlives a killed
+/// run: between its stop of ovs-vswitchd and its stop of ovsdb-server the database still
+/// answers, and a detach started then would lose it halfway.
+fn pending_jobs(ctx: &Ctx) -> Vec<String> {
+    if !systemd::available(ctx.host) {
+        return Vec::new();
+    }
+    let Ok(out) = systemd::systemctl(&["list-jobs", "--no-legend", "--plain"]) else {
+        return Vec::new();
+    };
+    jobs_on(&out, &UNITS)
+}
+
+/// From `systemctl list-jobs --no-legend --plain` (`JOB UNIT TYPE STATE` a line), the jobs
+/// on `units`, as `UNIT TYPE`.
+fn jobs_on(list: &str, units: &[&str]) -> Vec<String> {
+    list.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, unit, kind) = (f.next()?, f.next()?, f.next()?);
+            units.contains(&unit).then(|| format!("{unit} {kind}"))
+        })
+        .collect()
 }
 
 /// Records what runs, then stops it: ovs-vswitchd first, so that the database outlives the
@@ -484,6 +518,20 @@ mod tests {
             "/proc/4242/cmdline",
             b"/usr/sbin/ovsdb-server\0/etc/openvswitch/conf.db\0--detach\0",
         );
+    }
+
+    #[test]
+    fn only_jobs_on_the_host_ovs_units_hold_the_detach() {
+        let list = "1731 ovsdb-server.service stop waiting\n\
+                    1730 ovs-vswitchd.service stop running\n\
+                    1702 apt-daily.service start waiting\n\
+                    garbage\n";
+        assert_eq!(
+            jobs_on(list, &UNITS),
+            ["ovsdb-server.service stop", "ovs-vswitchd.service stop"]
+        );
+        assert!(jobs_on("1702 apt-daily.service start waiting\n", &UNITS).is_empty());
+        assert!(jobs_on("", &UNITS).is_empty());
     }
 
     #[test]
