@@ -80,7 +80,8 @@ impl Cli {
             | Command::Ovs(_)
             | Command::Monitor
             | Command::Config(ConfigCommand::Show)
-            | Command::Demo => false,
+            | Command::Demo
+            | Command::Inject { .. } => false,
         };
         own || self.dry_run
     }
@@ -221,6 +222,19 @@ pub enum Command {
     Config(ConfigCommand),
     /// A sandboxed run of the whole story
     Demo,
+    /// Print NCP's DaemonSets with ncp-bootstrap in their nsx-ncp-bootstrap,
+    /// nsx-host-ovs-monitor and nsx-ovs containers (everything else as NCP wrote it)
+    #[command(
+        after_help = "Examples:\n  kubectl get ds -n nsx-system nsx-ncp-bootstrap nsx-node-agent -o yaml \\\n    | ncp-bootstrap inject --image registry.example.com/ncp-bootstrap:1.0 | kubectl apply -f -\n  ncp-bootstrap inject --image IMAGE -f ncp-ubuntu.yaml > ncp-ubuntu-injected.yaml"
+    )]
+    Inject {
+        /// The ncp-bootstrap image the three containers run
+        #[arg(long)]
+        image: String,
+        /// NCP's manifests (multi-document YAML, or a `kind: List`); `-` or none: standard input
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod fault;
 pub mod host;
+pub mod inject;
 pub mod ledger;
 pub mod netmodel;
 pub mod render;

@@ -191,7 +191,7 @@ const LAYERS: &[&[&str]] = &[
     &["ledger"],
     &["config"],
     &["host"],
-    &["render"],
+    &["render", "inject"],
     &["netmodel"],
     &["report", "error", "version", "fault"],
 ];

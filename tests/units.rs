@@ -72,20 +72,42 @@ fn manifest_files() -> Vec<std::path::PathBuf> {
 
 #[test]
 fn manifests_replace_no_object_of_ncps_install_and_admit_their_pods() {
-    // NCP's install owns the nsx-node-agent DaemonSet and its ConfigMap: `kubectl apply` of
-    // units/kubernetes must not overwrite either (the ConfigMap sample lives in example/).
+    // `kubectl apply` of units/kubernetes must overwrite no object of NCP's install (its
+    // DaemonSets, ConfigMaps, accounts: every name in NCP's own manifests, Ubuntu and RHEL;
+    // the ConfigMap sample lives in example/). The namespace is shared on purpose.
+    let mut ncp = BTreeSet::new();
+    for distro in ["ubuntu", "rhel"] {
+        let path = format!("tests/fixtures/ncp-operator/ncp-{distro}.yaml");
+        let text = fs::read_to_string(Path::new(REPO).join(path)).unwrap();
+        for line in text.lines() {
+            // Top-level object names: `metadata:` then `  name: X` (template lines skipped).
+            if let Some(name) = line.strip_prefix("  name: ") {
+                if !name.contains("{{") {
+                    ncp.insert(name.trim().to_string());
+                }
+            }
+        }
+    }
+    for name in [
+        "nsx-ncp-bootstrap",
+        "nsx-node-agent",
+        "nsx-node-agent-config",
+    ] {
+        assert!(ncp.contains(name), "{name} not read from NCP's manifests");
+    }
     for f in fs::read_dir(Path::new(REPO).join("units/kubernetes")).unwrap() {
         let p = f.unwrap().path();
         if p.extension().is_none_or(|e| e != "yaml") {
             continue;
         }
-        let m: Value = serde_yaml::from_str(&fs::read_to_string(&p).unwrap()).unwrap();
-        let name = m["metadata"]["name"].as_str().unwrap();
-        assert!(
-            !["nsx-node-agent", "nsx-node-agent-config"].contains(&name),
-            "{}: {name} is NCP's",
-            p.display()
-        );
+        for m in serde_yaml::Deserializer::from_str(&fs::read_to_string(&p).unwrap()) {
+            let m: Value = serde::Deserialize::deserialize(m).unwrap();
+            if m["kind"] == "Namespace" {
+                continue;
+            }
+            let name = m["metadata"]["name"].as_str().unwrap();
+            assert!(!ncp.contains(name), "{}: {name} is NCP's", p.display());
+        }
     }
     let ns = manifest("namespace.yaml");
     assert_eq!(ns["metadata"]["name"], "nsx-system");
@@ -98,7 +120,7 @@ fn manifests_replace_no_object_of_ncps_install_and_admit_their_pods() {
 #[test]
 fn manifests_carry_the_documented_security_fields() {
     let readme = fs::read_to_string(Path::new(REPO).join("README.md")).unwrap();
-    let boot = manifest("nsx-ncp-bootstrap.yaml");
+    let boot = manifest("ncp-bootstrap.yaml");
     let spec = &boot["spec"]["template"]["spec"];
     assert_eq!(spec["hostNetwork"], true);
     assert_eq!(spec["hostPID"], true);
@@ -114,7 +136,7 @@ fn manifests_carry_the_documented_security_fields() {
         .unwrap()
         .iter()
         .any(|m| m["mountPath"] == "/host"));
-    let monitor = container(spec, "containers", "monitor");
+    let monitor = container(spec, "containers", "nsx-host-ovs-monitor");
     assert_eq!(
         monitor["command"],
         serde_yaml::from_str::<Value>("[ncp-bootstrap, monitor, --host-root, /host]").unwrap()
@@ -208,13 +230,44 @@ fn manifests_carry_the_documented_security_fields() {
         .iter()
         .any(|m| m["name"] == "host-original-ovs-db" && m["mountPath"] == "/etc/openvswitch"));
 
-    let cleanup = manifest("ncp-bootstrap-cleanup.yaml");
+    // Two decommission paths: the whole cluster (a DaemonSet), one node (a Pod bound to it).
+    let cluster = manifest("ncp-bootstrap-remove-from-cluster.yaml");
+    assert_eq!(cluster["kind"], "DaemonSet");
     let init = container(
-        &cleanup["spec"]["template"]["spec"],
+        &cluster["spec"]["template"]["spec"],
         "initContainers",
         "cleanup",
     );
     assert_eq!(init["command"][1], "cleanup");
+    let retire = manifest("ncp-bootstrap-retire-node.yaml");
+    assert_eq!(retire["kind"], "Pod");
+    assert_eq!(retire["spec"]["nodeName"], "NODE_NAME");
+    assert_eq!(retire["metadata"]["name"], "ncp-bootstrap-retire-NODE_NAME");
+    assert_eq!(retire["spec"]["restartPolicy"], "Never");
+    assert_eq!(
+        container(&retire["spec"], "containers", "cleanup")["command"][1],
+        "cleanup"
+    );
+    // The retire label takes nsx-ovs off a node before the bootstrap pod, whose monitor gives
+    // node-if its addresses back in between.
+    let term = |m: &Value| {
+        m["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+            ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+            ["matchExpressions"][0]
+            .clone()
+    };
+    assert_eq!(
+        term(&agent),
+        serde_yaml::from_str::<Value>("{key: ncp-bootstrap/retire, operator: DoesNotExist}")
+            .unwrap()
+    );
+    assert_eq!(
+        term(&boot),
+        serde_yaml::from_str::<Value>(
+            "{key: ncp-bootstrap/retire, operator: NotIn, values: [all]}"
+        )
+        .unwrap()
+    );
     // Nothing here needs the API server: no RBAC objects are shipped.
     for f in manifest_files() {
         let t = fs::read_to_string(f).unwrap();

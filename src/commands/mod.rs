@@ -5,6 +5,7 @@ mod cleanup;
 mod cni;
 mod config;
 mod demo;
+mod inject;
 mod install;
 mod monitor;
 mod ovs;
@@ -60,6 +61,9 @@ impl Env<'_> {
 }
 
 pub fn run(cli: Cli) -> i32 {
+    if let Command::Inject { image, file } = &cli.command {
+        return inject::run(image, file.as_deref());
+    }
     let progress = Progress::new(cli.quiet, cli.verbose);
     let mut report = Report::new(
         command_name(&cli.command),
@@ -267,7 +271,10 @@ fn uplink_flags(c: &Command) -> Option<&crate::cli::UplinkArgs> {
 fn changes_host(c: &Command) -> bool {
     !matches!(
         c,
-        Command::Status(_) | Command::Config(_) | Command::Ovs(OvsCommand::Health { .. })
+        Command::Status(_)
+            | Command::Config(_)
+            | Command::Ovs(OvsCommand::Health { .. })
+            | Command::Inject { .. }
     )
 }
 
@@ -347,6 +354,9 @@ fn dispatch(env: &Env, report: &mut Report) -> Result<Outcome> {
         Command::Uplink(UplinkCommand::Detach(_)) => uplink::run(env, false, report),
         Command::Persist { apply, .. } => persist::run(env, *apply, report),
         Command::Demo => demo::run(env),
+        Command::Inject { .. } => Err(anyhow::anyhow!(
+            "inject runs before the context is built (commands::run)"
+        )),
         Command::Monitor => monitor::run(env),
     }
 }
@@ -366,6 +376,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Config(ConfigCommand::Show) => "config show",
         Command::Config(ConfigCommand::Set { .. }) => "config set",
         Command::Demo => "demo",
+        Command::Inject { .. } => "inject",
         Command::Monitor => "monitor",
     }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Turns the DaemonSets of units/kubernetes into the Pods `podman kube play` runs (podman 4.3
 plays Pod, not DaemonSet): each Pod is its DaemonSet's pod template as written, in one file
-with the example ncp.ini ConfigMap it mounts. Only these change, each printed:
+with the example ncp.ini ConfigMap it mounts; the retire Pod is taken as it is, bound to this
+node (NODE_NAME: the host name). Only these change, each printed:
   - the image: the ncp-bootstrap image under test (IMAGE) for ours; for NCP's nsx-node-agent
     image, which is not available here, the same image running `sleep infinity`: a stand-in
     that shows the container is confined by the AppArmor profile;
@@ -16,6 +17,7 @@ taken out of the Pod and written as a `podman run` into the played pod (<name>.r
 script), generated from its spec; a field that translation does not know is an error.
 Usage: kube-pods.py REPO IMAGE OUT_DIR [NAME=VALUE...]"""
 import shlex
+import socket
 import sys
 import yaml
 
@@ -38,19 +40,25 @@ def capeff(c):
     return f"{mask:016x}"
 
 
-DAEMONSETS = ["nsx-ncp-bootstrap.yaml", "ncp-bootstrap-node-agent.yaml", "ncp-bootstrap-cleanup.yaml"]
+# Our DaemonSets, and the Pod that retires one node (its NODE_NAME set to this node's name).
+MANIFESTS = ["ncp-bootstrap.yaml", "ncp-bootstrap-node-agent.yaml", "ncp-bootstrap-retire-node.yaml"]
 OURS = "registry.example.com/ncp-bootstrap:"
 NCP = "registry.example.com/nsx-ncp:"
 
 
 def pod(ds, image, env, changes):
-    tmpl = ds["spec"]["template"]
-    spec = dict(tmpl["spec"])
-    # A DaemonSet's pods restart always; podman 4.3 applies the pod's policy to its init
-    # containers too, which then run in a loop: OnFailure restarts a killed container and
-    # leaves a finished init container alone.
-    spec["restartPolicy"] = "OnFailure"
-    changes.append(f"{ds['metadata']['name']}: restartPolicy Always -> OnFailure")
+    """The Pod of a DaemonSet's template, or a Pod as it is; and its podman runs."""
+    if ds["kind"] == "Pod":
+        tmpl = ds
+        spec = dict(tmpl["spec"])
+    else:
+        tmpl = ds["spec"]["template"]
+        spec = dict(tmpl["spec"])
+        # A DaemonSet's pods restart always; podman 4.3 applies the pod's policy to its init
+        # containers too, which then run in a loop: OnFailure restarts a killed container and
+        # leaves a finished init container alone.
+        spec["restartPolicy"] = "OnFailure"
+        changes.append(f"{ds['metadata']['name']}: restartPolicy Always -> OnFailure")
     for kind in ("initContainers", "containers"):
         for c in spec.get(kind, []):
             if c["image"].startswith(OURS):
@@ -152,10 +160,11 @@ def main():
     with open(f"{repo}/units/kubernetes/example/nsx-node-agent-config.yaml") as f:
         configmap = yaml.safe_load(f)
     changes = []
-    for name in DAEMONSETS:
+    node = socket.gethostname()
+    for name in MANIFESTS:
         with open(f"{repo}/units/kubernetes/{name}") as f:
-            ds = yaml.safe_load(f)
-        assert ds["kind"] == "DaemonSet", name
+            ds = yaml.safe_load(f.read().replace("NODE_NAME", node))
+        assert ds["kind"] in ("DaemonSet", "Pod"), name
         p, runs = pod(ds, image, env, changes)
         name = ds["metadata"]["name"]
         with open(f"{out}/{name}.yaml", "w") as f:

@@ -6,7 +6,7 @@
 # and its containers.conf carries the fields podman 4.3 does not read: see vagrant/README.md).
 # Phase 1: a node after NCP's manual procedure (its address in ifupdown's file, but moved by
 #   hand to br-int of the host's OVS, which runs with node-if as port 1) -> the
-#   nsx-ncp-bootstrap pod (init container: the address back on node-if, host OVS stopped and
+#   ncp-bootstrap pod (init container: the address back on node-if, host OVS stopped and
 #   disabled through the host's systemd, CNI installed, profile loaded in enforce mode) -> the node-agent pod (nsx-ovs with
 #   the manifest's capabilities attaches the uplink on the kernel datapath while the peer
 #   pings; nsx-node-agent confined by node-agent-apparmor) -> kill -9 of nsx-ovs: restarted,
@@ -14,16 +14,20 @@
 #   address back -> the pod played again: attached -> both pods enabled at boot (podman-kube@)
 #   -> reboot.
 # Phase 2: the pods come back at boot, the init container converges, the uplink is attached ->
-#   decommission as the README says -> the node is as before (the address on the host OVS's
+#   `status` from the monitor container as the README writes it -> the node retired as the
+#   README says (nsx-ovs off, the monitor gives node-if its addresses back, the bootstrap pod
+#   off, the retire pod's cleanup) -> the node is as before (the address on the host OVS's
 #   br-int again, that OVS running and enabled).
 set -u
 PHASE=$1
 . "$(dirname "$0")/common.sh"
 # Outside what the snapshot covers: the scenario's files, not the product's changes.
 P=/srv/ncpb-pods
-BOOT=nsx-ncp-bootstrap
+BOOT=ncp-bootstrap
+INIT=nsx-ncp-bootstrap
+MON=nsx-host-ovs-monitor
 AGENT=ncp-bootstrap-node-agent
-CLEAN=nsx-ncp-bootstrap-cleanup
+RETIRE=ncp-bootstrap-retire-$(hostname)
 play() { # pod, then the containers kube-pods.py made podman runs of
   CONTAINERS_CONF=$P/$1.conf podman kube play $P/$1.yaml >$S/play-$1.txt 2>&1 || { cat $S/play-$1.txt; fail "podman kube play $1"; }
   CONTAINERS_CONF=$P/$1.conf sh $P/$1.run >>$S/play-$1.txt 2>&1 || { cat $S/play-$1.txt; fail "$1.run"; }
@@ -72,10 +76,10 @@ if [ "$PHASE" = 1 ]; then
   snapshot > $S/before.txt
 
   play $BOOT
-  try_for 180 init_done $BOOT $BOOT || { podman ps -a; podman logs $BOOT-$BOOT; fail "the $BOOT init container did not finish"; }
+  try_for 180 init_done $BOOT $INIT || { podman ps -a; podman logs $BOOT-$INIT; fail "the $INIT init container did not finish"; }
   ok "the $BOOT pod's init container finished"
   wait_for 30 "the $BOOT pod is Running" pod_running $BOOT
-  podman logs $BOOT-$BOOT > $S/init-1.txt 2>&1
+  podman logs $BOOT-$INIT > $S/init-1.txt 2>&1
   cat $S/init-1.txt
   ip -4 -o addr show dev $UP | grep -q 192.168.76.10/24 && ok "the address is back on $UP" || fail "address not on $UP"
   wait_for 30 "the peer answers through $UP" peer_answers
@@ -117,13 +121,13 @@ if [ "$PHASE" = 1 ]; then
 
   # The node-agent pod removed (nsx-ovs gone, the uplink left on br-int): the bootstrap pod's
   # monitor (grace 10 s here, 30 s in the manifest) gives node-if its address back.
-  podman logs $BOOT-monitor 2>&1 | grep -q 'nsx-ovs present' && ok "the $BOOT pod's monitor sees nsx-ovs" || { podman logs $BOOT-monitor 2>&1 | tail -5; fail "monitor"; }
+  podman logs $BOOT-$MON 2>&1 | grep -q 'nsx-ovs present' && ok "the $BOOT pod's monitor sees nsx-ovs" || { podman logs $BOOT-$MON 2>&1 | tail -5; fail "monitor"; }
   t_down=$(date +%s.%N)
   down $AGENT
   wait_for 15 "the address back on $UP (monitor grace 10 s + 5 s)" sh -c "ip -4 -o addr show dev $UP | grep -q 192.168.76.10/24"
   echo "ROW node-agent pod removed -> address on $UP: $(since $t_down) s (monitor grace 10 s)"
   wait_for 10 "the peer answers through $UP" peer_answers
-  podman logs $BOOT-monitor 2>&1 | grep 'gave'
+  podman logs $BOOT-$MON 2>&1 | grep 'gave'
   play $AGENT
   wait_for 120 "uplink attached again by the new node-agent pod" attached
 
@@ -139,8 +143,8 @@ fi
 
 # Phase 2: after the reboot.
 wait_for 180 "the $BOOT pod is Running again" pod_running $BOOT
-wait_for 120 "the $BOOT init container ran again" init_done $BOOT $BOOT
-podman logs $BOOT-$BOOT > $S/init-2.txt 2>&1
+wait_for 120 "the $INIT init container ran again" init_done $BOOT $INIT
+podman logs $BOOT-$INIT > $S/init-2.txt 2>&1
 cat $S/init-2.txt
 grep -q ': changed' $S/init-2.txt && fail "install changed something after the reboot"
 grep -q 'cni: converged' $S/init-2.txt && ok "install converged after the reboot" || fail "install did not report convergence"
@@ -148,17 +152,28 @@ wait_for 180 "uplink attached again at boot" attached
 echo "ROW boot to attached: $(awk '{print $1}' /proc/uptime) s after power-on (seen)"
 wait_for 10 "the peer answers through br-int" peer_answers
 
-# Decommission (README): the node-agent and bootstrap pods go, then the cleanup pod runs.
-for pod in $AGENT $BOOT; do
-  systemctl stop $(unit $pod) || fail "stop $(unit $pod)"
-  rm -f /etc/systemd/system/multi-user.target.wants/$(unit $pod)
-  rm -rf /etc/systemd/system/$(unit $pod).d
-done
+# Retiring the node (README, "Decommission"). The label's first step takes the node-agent pod
+# off the node; the bootstrap pod's monitor gives node-if its addresses back; the second step
+# takes the bootstrap pod off; then the retire pod runs cleanup. The README's check of the
+# node's verdict first, as written (kubectl exec there, podman exec here).
+podman exec $BOOT-$MON ncp-bootstrap --host-root /host status > $S/status-before-retire.txt 2>&1 \
+  && grep -q "^node: ready" $S/status-before-retire.txt && ok "status from the monitor container: node ready" \
+  || { cat $S/status-before-retire.txt; fail "the README's status command"; }
+retire_step() { # pod
+  systemctl stop $(unit $1) || fail "stop $(unit $1)"
+  rm -f /etc/systemd/system/multi-user.target.wants/$(unit $1)
+  rm -rf /etc/systemd/system/$(unit $1).d
+}
+retire_step $AGENT
+# The monitor's grace period (the harness sets it short) then its move back.
+wait_for 90 "the monitor gave node-if its addresses back" sh -c "podman logs $BOOT-$MON 2>&1 | grep -q 'gave'"
+wait_for 10 "the peer answers through node-if" peer_answers
+retire_step $BOOT
 systemctl daemon-reload
-play $CLEAN
-wait_for 180 "the cleanup pod's init container finished" init_done $CLEAN cleanup
-podman logs $CLEAN-cleanup
-down $CLEAN
+play $RETIRE
+wait_for 180 "the retire pod's cleanup finished" init_done $RETIRE cleanup
+podman logs $RETIRE-cleanup
+down $RETIRE
 rm -rf $P
 wait_for 60 "the address is on the host OVS's br-int again" sh -c "ip -4 -o addr show dev br-int | grep -q 192.168.76.10/24"
 wait_for 30 "the peer answers through br-int" peer_answers
