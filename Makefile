@@ -60,7 +60,7 @@ vm-test: setup-vm build image packages
 	timeout 900 bash vagrant/harness/vm-test.sh netplan.sh
 	timeout 1200 bash vagrant/harness/vm-test.sh dhcp.sh
 	timeout 900 bash vagrant/harness/vm-test.sh monitor.sh
-	timeout 1200 bash vagrant/harness/vm-test.sh daemonsets.sh
+	timeout 1500 bash vagrant/harness/vm-test.sh ncp-manifests.sh
 	timeout 1200 bash vagrant/harness/vm-test.sh packages.sh
 	timeout 1200 bash vagrant/harness/vm-test.sh kmod.sh
 

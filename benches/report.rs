@@ -67,6 +67,7 @@ fn main() {
         rows.extend(vm_monitor_rows());
         rows.extend(package_rows());
         rows.extend(kmod_rows());
+        rows.extend(ncp_manifest_rows());
     }
     let mut md = String::from(
         "| figure | ours | baseline | ratio | target | how |\n|---|---|---|---|---|---|\n",
@@ -903,20 +904,8 @@ fn kmod_rows() -> Vec<Row> {
             .find_map(|l| l.strip_prefix(prefix))
             .map(|r| r.trim().to_string())
     };
-    let lost = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("ROW kmod-swap "))
-        .find(|r| r.contains("packets transmitted"))
-        .and_then(|r| {
-            let n: Vec<&str> = r.split_whitespace().collect();
-            let at = n.iter().position(|w| *w == "packets")?;
-            Some(lost_of(&format!(
-                "{}/{}",
-                n.get(at + 2)?,
-                n.get(at.checked_sub(1)?)?
-            )))
-        })
-        .unwrap_or_else(|| "- (kmod.sh printed no figure)".into());
+    let lost =
+        probes(&text, "ROW kmod-swap ").unwrap_or_else(|| "- (kmod.sh printed no figure)".into());
     let swap = text
         .lines()
         .filter_map(|l| l.strip_prefix("ROW kmod-swap module swapped and daemons up in "))
@@ -1057,6 +1046,73 @@ fn parse_rows(text: &str) -> Vec<Measured> {
 }
 
 /// "1498/1500" → "2 of 1500 lost".
+/// "N of M lost" from the first ROW line with `prefix` that carries ping's summary.
+fn probes(text: &str, prefix: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .find(|r| r.contains("packets transmitted"))
+        .and_then(|r| {
+            let n: Vec<&str> = r.split_whitespace().collect();
+            let at = n.iter().position(|w| *w == "packets")?;
+            Some(lost_of(&format!(
+                "{}/{}",
+                n.get(at + 2)?,
+                n.get(at.checked_sub(1)?)?
+            )))
+        })
+}
+
+/// `vagrant/scenarios/ncp-manifests.sh`: NCP's own manifests after `inject`, under podman: the
+/// peer's probes while NCP's node-agent pod starts on a netplan/DHCP node, and across the
+/// migration from NCP's manual procedure on a NetworkManager node; and which privileges the
+/// hand-off to networkd needs from a container.
+fn ncp_manifest_rows() -> Vec<Row> {
+    let text = scenario_output("ncp-manifests.sh");
+    let none = || "- (ncp-manifests.sh printed no figure)".to_string();
+    let seconds = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|r| r.trim().to_string())
+    };
+    let how = "`vm-test.sh ncp-manifests.sh`: NCP's ncp-ubuntu.yaml rendered, `inject`ed, played by podman";
+    let works: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("ROW nsenter -t 1 -m networkctl, "))
+        .filter_map(|r| r.strip_suffix(": works"))
+        .map(String::from)
+        .collect();
+    let row = |what: &str, ours: String| Row {
+        what: what.into(),
+        ours,
+        baseline: "-".into(),
+        ratio: "-".into(),
+        target: "-".into(),
+        command: how.into(),
+    };
+    vec![
+        row(
+            "NCP's node-agent pod start, injected nsx-ovs (netplan, DHCP; VM): the peer's probes every 10 ms",
+            probes(&text, "ROW NCP's node-agent pod start, netplan and DHCP, 10 ms ").unwrap_or_else(none),
+        ),
+        row(
+            "NCP's node-agent pod start to attached, lease on br-int (netplan, DHCP)",
+            seconds("ROW NCP's node-agent pod start to attached (netplan, DHCP): ").unwrap_or_else(none),
+        ),
+        row(
+            "migration, NCP's manual procedure to NCP's injected pods (NetworkManager; VM): the peer's probes every 20 ms",
+            probes(&text, "ROW migration from NCP's manual procedure (NM), 20 ms ").unwrap_or_else(none),
+        ),
+        row(
+            "migration: bootstrap pod start to attached under NetworkManager",
+            seconds("ROW migration from NCP's manual procedure to NCP's injected pods (NM): ").unwrap_or_else(none),
+        ),
+        row(
+            "`networkctl` in PID 1's mount namespace from a container: what works",
+            if works.is_empty() { none() } else { works.join("; ") },
+        ),
+    ]
+}
+
 fn lost_of(received: &str) -> String {
     match received.split_once('/') {
         Some((r, t)) => match (r.parse::<i64>(), t.parse::<i64>()) {

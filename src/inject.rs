@@ -218,17 +218,37 @@ fn inject_daemonset(ds: &mut Mapping, image: &str, source: &str) -> Result<bool,
         field: field.into(),
         why: why.into(),
     };
-    let pod = ds
+    let template = ds
         .get_mut("spec")
         .and_then(Value::as_mapping_mut)
         .and_then(|s| s.get_mut("template"))
         .and_then(Value::as_mapping_mut)
-        .and_then(|t| t.get_mut("spec"))
+        .ok_or_else(|| malformed("spec.template", "missing, or not a mapping"))?;
+    // NCP's manifest for AppArmor nodes (Ubuntu) names a profile; the one for nodes without
+    // it (RHEL) names none, and the kubelet refuses a pod that asks for AppArmor there.
+    let uses_apparmor = template
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_mapping)
+        .is_some_and(|a| {
+            a.keys()
+                .filter_map(Value::as_str)
+                .any(|k| k.starts_with(APPARMOR_ANNOTATION))
+        });
+    let mut annotations = Vec::new();
+    let pod = template
+        .get_mut("spec")
         .and_then(Value::as_mapping_mut)
         .ok_or_else(|| malformed("spec.template.spec", "missing, or not a mapping"))?;
     for slot in slots {
         let (tname, ttext) = slot.template;
         let tpod = template_pod(tname, ttext)?;
+        if uses_apparmor {
+            let key = format!("{APPARMOR_ANNOTATION}{}", slot.template_container);
+            if let Some(v) = template_annotation(tname, ttext, &key)? {
+                annotations.push((format!("{APPARMOR_ANNOTATION}{}", slot.container), v));
+            }
+        }
         let ours = container(&tpod, slot.list, slot.template_container)
             .ok_or_else(|| {
                 InjectError::Template(tname, format!("no container {}", slot.template_container))
@@ -254,6 +274,14 @@ fn inject_daemonset(ds: &mut Mapping, image: &str, source: &str) -> Result<bool,
             });
         };
         let added = merge_container(ncp, &ours, image);
+        if !uses_apparmor {
+            if let Some(sc) = ncp
+                .get_mut("securityContext")
+                .and_then(Value::as_mapping_mut)
+            {
+                sc.remove("appArmorProfile");
+            }
+        }
         for volume in added {
             let v = template_volume(&tpod, &volume)
                 .ok_or_else(|| InjectError::Template(tname, format!("no volume {volume}")))?;
@@ -267,7 +295,42 @@ fn inject_daemonset(ds: &mut Mapping, image: &str, source: &str) -> Result<bool,
         add_retire_terms(pod, &tpod)
             .map_err(|why| malformed("spec.template.spec.affinity.nodeAffinity", why))?;
     }
+    if !annotations.is_empty() {
+        let meta = template
+            .entry("metadata".into())
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+        let a = meta
+            .as_mapping_mut()
+            .ok_or_else(|| malformed("spec.template.metadata", "not a mapping"))?
+            .entry("annotations".into())
+            .or_insert_with(|| Value::Mapping(Mapping::new()))
+            .as_mapping_mut()
+            .ok_or_else(|| malformed("spec.template.metadata.annotations", "not a mapping"))?;
+        for (k, v) in annotations {
+            a.insert(k.into(), v);
+        }
+    }
     Ok(true)
+}
+
+/// The AppArmor annotation of Kubernetes before 1.30, one per container.
+const APPARMOR_ANNOTATION: &str = "container.apparmor.security.beta.kubernetes.io/";
+
+/// One annotation of the pod template in one of our templates.
+fn template_annotation(
+    name: &'static str,
+    text: &str,
+    key: &str,
+) -> Result<Option<Value>, InjectError> {
+    let doc: Value =
+        serde_yaml::from_str(text).map_err(|e| InjectError::Template(name, e.to_string()))?;
+    Ok(doc
+        .get("spec")
+        .and_then(|s| s.get("template"))
+        .and_then(|t| t.get("metadata"))
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(key))
+        .cloned())
 }
 
 /// The node-affinity expressions of our template (the `ncp-bootstrap/retire` label that takes

@@ -18,3 +18,34 @@ pub fn systemctl(args: &[&str]) -> Result<String> {
     a.extend_from_slice(args);
     Ok(run::run(&nsenter, a)?.stdout)
 }
+
+/// `systemctl is-enabled UNIT`'s answer (enabled, static, disabled, masked…), which it prints
+/// whatever its exit status; none when the unit does not exist or systemctl cannot be reached.
+pub fn unit_file_state(unit: &str) -> Option<String> {
+    let nsenter = which::which("nsenter").ok()?;
+    let args = [
+        "-t",
+        "1",
+        "-m",
+        "-u",
+        "-i",
+        "-n",
+        "-p",
+        "--",
+        "systemctl",
+        "is-enabled",
+        unit,
+    ];
+    let out = duct::cmd(nsenter, args)
+        .before_spawn(|cmd| {
+            run::die_with_parent(cmd);
+            Ok(())
+        })
+        .stdout_capture()
+        .stderr_null()
+        .unchecked()
+        .run()
+        .ok()?;
+    let word = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!word.is_empty() && word != "not-found").then_some(word)
+}

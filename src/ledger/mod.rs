@@ -147,6 +147,11 @@ pub enum Entry {
         /// Started again by cleanup, not enabled.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         started: Vec<String>,
+        /// The daemons' own units, masked so that no other unit starts them at boot (netplan's
+        /// netplan-ovs-cleanup.service wants ovsdb-server.service, enabled or not). Unmasked by
+        /// cleanup before anything is started again.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        masked: Vec<String>,
     },
 }
 

@@ -171,3 +171,35 @@ pub fn assert_same(got: &str, want: &str, what: &str) {
     let missing: Vec<&&str> = w.difference(&g).collect();
     panic!("{what}\nunexpected: {extra:#?}\nmissing: {missing:#?}");
 }
+
+/// Checks FILES with kubernetes-validate (PyPI) `--strict` against the Kubernetes 1.30 schemas
+/// (the first with securityContext.appArmorProfile) and the newest it knows, each file to
+/// pass; false, after saying so, when it is not installed.
+pub fn kubernetes_validate(files: &[PathBuf]) -> bool {
+    // Run as a module: it does not depend on a console-script shim being on PATH.
+    let installed = Command::new("python3")
+        .args(["-c", "import kubernetes_validate"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        skip("kubernetes-validate (PyPI) not installed");
+        return false;
+    }
+    for version in [&["-k", "1.30.0"][..], &[]] {
+        let out = Command::new("python3")
+            .args(["-m", "kubernetes_validate", "--strict"])
+            .args(version)
+            .args(files)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{version:?}: {text}");
+        assert_eq!(
+            text.matches(" passed for resource ").count(),
+            files.len(),
+            "{version:?}: {text}"
+        );
+    }
+    true
+}

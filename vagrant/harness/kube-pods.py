@@ -1,23 +1,26 @@
 #!/usr/bin/env python3
 """Turns the DaemonSets of units/kubernetes into the Pods `podman kube play` runs (podman 4.3
 plays Pod, not DaemonSet): each Pod is its DaemonSet's pod template as written, in one file
-with the example ncp.ini ConfigMap it mounts; the retire Pod is taken as it is, bound to this
-node (NODE_NAME: the host name). Only these change, each printed:
+with the example ncp.ini ConfigMap it mounts; the retire Pod is taken as it is, bound to the
+guest (NODE_NAME: its host name). Only these change, each printed:
   - the image: the ncp-bootstrap image under test (IMAGE) for ours; for NCP's nsx-node-agent
     image, which is not available here, the same image running `sleep infinity`: a stand-in
     that shows the container is confined by the AppArmor profile;
   - the env of extra settings a test node needs (NAME=VALUE arguments, e.g. to allow the demo
-    bundle), added to the containers that run `ncp-bootstrap install`; the NCP_BOOTSTRAP_MONITOR_*
-    ones replace the manifest's in the container that runs `ncp-bootstrap monitor`.
+    bundle), added to the containers that run `ncp-bootstrap install`, and replacing the
+    manifest's own in the container that runs `ncp-bootstrap monitor` (whose readiness probe,
+    `status`, reads the bundle too).
 Pod fields podman 4.3 does not read become settings of a containers.conf written beside each
 Pod (<name>.conf; podman reads it from CONTAINERS_CONF): hostPID (added in podman 4.5) becomes
 pidns = "host", terminationGracePeriodSeconds becomes stop_timeout.
 A container with a Localhost AppArmor profile (field or annotation; kube play ignores both) is
 taken out of the Pod and written as a `podman run` into the played pod (<name>.run, a shell
 script), generated from its spec; a field that translation does not know is an error.
-Usage: kube-pods.py REPO IMAGE OUT_DIR [NAME=VALUE...]"""
+With --ncp FILE, the Pods are NCP's own DaemonSets from FILE (NCP's manifest after `ncp-bootstrap
+inject`), played with NCP's ConfigMap; NCP's volume forms podman 4.3 does not take are
+translated (translate_volumes), each printed.
+Usage: kube-pods.py [--ncp FILE] REPO IMAGE OUT_DIR [NAME=VALUE...]"""
 import shlex
-import socket
 import sys
 import yaml
 
@@ -68,8 +71,9 @@ def pod(ds, image, env, changes):
                     for k, v in env:
                         changes.append(f"{ds['metadata']['name']}/{c['name']}: env {k}={v}")
                 if c["command"][:2] == ["ncp-bootstrap", "monitor"]:
-                    # The monitor's settings (a shorter grace period) replace the manifest's.
-                    mine = {k: v for k, v in env if k.startswith("NCP_BOOTSTRAP_MONITOR_")}
+                    # The monitor's settings (a shorter grace period) replace the manifest's;
+                    # the others go in too: its readiness probe and `status` read the bundle.
+                    mine = {k: v for k, v in env}
                     c["env"] = [e for e in c.get("env", []) if e["name"] not in mine]
                     c["env"].extend({"name": k, "value": v} for k, v in mine.items())
                     for k, v in mine.items():
@@ -78,8 +82,15 @@ def pod(ds, image, env, changes):
                 c["image"] = image
                 c["command"] = ["sleep", "infinity"]
                 changes.append(f"{ds['metadata']['name']}/{c['name']}: NCP's image -> {image} `sleep infinity` (stand-in)")
+                # What only NCP's own program reads or answers goes with it: its probes
+                # (check_pod_liveness), its arguments, the environment it takes from the API
+                # server (fieldRef).
+                for field in ("livenessProbe", "readinessProbe", "startupProbe", "args", "env"):
+                    if c.pop(field, None) is not None:
+                        changes.append(f"{ds['metadata']['name']}/{c['name']}: {field} dropped (stand-in)")
             else:
                 sys.exit(f"kube-pods: unknown image {c['image']}")
+    translate_volumes(ds["metadata"]["name"], spec, changes)
     runs = []
     for c in list(spec.get("containers", [])):
         profile = apparmor_profile(tmpl["metadata"], c)
@@ -87,6 +98,10 @@ def pod(ds, image, env, changes):
             spec["containers"] = [x for x in spec["containers"] if x is not c]
             runs.append(podman_run(ds["metadata"]["name"], spec, c, profile))
             changes.append(f"{ds['metadata']['name']}/{c['name']}: AppArmor {profile} -> podman run --security-opt apparmor={profile} (in {ds['metadata']['name']}.run)")
+    # kube play ignores an Unconfined profile too; podman has no per-container setting in a
+    # played pod but the pod's containers.conf, which then leaves every container of the pod
+    # that gets no profile of its own unconfined (stand-ins included).
+    spec["x-unconfined"] = [c["name"] for c in spec.get("containers", []) if unconfined(tmpl["metadata"], c)]
     meta = {"name": ds["metadata"]["name"], "labels": tmpl["metadata"].get("labels", {})}
     meta["annotations"] = dict(tmpl["metadata"].get("annotations", {}))
     if spec.get("initContainers"):
@@ -95,6 +110,38 @@ def pod(ds, image, env, changes):
         meta["annotations"]["io.podman.annotations.init.container.type"] = "always"
         changes.append(f"{ds['metadata']['name']}: init containers of type always (podman annotation)")
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}, runs
+
+
+def translate_volumes(name, spec, changes):
+    """NCP's volume forms podman 4.3's kube play does not take, as equivalents it does: a
+    projected volume of one ConfigMap becomes that ConfigMap's volume; a subPath of a hostPath
+    volume becomes a hostPath volume of its own at the joined path."""
+    volumes = spec.get("volumes", [])
+    for v in volumes:
+        sources = v.get("projected", {}).get("sources")
+        if sources is not None:
+            if len(sources) != 1 or "configMap" not in sources[0]:
+                sys.exit(f"kube-pods: {name}: cannot translate projected volume {v['name']}")
+            del v["projected"]
+            v["configMap"] = sources[0]["configMap"]
+            changes.append(f"{name}: projected volume {v['name']} -> configMap {v['configMap']['name']}")
+    by_name = {v["name"]: v for v in volumes}
+    for kind in ("initContainers", "containers"):
+        for c in spec.get(kind, []):
+            for m in c.get("volumeMounts", []):
+                sub = m.pop("subPath", None)
+                if sub is None:
+                    continue
+                v = by_name[m["name"]]
+                if "hostPath" not in v:
+                    sys.exit(f"kube-pods: {name}/{c['name']}: cannot translate subPath of {m['name']}")
+                new = f"{m['name']}-{sub.replace('/', '-')}"
+                if new not in by_name:
+                    path = v["hostPath"]["path"].rstrip("/") + "/" + sub
+                    by_name[new] = {"name": new, "hostPath": {"path": path, "type": "DirectoryOrCreate"}}
+                    volumes.append(by_name[new])
+                m["name"] = new
+                changes.append(f"{name}/{c['name']}: {m['mountPath']}: subPath {sub} -> hostPath volume {new}")
 
 
 def apparmor_profile(meta, c):
@@ -106,9 +153,18 @@ def apparmor_profile(meta, c):
     return ann[len("localhost/"):] if ann.startswith("localhost/") else None
 
 
+def unconfined(meta, c):
+    """Whether a container asks to run without AppArmor confinement (field or annotation)."""
+    field = c.get("securityContext", {}).get("appArmorProfile")
+    if field:
+        return field["type"] == "Unconfined"
+    ann = meta.get("annotations", {}).get(f"container.apparmor.security.beta.kubernetes.io/{c['name']}")
+    return ann == "unconfined"
+
+
 def podman_run(pod_name, spec, c, profile):
     """`podman run` into the played pod for one container, from its spec."""
-    known = {"name", "image", "command", "args", "env", "securityContext", "volumeMounts"}
+    known = {"name", "image", "imagePullPolicy", "command", "args", "env", "securityContext", "volumeMounts"}
     extra = set(c) - known
     extra |= set(c.get("securityContext", {})) - {"capabilities", "appArmorProfile", "privileged"}
     if extra or c.get("securityContext", {}).get("privileged"):
@@ -142,9 +198,12 @@ def podman_run(pod_name, spec, c, profile):
     return " ".join(shlex.quote(x) for x in a)
 
 
-def containers_conf(spec, name, changes):
+def containers_conf(spec, name, wanted, changes):
     """The containers.conf that gives the Pod what podman 4.3's kube play leaves out."""
     text = "# Generated by vagrant/harness/kube-pods.py from the pod template.\n[containers]\n"
+    if wanted:
+        text += 'apparmor_profile = "unconfined"\n'
+        changes.append(f"{name}: AppArmor Unconfined ({', '.join(wanted)}) -> containers.conf apparmor_profile = \"unconfined\" (the pod's containers without a profile of their own)")
     if spec.get("hostPID"):
         text += 'pidns = "host"\n'
         changes.append(f"{name}: hostPID -> containers.conf pidns = \"host\"")
@@ -154,23 +213,54 @@ def containers_conf(spec, name, changes):
     return text + f"\n[engine]\nstop_timeout = {grace}\n"
 
 
+# The guest's host name (vagrant/harness/build-image.sh), the node the retire Pod is bound to.
+NODE = "ncpb-vm"
+
+
+def objects(repo, ncp):
+    """The objects to play, and the ConfigMap their ncp.ini comes from: our manifests with the
+    example ConfigMap, or (--ncp FILE) NCP's DaemonSets after `inject` with NCP's own ConfigMap;
+    the retire Pod in both cases, bound to this node."""
+    with open(f"{repo}/units/kubernetes/ncp-bootstrap-retire-node.yaml") as f:
+        retire = yaml.safe_load(f.read().replace("NODE_NAME", NODE))
+    if ncp is None:
+        with open(f"{repo}/units/kubernetes/example/nsx-node-agent-config.yaml") as f:
+            configmap = yaml.safe_load(f)
+        objs = []
+        for name in MANIFESTS[:-1]:
+            with open(f"{repo}/units/kubernetes/{name}") as f:
+                objs.append(yaml.safe_load(f))
+        return objs + [retire], configmap
+    with open(ncp) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    ds = [d for d in docs if d["kind"] == "DaemonSet" and d["metadata"]["namespace"] == "nsx-system"]
+    cms = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "nsx-node-agent-config"]
+    if len(ds) != 2 or len(cms) != 1:
+        sys.exit(f"kube-pods: {ncp}: expected NCP's two DaemonSets and nsx-node-agent-config")
+    return ds + [retire], cms[0]
+
+
 def main():
-    repo, image, out = sys.argv[1:4]
-    env = [a.split("=", 1) for a in sys.argv[4:]]
-    with open(f"{repo}/units/kubernetes/example/nsx-node-agent-config.yaml") as f:
-        configmap = yaml.safe_load(f)
+    args = sys.argv[1:]
+    ncp = None
+    if "--ncp" in args:
+        i = args.index("--ncp")
+        ncp = args[i + 1]
+        del args[i:i + 2]
+    repo, image, out = args[:3]
+    env = [a.split("=", 1) for a in args[3:]]
+    all_objects, configmap = objects(repo, ncp)
     changes = []
-    node = socket.gethostname()
-    for name in MANIFESTS:
-        with open(f"{repo}/units/kubernetes/{name}") as f:
-            ds = yaml.safe_load(f.read().replace("NODE_NAME", node))
+    for ds in all_objects:
+        name = ds["metadata"]["name"]
         assert ds["kind"] in ("DaemonSet", "Pod"), name
         p, runs = pod(ds, image, env, changes)
         name = ds["metadata"]["name"]
+        unconf = p["spec"].pop("x-unconfined", [])
         with open(f"{out}/{name}.yaml", "w") as f:
             yaml.safe_dump_all([configmap, p], f, sort_keys=False)
         with open(f"{out}/{name}.conf", "w") as f:
-            f.write(containers_conf(p["spec"], name, changes))
+            f.write(containers_conf(p["spec"], name, unconf, changes))
         with open(f"{out}/{name}.capeff", "w") as f:
             for c in p["spec"]["containers"]:
                 if capeff(c):

@@ -33,6 +33,21 @@ if grep -q '^# needs: image' "$REPO/vagrant/scenarios/$SCENARIO"; then
   python3 "$HERE/kube-pods.py" "$REPO" "$(cat "$REPO/target/image/tag")" "$SHARE/pods" \
     NCP_BOOTSTRAP_CNI_ALLOW_DEMO_BUNDLE=true NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000 NCP_BOOTSTRAP_MONITOR_GRACE_SECONDS=10
 fi
+# A scenario with `# needs: ncp-manifests` gets, in ncp-pods/, NCP's own Ubuntu manifest
+# (tests/fixtures/ncp-operator) rendered as NCP's operator does, with the example ConfigMap's
+# ncp.ini, then given to `ncp-bootstrap inject`: the Pods kube-pods.py makes of its DaemonSets.
+if grep -q '^# needs: ncp-manifests' "$REPO/vagrant/scenarios/$SCENARIO"; then
+  mkdir -p "$SHARE/ncp-pods"
+  python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["data"]["ncp.ini"], end="")' \
+    "$REPO/units/kubernetes/example/nsx-node-agent-config.yaml" > "$SHARE/ncp-pods/ncp.ini"
+  python3 "$HERE/render-ncp.py" "$REPO/tests/fixtures/ncp-operator/ncp-ubuntu.yaml" \
+    "$SHARE/ncp-pods/ncp.ini" > "$SHARE/ncp-pods/ncp-ubuntu.yaml"
+  "$SHARE/ncp-bootstrap" inject --image registry.example.com/ncp-bootstrap:injected \
+    -f "$SHARE/ncp-pods/ncp-ubuntu.yaml" > "$SHARE/ncp-pods/ncp-ubuntu-injected.yaml"
+  python3 "$HERE/kube-pods.py" --ncp "$SHARE/ncp-pods/ncp-ubuntu-injected.yaml" "$REPO" \
+    "$(cat "$REPO/target/image/tag")" "$SHARE/ncp-pods" \
+    NCP_BOOTSTRAP_CNI_ALLOW_DEMO_BUNDLE=true NCP_BOOTSTRAP_PROBE_TIMEOUT_MS=10000 NCP_BOOTSTRAP_MONITOR_GRACE_SECONDS=10
+fi
 # A scenario with `# needs: packages` gets the packages of `make packages`, and in packages/next
 # the .deb again under the next version (its upgrade).
 if grep -q '^# needs: packages' "$REPO/vagrant/scenarios/$SCENARIO"; then

@@ -166,3 +166,13 @@ same_as_before() { # [filter]
   ${1:-cat} $S/after.txt > $S/after.cmp
   if diff -u $S/before.cmp $S/after.cmp; then ok "node identical to its snapshot before install"; else fail "cleanup left differences"; fi
 }
+# The peer's dnsmasq lease (scenarios with `# peer: dnsmasq`; its log is $S/dnsmasq.log).
+leased_on() { # link: the lease's address is there, with a finite lifetime
+  ip -4 -o addr show dev "$1" | grep "192.168.76.10/24" | grep -q "valid_lft [0-9]*sec"
+}
+# networkd holds the lease on br-int (with KeepConfiguration=yes it gives the address an
+# infinite lifetime in the kernel: networkd's view is the evidence, and dnsmasq's ACKs).
+dhcp_on_br_int() {
+  ip -4 -o addr show dev br-int | grep -q "192.168.76.10/24" && networkctl status br-int --no-pager | grep -q "192.168.76.10 (DHCP4"
+}
+acks() { grep -c "DHCPACK(tap0) 192.168.76.10 " $S/dnsmasq.log 2>/dev/null || echo 0; }

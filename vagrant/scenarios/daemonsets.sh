@@ -21,6 +21,7 @@
 set -u
 PHASE=$1
 . "$(dirname "$0")/common.sh"
+. "$(dirname "$0")/pods.sh"
 # Outside what the snapshot covers: the scenario's files, not the product's changes.
 P=/srv/ncpb-pods
 BOOT=ncp-bootstrap
@@ -28,20 +29,8 @@ INIT=nsx-ncp-bootstrap
 MON=nsx-host-ovs-monitor
 AGENT=ncp-bootstrap-node-agent
 RETIRE=ncp-bootstrap-retire-$(hostname)
-play() { # pod, then the containers kube-pods.py made podman runs of
-  CONTAINERS_CONF=$P/$1.conf podman kube play $P/$1.yaml >$S/play-$1.txt 2>&1 || { cat $S/play-$1.txt; fail "podman kube play $1"; }
-  CONTAINERS_CONF=$P/$1.conf sh $P/$1.run >>$S/play-$1.txt 2>&1 || { cat $S/play-$1.txt; fail "$1.run"; }
-}
-down() { # pod
-  CONTAINERS_CONF=$P/$1.conf podman kube down $P/$1.yaml >/dev/null 2>&1 || fail "podman kube down $1"
-}
-since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
-unit() { echo "podman-kube@$(systemd-escape $P/$1.yaml).service"; }
-pod_running() { [ "$(podman pod inspect --format '{{.State}}' $1 2>/dev/null)" = Running ]; }
-init_done() { # pod container: the init container exited 0
-  [ "$(podman inspect --format '{{.State.Status}} {{.State.ExitCode}}' $1-$2 2>/dev/null)" = "exited 0" ]
-}
 ovs_pid() { podman inspect --format '{{.State.Pid}}' $AGENT-nsx-ovs 2>/dev/null; }
+addr_on_uplink() { ip -4 -o addr show dev $UP | grep -q 192.168.76.10/24; }
 attached() { [ "$(ovs-vsctl --timeout=2 get Interface $UP ofport 2>/dev/null)" = 1 ] && ip -4 -o addr show dev br-int | grep -q 192.168.76.10/24; }
 # ovs run's "start → uplink attached" line of the nsx-ovs container's current run.
 attach_line() { podman logs $AGENT-nsx-ovs 2>&1 | grep 'uplink attached' | tail -n1; }
@@ -131,13 +120,7 @@ if [ "$PHASE" = 1 ]; then
   play $AGENT
   wait_for 120 "uplink attached again by the new node-agent pod" attached
 
-  # At boot as on a node: podman-kube@ plays each pod file (with its containers.conf).
-  for pod in $BOOT $AGENT; do
-    mkdir -p /etc/systemd/system/$(unit $pod).d
-    printf '[Service]\nEnvironment=CONTAINERS_CONF=%s/%s.conf\nExecStartPost=/bin/sh %s/%s.run\n' $P $pod $P $pod > /etc/systemd/system/$(unit $pod).d/conf.conf
-    systemctl add-wants multi-user.target $(unit $pod) >/dev/null 2>&1 || fail "enable $(unit $pod)"
-  done
-  systemctl daemon-reload
+  enable_at_boot $BOOT $AGENT
   exit 0
 fi
 
@@ -159,22 +142,7 @@ wait_for 10 "the peer answers through br-int" peer_answers
 podman exec $BOOT-$MON ncp-bootstrap --host-root /host status > $S/status-before-retire.txt 2>&1 \
   && grep -q "^node: ready" $S/status-before-retire.txt && ok "status from the monitor container: node ready" \
   || { cat $S/status-before-retire.txt; fail "the README's status command"; }
-retire_step() { # pod
-  systemctl stop $(unit $1) || fail "stop $(unit $1)"
-  rm -f /etc/systemd/system/multi-user.target.wants/$(unit $1)
-  rm -rf /etc/systemd/system/$(unit $1).d
-}
-retire_step $AGENT
-# The monitor's grace period (the harness sets it short) then its move back.
-wait_for 90 "the monitor gave node-if its addresses back" sh -c "podman logs $BOOT-$MON 2>&1 | grep -q 'gave'"
-wait_for 10 "the peer answers through node-if" peer_answers
-retire_step $BOOT
-systemctl daemon-reload
-play $RETIRE
-wait_for 180 "the retire pod's cleanup finished" init_done $RETIRE cleanup
-podman logs $RETIRE-cleanup
-down $RETIRE
-rm -rf $P
+retire_node addr_on_uplink
 wait_for 60 "the address is on the host OVS's br-int again" sh -c "ip -4 -o addr show dev br-int | grep -q 192.168.76.10/24"
 wait_for 30 "the peer answers through br-int" peer_answers
 same_as_before

@@ -22,21 +22,12 @@ NODE=/etc/netplan/01-node.yaml
 LOG=$S/dnsmasq.log
 ATTACHED_S=260
 
-leased_on() { # link: the lease's address is there, with a finite lifetime
-  ip -4 -o addr show dev "$1" | grep "192.168.76.10/24" | grep -q "valid_lft [0-9]*sec"
-}
-# networkd holds the lease on br-int (with KeepConfiguration=yes it gives the address an
-# infinite lifetime in the kernel: networkd's view is the evidence, and dnsmasq's ACKs).
-dhcp_on_br_int() {
-  ip -4 -o addr show dev br-int | grep -q "192.168.76.10/24" && networkctl status br-int --no-pager | grep -q "192.168.76.10 (DHCP4"
-}
 slaac_on() { # link
   ip -6 -o addr show dev "$1" scope global | grep "fd00:76::" | grep -q "valid_lft [0-9]*sec"
 }
 show_dhcp() { # on failure: what the node and networkd say
   ip -o addr; networkctl status br-int $UP --no-pager 2>&1 | head -60; journalctl -u systemd-networkd --no-pager | tail -40
 }
-acks() { grep -c "DHCPACK(tap0) 192.168.76.10 " $LOG 2>/dev/null || echo 0; }
 
 wait_for 60 "$UP exists" ip link show $UP
 [ -e $LOG ] || fail "the harness started no dnsmasq for the peer"

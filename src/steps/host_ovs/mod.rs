@@ -2,14 +2,17 @@
 //! from the bridge to node-if, then stop that OVS so that it stays stopped, recording what was
 //! stopped so that `cleanup` can start it again the same way.
 
+mod undo;
+
 use super::{uplink, Action, Ctx, Plan, Step};
 use crate::error::{Error, Kind};
-use crate::host::ovs::{live_daemons, terminate, OvsDirs, DAEMONS};
-use crate::host::{proc, run, systemd};
+use crate::host::ovs::{live_daemons, terminate, OvsDirs};
+use crate::host::{proc, systemd};
 use crate::ledger::{Entry, Ledger, StoppedDaemon};
 use crate::report::StepReport;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::time::{Duration, Instant};
+pub use undo::Undo;
 
 pub const NAME: &str = "host-ovs";
 /// Units of the host's OVS packages (Debian/Ubuntu and RHEL names).
@@ -19,6 +22,10 @@ const UNITS: [&str; 4] = [
     "ovs-vswitchd.service",
     "ovsdb-server.service",
 ];
+
+/// The daemons' own units (both distributions): masked while OVS runs in the container, since
+/// disabling them does not keep a unit that wants them from starting them.
+const DAEMON_UNITS: [&str; 2] = ["ovsdb-server.service", "ovs-vswitchd.service"];
 
 /// The host-OVS step of `install`.
 pub struct HostOvs;
@@ -31,9 +38,13 @@ pub enum HostOvsAction {
         live: Vec<(&'static str, u32)>,
         systemd: bool,
     },
-    /// Units a recorded stop was to disable and that are enabled still: a run killed between
-    /// the stop and the disable (the daemons gone, the next boot would start them again).
-    Disable { units: Vec<String> },
+    /// Units a recorded stop was to disable (or mask) and that are enabled (or unmasked) still:
+    /// a run killed between the stop and the disable (the daemons gone, the next boot would
+    /// start them again).
+    Disable {
+        units: Vec<String>,
+        mask: Vec<String>,
+    },
 }
 
 impl Action for HostOvsAction {
@@ -49,9 +60,15 @@ impl Action for HostOvsAction {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            HostOvsAction::Disable { units } => {
-                format!("disable the host's OVS units {}", units.join(", "))
-            }
+            HostOvsAction::Disable { units, mask } => format!(
+                "disable the host's OVS units {}",
+                units
+                    .iter()
+                    .map(String::from)
+                    .chain(mask.iter().map(|u| format!("{u} (mask)")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 
@@ -63,7 +80,7 @@ impl Action for HostOvsAction {
         match self {
             HostOvsAction::Stop { systemd: true, .. } => vec![
                 self.describe(),
-                "stop and disable the host's OVS units".into(),
+                "stop and disable the host's OVS units, mask the daemons' own".into(),
             ],
             _ => vec![self.describe()],
         }
@@ -94,9 +111,9 @@ impl Step for HostOvs {
             ));
         }
         if live.is_empty() {
-            let units = still_enabled(ctx)?;
-            if !units.is_empty() {
-                plan.actions.push(HostOvsAction::Disable { units });
+            let (units, mask) = still_enabled(ctx)?;
+            if !units.is_empty() || !mask.is_empty() {
+                plan.actions.push(HostOvsAction::Disable { units, mask });
             }
             return Ok(plan);
         }
@@ -131,30 +148,71 @@ impl Step for HostOvs {
                 uplink::detach_within(ctx, ledger, report, Some(NAME))
             }
             HostOvsAction::Stop { live, systemd } => stop(ctx, live, *systemd, ledger, report),
-            HostOvsAction::Disable { units } => disable(units),
+            HostOvsAction::Disable { units, mask } => {
+                disable(units)?;
+                mask_units(mask)
+            }
         }
     }
 }
 
-/// The units recorded as stopped and disabled that are enabled now (none without systemd).
-fn still_enabled(ctx: &Ctx) -> Result<Vec<String>> {
+/// The units recorded as stopped and disabled that are enabled now, and those recorded as
+/// masked that are not (none without systemd).
+fn still_enabled(ctx: &Ctx) -> Result<(Vec<String>, Vec<String>)> {
     if !systemd::available(ctx.host) {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let ledger = Ledger::load(ctx.host)?;
-    let mut units: Vec<String> = ledger
-        .entries
+    let recorded = |pick: fn(&Entry) -> Option<&Vec<String>>| {
+        let mut v: Vec<String> = ledger
+            .entries
+            .iter()
+            .filter_map(pick)
+            .flatten()
+            .filter(|u| UNITS.contains(&u.as_str()))
+            .cloned()
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let units = recorded(|e| match e {
+        Entry::HostOvsStopped { units, .. } => Some(units),
+        _ => None,
+    })
+    .into_iter()
+    .filter(|u| systemd::unit_file_state(u).as_deref() == Some("enabled"))
+    .collect();
+    let mask = recorded(|e| match e {
+        Entry::HostOvsStopped { masked, .. } => Some(masked),
+        _ => None,
+    })
+    .into_iter()
+    .filter(|u| systemd::unit_file_state(u).is_some_and(|s| s != "masked"))
+    .collect();
+    Ok((units, mask))
+}
+
+/// The daemon units to mask: those that exist and are not masked yet.
+fn to_mask() -> Vec<String> {
+    DAEMON_UNITS
         .iter()
-        .filter_map(|e| match e {
-            Entry::HostOvsStopped { units, .. } => Some(units.iter().cloned()),
-            _ => None,
+        .filter(|u| {
+            systemd::unit_file_state(u).is_some_and(|s| s != "masked" && s != "masked-runtime")
         })
-        .flatten()
-        .filter(|u| UNITS.contains(&u.as_str()))
-        .filter(|u| systemd::systemctl(&["is-enabled", u]).is_ok_and(|s| s.trim() == "enabled"))
-        .collect();
-    units.dedup();
-    Ok(units)
+        .map(|u| u.to_string())
+        .collect()
+}
+
+fn mask_units(units: &[String]) -> Result<()> {
+    if units.is_empty() {
+        return Ok(());
+    }
+    let mut args = vec!["mask"];
+    args.extend(units.iter().map(String::as_str));
+    systemd::systemctl(&args)
+        .map(|_| ())
+        .map_err(|e| Error::new(Kind::Apply, format!("masking {}: {e:#}", units.join(", "))).into())
 }
 
 fn disable(units: &[String]) -> Result<()> {
@@ -280,10 +338,11 @@ fn stop(
             env,
         });
     }
-    let (units, started) = if systemd {
-        unit_states()
+    let (units, started, masked) = if systemd {
+        let (units, started) = unit_states();
+        (units, started, to_mask())
     } else {
-        (Vec::new(), Vec::new())
+        (Vec::new(), Vec::new(), Vec::new())
     };
     ledger.record(
         ctx.host,
@@ -292,6 +351,7 @@ fn stop(
             daemons: stopped,
             units: units.clone(),
             started,
+            masked: masked.clone(),
         },
     )?;
     if systemd {
@@ -299,6 +359,7 @@ fn stop(
         args.extend(UNITS.iter().copied());
         let _ = systemd::systemctl(&args);
         disable(&units)?;
+        mask_units(&masked)?;
     }
     for (_, pid) in live.iter().rev() {
         terminate(*pid);
@@ -342,171 +403,9 @@ fn unit_states() -> (Vec<String>, Vec<String>) {
     (units, started)
 }
 
-/// Where a host's OVS daemons are installed (Debian/Ubuntu, RHEL, a local build).
-const DAEMON_DIRS: [&str; 6] = [
-    "/usr/sbin",
-    "/usr/bin",
-    "/sbin",
-    "/bin",
-    "/usr/local/sbin",
-    "/usr/local/bin",
-];
-
-/// The ledger is a file on the host that other tools touch: before cleanup runs what a
-/// `host_ovs_stopped` entry names, check that it names only the host's OVS units and daemons.
-/// Returns the program to run for each daemon.
-pub fn validate(
-    daemons: &[StoppedDaemon],
-    units: &[String],
-    started: &[String],
-) -> Result<Vec<std::path::PathBuf>> {
-    let refuse = |what: String| {
-        Error::new(
-            Kind::Input,
-            format!(
-                "the ledger's host_ovs_stopped entry {what}; refusing to run it. Restart the host's \
-                 OVS by hand (systemctl start openvswitch-switch) and remove the entry from {}",
-                crate::host::paths::LEDGER
-            ),
-        )
-    };
-    for u in units.iter().chain(started) {
-        if !UNITS.contains(&u.as_str()) {
-            return Err(refuse(format!(
-                "names the unit `{u}`, which is not one of {}",
-                UNITS.join(", ")
-            ))
-            .into());
-        }
-    }
-    let mut programs = Vec::new();
-    for d in daemons {
-        if !DAEMONS.contains(&d.name.as_str()) {
-            return Err(refuse(format!("names the daemon `{}`, not an OVS daemon", d.name)).into());
-        }
-        let Some(argv0) = d.cmdline.first() else {
-            return Err(refuse(format!("records no command line for {}", d.name)).into());
-        };
-        let p = std::path::Path::new(argv0);
-        if p.file_name().and_then(|n| n.to_str()) != Some(d.name.as_str()) {
-            return Err(refuse(format!(
-                "would run `{argv0}` as {}, which is not that daemon's binary",
-                d.name
-            ))
-            .into());
-        }
-        let program = if p.is_absolute() {
-            let dir = p.parent().and_then(|d| d.to_str()).unwrap_or_default();
-            if !DAEMON_DIRS.contains(&dir) {
-                return Err(refuse(format!(
-                    "would run `{argv0}`, outside the standard directories {}",
-                    DAEMON_DIRS.join(", ")
-                ))
-                .into());
-            }
-            p.to_path_buf()
-        } else {
-            run::find_tool(&d.name, "start the host's OVS again")?
-        };
-        if let Some((k, _)) = d.env.iter().find(|(k, _)| {
-            !(k.starts_with("OVS_") && k.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
-        }) {
-            return Err(refuse(format!(
-                "sets the environment variable `{k}` for {}; only OVS_* variables are recorded",
-                d.name
-            ))
-            .into());
-        }
-        programs.push(program);
-    }
-    Ok(programs)
-}
-
-/// For `cleanup`: start again exactly what was stopped. Daemons that ran under systemd units
-/// are started through those units, never by hand beside them.
-pub fn undo(daemons: &[StoppedDaemon], units: &[String], started: &[String]) -> Result<()> {
-    let programs = validate(daemons, units, started)?;
-    if !units.is_empty() || !started.is_empty() {
-        for u in units {
-            systemd::systemctl(&["enable", u])?;
-        }
-        let mut args = vec!["start"];
-        args.extend(units.iter().chain(started).map(String::as_str));
-        systemd::systemctl(&args)?;
-        return Ok(());
-    }
-    for (d, prog) in daemons.iter().zip(programs) {
-        let args = d.cmdline.get(1..).unwrap_or_default();
-        run::start_host_daemon(&prog, args, &d.env)
-            .with_context(|| format!("restarting {}", d.name))?;
-        if d.name == "ovsdb-server" {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-    Ok(())
-}
-
-/// The inverse of a `host_ovs_stopped` entry: start again exactly what was stopped.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Undo {
-    daemons: Vec<StoppedDaemon>,
-    units: Vec<String>,
-    started: Vec<String>,
-}
-
-impl Undo {
-    /// Plans it (read only), refusing an entry that names anything but the host's OVS; `None`
-    /// for any other entry.
-    pub fn plan(entry: &Entry) -> Result<Option<Undo>> {
-        let Entry::HostOvsStopped {
-            daemons,
-            units,
-            started,
-            ..
-        } = entry
-        else {
-            return Ok(None);
-        };
-        validate(daemons, units, started)?;
-        Ok(Some(Undo {
-            daemons: daemons.clone(),
-            units: units.clone(),
-            started: started.clone(),
-        }))
-    }
-
-    pub fn describe(&self) -> String {
-        let Undo {
-            daemons,
-            units,
-            started,
-        } = self;
-        match (units.is_empty(), started.is_empty()) {
-            (true, true) => format!(
-                "start the host's OVS again as it ran: {}",
-                daemons
-                    .iter()
-                    .map(|d| d.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            (false, true) => format!("enable and start {}", units.join(", ")),
-            (true, false) => format!("start {} (not enabled)", started.join(", ")),
-            (false, false) => format!(
-                "enable and start {}, start {}",
-                units.join(", "),
-                started.join(", ")
-            ),
-        }
-    }
-
-    pub fn apply(&self) -> Result<()> {
-        undo(&self.daemons, &self.units, &self.started)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::undo::validate;
     use super::*;
     use crate::steps::testing::host;
 
@@ -532,6 +431,35 @@ mod tests {
         );
         assert!(jobs_on("1702 apt-daily.service start waiting\n", &UNITS).is_empty());
         assert!(jobs_on("", &UNITS).is_empty());
+    }
+
+    #[test]
+    fn an_entry_that_masked_another_unit_is_refused_and_old_entries_read() {
+        let entry = |masked: &str| -> Entry {
+            serde_json::from_str(&format!(
+                r#"{{"kind":"host_ovs_stopped","step":"host-ovs","daemons":[],
+                    "units":["openvswitch-switch.service"]{masked}}}"#
+            ))
+            .unwrap()
+        };
+        // A ledger written before masks were recorded: nothing to unmask.
+        let old = Undo::plan(&entry("")).unwrap().unwrap();
+        assert_eq!(
+            old.describe(),
+            "enable and start openvswitch-switch.service"
+        );
+        let ours = Undo::plan(&entry(r#","masked":["ovsdb-server.service"]"#))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ours.describe(),
+            "unmask ovsdb-server.service, enable and start openvswitch-switch.service"
+        );
+        let e = Undo::plan(&entry(r#","masked":["sshd.service"]"#)).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("`sshd.service` as masked"),
+            "{e:#}"
+        );
     }
 
     #[test]
