@@ -35,7 +35,7 @@ fn manifests_validate_against_kubernetes_schemas() {
 /// Every manifest, the example ConfigMap included.
 fn manifest_files() -> Vec<std::path::PathBuf> {
     let dir = Path::new(REPO).join("units/kubernetes");
-    let mut files: Vec<_> = [dir.clone(), dir.join("example")]
+    let mut files: Vec<_> = [dir.clone(), dir.join("example"), dir.join("rhel")]
         .iter()
         .flat_map(|d| fs::read_dir(d).unwrap())
         .map(|e| e.unwrap().path())
@@ -382,4 +382,25 @@ fn ncp_ovs_conflicts_with_both_distributions_ovs_and_package_scripts_parse() {
             "Cargo.toml does not name {s}"
         );
     }
+}
+
+/// The RHEL variant of the node-agent DaemonSet is the Ubuntu one without its AppArmor fields
+/// (the kubelet refuses a pod that asks for AppArmor on a node without it), nothing else.
+#[test]
+fn the_rhel_node_agent_is_the_ubuntu_one_without_apparmor() {
+    let mut ubuntu = manifest("ncp-bootstrap-node-agent.yaml");
+    let rhel = manifest("rhel/ncp-bootstrap-node-agent.yaml");
+    assert!(!serde_yaml::to_string(&rhel)
+        .unwrap()
+        .to_lowercase()
+        .contains("apparmor"));
+    let tmpl = ubuntu["spec"]["template"].as_mapping_mut().unwrap();
+    let meta = tmpl["metadata"].as_mapping_mut().unwrap();
+    assert!(meta.remove("annotations").is_some());
+    for c in tmpl["spec"]["containers"].as_sequence_mut().unwrap() {
+        if let Some(sc) = c["securityContext"].as_mapping_mut() {
+            sc.remove("appArmorProfile");
+        }
+    }
+    assert_eq!(ubuntu, rhel);
 }
