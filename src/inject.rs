@@ -242,11 +242,14 @@ fn inject_daemonset(ds: &mut Mapping, image: &str, source: &str) -> Result<bool,
         .ok_or_else(|| malformed("spec.template.spec", "missing, or not a mapping"))?;
     for slot in slots {
         let (tname, ttext) = slot.template;
-        let tpod = template_pod(tname, ttext)?;
+        let (tpod, tannotations) = parse_template(tname, ttext)?;
         if uses_apparmor {
             let key = format!("{APPARMOR_ANNOTATION}{}", slot.template_container);
-            if let Some(v) = template_annotation(tname, ttext, &key)? {
-                annotations.push((format!("{APPARMOR_ANNOTATION}{}", slot.container), v));
+            if let Some(v) = tannotations.get(key.as_str()) {
+                annotations.push((
+                    format!("{APPARMOR_ANNOTATION}{}", slot.container),
+                    v.clone(),
+                ));
             }
         }
         let ours = container(&tpod, slot.list, slot.template_container)
@@ -316,23 +319,6 @@ fn inject_daemonset(ds: &mut Mapping, image: &str, source: &str) -> Result<bool,
 /// The AppArmor annotation of Kubernetes before 1.30, one per container.
 const APPARMOR_ANNOTATION: &str = "container.apparmor.security.beta.kubernetes.io/";
 
-/// One annotation of the pod template in one of our templates.
-fn template_annotation(
-    name: &'static str,
-    text: &str,
-    key: &str,
-) -> Result<Option<Value>, InjectError> {
-    let doc: Value =
-        serde_yaml::from_str(text).map_err(|e| InjectError::Template(name, e.to_string()))?;
-    Ok(doc
-        .get("spec")
-        .and_then(|s| s.get("template"))
-        .and_then(|t| t.get("metadata"))
-        .and_then(|m| m.get("annotations"))
-        .and_then(|a| a.get(key))
-        .cloned())
-}
-
 /// The node-affinity expressions of our template (the `ncp-bootstrap/retire` label that takes
 /// a node out one DaemonSet at a time) added to every term of NCP's required node affinity, or
 /// as its only term where NCP has none. Terms are ORed, so each must carry them.
@@ -394,16 +380,24 @@ fn terms(pod: &Mapping) -> Option<&Vec<Value>> {
         .as_sequence()
 }
 
-/// The pod spec of the DaemonSet in one of our templates.
-fn template_pod(name: &'static str, text: &str) -> Result<Mapping, InjectError> {
+/// The pod template of the DaemonSet in one of our templates, parsed once: its spec, and its
+/// annotations (none: empty).
+fn parse_template(name: &'static str, text: &str) -> Result<(Mapping, Mapping), InjectError> {
     let doc: Value =
         serde_yaml::from_str(text).map_err(|e| InjectError::Template(name, e.to_string()))?;
-    doc.get("spec")
-        .and_then(|s| s.get("template"))
+    let tmpl = doc.get("spec").and_then(|s| s.get("template"));
+    let spec = tmpl
         .and_then(|t| t.get("spec"))
         .and_then(Value::as_mapping)
         .cloned()
-        .ok_or_else(|| InjectError::Template(name, "no spec.template.spec".into()))
+        .ok_or_else(|| InjectError::Template(name, "no spec.template.spec".into()))?;
+    let annotations = tmpl
+        .and_then(|t| t.get("metadata"))
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_mapping)
+        .cloned()
+        .unwrap_or_default();
+    Ok((spec, annotations))
 }
 
 fn container<'a>(pod: &'a Mapping, list: &str, name: &str) -> Option<&'a Mapping> {
@@ -534,7 +528,7 @@ mod tests {
     fn the_templates_have_every_slot() {
         for slot in &SLOTS {
             let (name, text) = slot.template;
-            let pod = template_pod(name, text).unwrap();
+            let (pod, _) = parse_template(name, text).unwrap();
             let c = container(&pod, slot.list, slot.template_container)
                 .unwrap_or_else(|| panic!("{name}: no {}", slot.template_container));
             for m in c["volumeMounts"].as_sequence().unwrap() {
@@ -552,7 +546,7 @@ mod tests {
              - matchFields: [{key: metadata.name, operator: In, values: [n1]}]\n",
         )
         .unwrap();
-        let tpod = template_pod("node-agent", NODE_AGENT_TEMPLATE).unwrap();
+        let (tpod, _) = parse_template("node-agent", NODE_AGENT_TEMPLATE).unwrap();
         add_retire_terms(&mut pod, &tpod).unwrap();
         add_retire_terms(&mut pod, &tpod).unwrap();
         let want: Value = serde_yaml::from_str(

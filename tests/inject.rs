@@ -72,15 +72,6 @@ fn pod(ds: &Value) -> &Value {
     &ds["spec"]["template"]["spec"]
 }
 
-fn container<'a>(pod: &'a Value, list: &str, name: &str) -> &'a Value {
-    pod[list]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no {list} {name}"))
-}
-
 fn mount<'a>(c: &'a Value, path: &str) -> Option<&'a Value> {
     c["volumeMounts"]
         .as_sequence()?

@@ -16,15 +16,6 @@ fn manifest(name: &str) -> Value {
     serde_yaml::from_str(&text).unwrap()
 }
 
-fn container<'a>(spec: &'a Value, list: &str, name: &str) -> &'a Value {
-    spec[list]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no {list} {name}"))
-}
-
 #[test]
 fn manifests_validate_against_kubernetes_schemas() {
     let files = manifest_files();

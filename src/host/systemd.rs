@@ -11,10 +11,13 @@ pub fn available(host: &HostRoot) -> bool {
     host.exists("/run/systemd/system").unwrap_or(false) && which::which("nsenter").is_ok()
 }
 
+/// nsenter's arguments for running `systemctl` in PID 1's namespaces.
+const IN_PID1: [&str; 9] = ["-t", "1", "-m", "-u", "-i", "-n", "-p", "--", "systemctl"];
+
 /// `systemctl ARGS` in the host's namespaces; its standard output.
 pub fn systemctl(args: &[&str]) -> Result<String> {
     let nsenter = run::find_tool("nsenter", "reach the host's service manager")?;
-    let mut a = vec!["-t", "1", "-m", "-u", "-i", "-n", "-p", "--", "systemctl"];
+    let mut a = IN_PID1.to_vec();
     a.extend_from_slice(args);
     Ok(run::run(&nsenter, a)?.stdout)
 }
@@ -23,19 +26,8 @@ pub fn systemctl(args: &[&str]) -> Result<String> {
 /// whatever its exit status; none when the unit does not exist or systemctl cannot be reached.
 pub fn unit_file_state(unit: &str) -> Option<String> {
     let nsenter = which::which("nsenter").ok()?;
-    let args = [
-        "-t",
-        "1",
-        "-m",
-        "-u",
-        "-i",
-        "-n",
-        "-p",
-        "--",
-        "systemctl",
-        "is-enabled",
-        unit,
-    ];
+    let mut args = IN_PID1.to_vec();
+    args.extend_from_slice(&["is-enabled", unit]);
     let out = duct::cmd(nsenter, args)
         .before_spawn(|cmd| {
             run::die_with_parent(cmd);

@@ -203,3 +203,14 @@ pub fn kubernetes_validate(files: &[PathBuf]) -> bool {
     }
     true
 }
+
+/// The container NAME of a pod spec's LIST (`containers`, `initContainers`); the test fails
+/// without it.
+pub fn container<'a>(spec: &'a serde_yaml::Value, list: &str, name: &str) -> &'a serde_yaml::Value {
+    spec[list]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {list} {name}"))
+}

@@ -144,22 +144,28 @@ def translate_volumes(name, spec, changes):
                 changes.append(f"{name}/{c['name']}: {m['mountPath']}: subPath {sub} -> hostPath volume {new}")
 
 
-def apparmor_profile(meta, c):
-    """The Localhost AppArmor profile of a container: the field, else the annotation."""
+def apparmor(meta, c):
+    """A container's AppArmor setting as the field has it ({"type": ..., "localhostProfile": ...}):
+    the field, else the annotation (localhost/NAME, unconfined); None without either."""
     field = c.get("securityContext", {}).get("appArmorProfile")
     if field:
-        return field["localhostProfile"] if field["type"] == "Localhost" else None
+        return field
     ann = meta.get("annotations", {}).get(f"container.apparmor.security.beta.kubernetes.io/{c['name']}", "")
-    return ann[len("localhost/"):] if ann.startswith("localhost/") else None
+    if ann.startswith("localhost/"):
+        return {"type": "Localhost", "localhostProfile": ann[len("localhost/"):]}
+    return {"type": "Unconfined"} if ann == "unconfined" else None
+
+
+def apparmor_profile(meta, c):
+    """The Localhost AppArmor profile of a container."""
+    a = apparmor(meta, c)
+    return a["localhostProfile"] if a and a["type"] == "Localhost" else None
 
 
 def unconfined(meta, c):
-    """Whether a container asks to run without AppArmor confinement (field or annotation)."""
-    field = c.get("securityContext", {}).get("appArmorProfile")
-    if field:
-        return field["type"] == "Unconfined"
-    ann = meta.get("annotations", {}).get(f"container.apparmor.security.beta.kubernetes.io/{c['name']}")
-    return ann == "unconfined"
+    """Whether a container asks to run without AppArmor confinement."""
+    a = apparmor(meta, c)
+    return bool(a) and a["type"] == "Unconfined"
 
 
 def podman_run(pod_name, spec, c, profile):

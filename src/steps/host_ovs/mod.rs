@@ -386,21 +386,17 @@ fn stop(
 /// The host's OVS units: those enabled, and those active without being enabled (started as a
 /// dependency of another unit; they are started again by cleanup, never enabled).
 fn unit_states() -> (Vec<String>, Vec<String>) {
-    let enabled =
-        |u: &str| systemd::systemctl(&["is-enabled", u]).is_ok_and(|s| s.trim() == "enabled");
     let active =
         |u: &str| systemd::systemctl(&["is-active", u]).is_ok_and(|s| s.trim() == "active");
-    let units: Vec<String> = UNITS
+    let (units, others): (Vec<&str>, Vec<&str>) = UNITS
         .iter()
-        .filter(|u| enabled(u))
-        .map(|u| u.to_string())
+        .partition(|u| systemd::unit_file_state(u).as_deref() == Some("enabled"));
+    let started = others
+        .into_iter()
+        .filter(|u| active(u))
+        .map(String::from)
         .collect();
-    let started = UNITS
-        .iter()
-        .filter(|u| !enabled(u) && active(u))
-        .map(|u| u.to_string())
-        .collect();
-    (units, started)
+    (units.into_iter().map(String::from).collect(), started)
 }
 
 #[cfg(test)]
