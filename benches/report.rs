@@ -1107,6 +1107,20 @@ fn ncp_manifest_rows() -> Vec<Row> {
             seconds("ROW migration from NCP's manual procedure to NCP's injected pods (NM): ").unwrap_or_else(none),
         ),
         row(
+            "migration, its two halves: bootstrap pod start to install done; node-agent pod start to attached",
+            match (
+                seconds("ROW migration: bootstrap pod start to install done (NM): "),
+                seconds("ROW migration: node-agent pod start to attached (NM): "),
+            ) {
+                (Some(a), Some(b)) => format!("{a}; {b}"),
+                _ => none(),
+            },
+        ),
+        row(
+            "after the reboot: power-on to attached under NetworkManager (NCP's injected pods)",
+            seconds("ROW boot to attached (NCP's pods, NetworkManager): ").unwrap_or_else(none),
+        ),
+        row(
             "`networkctl` in PID 1's mount namespace from a container: what works",
             if works.is_empty() { none() } else { works.join("; ") },
         ),

@@ -26,7 +26,7 @@ fn attach_moves_everything_and_detach_restores_it_exactly() {
             .unwrap()
             > 0.0
     );
-    let attached = lab.state() + "\n";
+    let attached = lab.settled_state() + "\n";
     assert!(!attached.contains("addr eth1 10.0.0.5"), "{attached}");
     for want in [
         "addr br-int 10.0.0.5/24 label=br-int ",
@@ -478,13 +478,8 @@ fn cleanup_of_an_uplink_that_is_gone_says_the_way_forward() {
     assert!(!lab.host.join("var/lib/ncp-bootstrap/ledger.json").exists());
 }
 
-/// NetworkManager adds its addresses with `noprefixroute` and the prefix routes itself (protocol
-/// kernel, metric 100). The kernel never remakes those routes, so they must move with the
-/// addresses: otherwise br-int carries 10.0.0.5/24 with no route to 10.0.0.0/24 and the
-/// gateway is unreachable.
-#[test]
-fn networkmanager_style_prefix_routes_move_with_noprefixroute_addresses() {
-    let Some(mut lab) = NetLab::new() else { return };
+/// The peer of the dual-stack tests: 10.0.0.1/24 and fd00::1/64.
+fn dual_stack_peer(lab: &NetLab) {
     for a in [
         "link set lo up",
         "link set peer0 up",
@@ -493,16 +488,31 @@ fn networkmanager_style_prefix_routes_move_with_noprefixroute_addresses() {
     ] {
         lab.p(a);
     }
-    for a in [
-        "link set lo up",
-        "link set eth1 up",
-        "addr add 10.0.0.5/24 dev eth1 noprefixroute",
-        "route add 10.0.0.0/24 dev eth1 proto kernel scope link src 10.0.0.5 metric 100",
-        "route add default via 10.0.0.1 dev eth1 proto static metric 100",
-        "-6 addr add fd00::5/64 dev eth1 nodad noprefixroute",
-        "-6 route add fd00::/64 dev eth1 proto kernel metric 100",
-        "-6 route add default via fd00::1 dev eth1 proto static metric 100",
-    ] {
+}
+
+/// node-if as NetworkManager configures it: `noprefixroute` addresses, its own prefix routes
+/// (protocol kernel, metric 100), default routes of metric 100.
+const NM_ETH1: [&str; 6] = [
+    "addr add 10.0.0.5/24 dev eth1 noprefixroute",
+    "route add 10.0.0.0/24 dev eth1 proto kernel scope link src 10.0.0.5 metric 100",
+    "route add default via 10.0.0.1 dev eth1 proto static metric 100",
+    "-6 addr add fd00::5/64 dev eth1 nodad noprefixroute",
+    "-6 route add fd00::/64 dev eth1 proto kernel metric 100",
+    "-6 route add default via fd00::1 dev eth1 proto static metric 100",
+];
+
+/// NetworkManager adds its addresses with `noprefixroute` and the prefix routes itself (protocol
+/// kernel, metric 100). The kernel never remakes those routes, so they must move with the
+/// addresses: otherwise br-int carries 10.0.0.5/24 with no route to 10.0.0.0/24 and the
+/// gateway is unreachable.
+#[test]
+fn networkmanager_style_prefix_routes_move_with_noprefixroute_addresses() {
+    let Some(mut lab) = NetLab::new() else { return };
+    dual_stack_peer(&lab);
+    for a in ["link set lo up", "link set eth1 up"]
+        .iter()
+        .chain(&NM_ETH1)
+    {
         lab.n(a);
     }
     lab.wait_no_tentative();
@@ -531,6 +541,133 @@ fn networkmanager_style_prefix_routes_move_with_noprefixroute_addresses() {
     assert_eq!(d.code, 0, "{}\n{}", d.stdout, d.stderr);
     common::assert_same(&lab.state(), &before, "detach did not restore NM's layout");
     assert!(lab.ping_from_peer("10.0.0.5") && lab.ping_from_peer("fd00::5"));
+}
+
+/// After a reboot the host's own configuration (here NetworkManager's shape: `noprefixroute`
+/// addresses, prefix routes of metric 100) is on node-if again, and it may differ from what the
+/// attach recorded (an address moved there by hand, with the kernel's prefix routes). The
+/// attach at boot moves what is there now and records it anew: a move by the old record would
+/// leave NetworkManager's IPv6 prefix route on node-if, shadowing the bridge's (metric 100
+/// before 256), and the node unreachable over IPv6. Detach then gives back the new shape.
+#[test]
+fn after_a_reboot_the_uplink_as_the_host_configured_it_again_is_what_moves() {
+    let Some(mut lab) = NetLab::new() else { return };
+    dual_stack_peer(&lab);
+    for a in [
+        "link set lo up",
+        "link set eth1 up",
+        "addr add 10.0.0.5/24 dev eth1",
+        "route add default via 10.0.0.1 dev eth1",
+        "-6 addr add fd00::5/64 dev eth1 nodad",
+        "-6 route add default via fd00::1 dev eth1",
+    ] {
+        lab.n(a);
+    }
+    lab.wait_no_tentative();
+    lab.start_ovs();
+    let r = lab.tool(&["uplink", "attach"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+
+    // The reboot: the kernel's state is gone, the bridge comes back empty, and NetworkManager
+    // configures node-if from its connection before OVS runs.
+    for a in [
+        "addr del 10.0.0.5/24 dev br-int",
+        "-6 route del default via fd00::1 dev br-int",
+        "-6 addr del fd00::5/64 dev br-int",
+    ]
+    .iter()
+    .chain(&NM_ETH1)
+    {
+        lab.n(a);
+    }
+    let not_bridge = |s: String| {
+        s.lines()
+            .filter(|l| !l.contains("br-int"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let configured = not_bridge(lab.state());
+
+    let r = lab.tool(&["uplink", "attach"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("record eth1's configuration anew"),
+        "{}",
+        r.stdout
+    );
+    let attached = lab.state() + "\n";
+    for want in [
+        "addr br-int 10.0.0.5/24 label=br-int noprefixroute\n",
+        "addr br-int fd00::5/64 label= noprefixroute,nodad\n",
+        r#""dev":"br-int","dst":"fd00::/64","metric":100,"protocol":"kernel""#,
+        r#""dev":"br-int","dst":"10.0.0.0/24","metric":100,"prefsrc":"10.0.0.5","protocol":"kernel""#,
+    ] {
+        assert!(attached.contains(want), "missing {want} in\n{attached}");
+    }
+    assert!(
+        !attached.contains(r#""dev":"eth1","dst":"fd00::/64","metric":100"#),
+        "{attached}"
+    );
+    assert!(
+        !attached.contains("\"dev\":\"br-int\",\"dst\":\"fd00::/64\",\"metric\":256"),
+        "{attached}"
+    );
+    assert!(lab.ping_from_peer("10.0.0.5") && lab.ping_from_peer("fd00::5"));
+    let again = lab.tool(&["uplink", "attach"], &[]);
+    assert!(again.stdout.contains("converged"), "{}", again.stdout);
+
+    let d = lab.tool(&["uplink", "detach"], &[]);
+    assert_eq!(d.code, 0, "{}\n{}", d.stdout, d.stderr);
+    common::assert_same(
+        &not_bridge(lab.state()),
+        &configured,
+        "detach did not give back the configuration the host made at boot",
+    );
+    assert!(lab.ping_from_peer("10.0.0.5") && lab.ping_from_peer("fd00::5"));
+}
+
+/// systemd-networkd gives its addresses a route metric (`IFA_RT_PRIORITY`): the kernel makes
+/// their prefix routes with it (metric 100, not 0). The attach keeps it on the bridge, and the
+/// undo with the switch gone (the monitor's give-back, a userspace bridge gone with its
+/// switch) puts it back on node-if with it.
+#[test]
+fn address_route_metrics_survive_attach_and_the_offline_give_back() {
+    let Some(mut lab) = NetLab::new() else { return };
+    dual_stack_peer(&lab);
+    for a in [
+        "link set lo up",
+        "link set eth1 up",
+        "addr add 10.0.0.5/24 dev eth1 metric 100",
+        "route add default via 10.0.0.1 dev eth1 proto dhcp metric 100",
+    ] {
+        lab.n(a);
+    }
+    lab.start_ovs();
+    let before = lab.state();
+    assert!(
+        before.contains(r#""dev":"eth1","dst":"10.0.0.0/24","metric":100,"prefsrc":"10.0.0.5","protocol":"kernel""#),
+        "{before}"
+    );
+    let r = lab.tool(&["uplink", "attach"], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let attached = lab.state();
+    assert!(
+        attached.contains(r#""dev":"br-int","dst":"10.0.0.0/24","metric":100,"prefsrc":"10.0.0.5","protocol":"kernel""#),
+        "{attached}"
+    );
+    assert!(
+        !attached.contains(r#""dst":"10.0.0.0/24","prefsrc""#),
+        "{attached}"
+    );
+    lab.stop_ovs();
+    let c = lab.tool(&["cleanup"], &[]);
+    assert_eq!(c.code, 0, "{}\n{}", c.stdout, c.stderr);
+    common::assert_same(
+        &lab.state(),
+        &before,
+        "the offline give-back lost the metric",
+    );
+    assert!(lab.ping_from_peer("10.0.0.5"));
 }
 
 /// A stand-in for NetworkManager (no real one runs in a namespace without systemd and a system

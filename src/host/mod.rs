@@ -5,6 +5,7 @@ pub mod apparmor;
 pub mod bundle;
 mod files;
 pub mod kmod;
+pub mod mounts;
 pub mod netlink;
 pub mod networkd;
 pub mod nm;
@@ -177,11 +178,26 @@ impl HostRoot {
         Ok(missing)
     }
 
-    /// The host path of a path of this process (one under the host root); `None` for one
-    /// outside it (a directory mounted elsewhere in a container), which no host path names.
+    /// The host path of a path of this process: one under the host root, or a host directory
+    /// a container mounts at another path (NCP's nsx-ovs: its /etc/openvswitch is the host's
+    /// /var/run/nsx-ujo/openvswitch-db), found in the mount table and checked to be the same
+    /// directory. `None` for anything else, which no host path names.
     pub fn host_path_of(&self, p: &Path) -> Option<String> {
-        let rest = p.strip_prefix(&self.root).ok()?;
-        Some(format!("/{}", rest.display()))
+        match p.strip_prefix(&self.root) {
+            Ok(rest) => Some(format!("/{}", rest.display())),
+            Err(_) => {
+                // A file's directory is what a mount shows; the file may not exist yet.
+                let (dir, name) = match p.file_name() {
+                    Some(n) if !p.is_dir() => (p.parent()?, Some(n)),
+                    _ => (p, None),
+                };
+                let d = mounts::host_path(self, dir)?;
+                Some(match name {
+                    Some(n) => format!("{}/{}", d.trim_end_matches('/'), n.to_string_lossy()),
+                    None => d,
+                })
+            }
+        }
     }
 
     /// Whether the host path itself (its last component, not what it names) is a symlink.

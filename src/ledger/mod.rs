@@ -472,6 +472,18 @@ impl Ledger {
         self.save(host)
     }
 
+    /// Replaces the recorded attach of the same uplink where it stands (the order of entries is
+    /// the order of undo), and makes that durable.
+    pub fn replace_uplink(&mut self, host: &HostRoot, pre: UplinkPreState) -> Result<()> {
+        let at = self
+            .entries
+            .iter()
+            .position(|e| matches!(e, Entry::UplinkAttached(p) if p.uplink == pre.uplink))
+            .with_context(|| format!("no recorded attach of {} to replace", pre.uplink))?;
+        self.entries[at] = Entry::UplinkAttached(Box::new(pre));
+        self.save(host)
+    }
+
     /// Drops an entry once it has been undone, and makes that durable.
     pub fn forget(&mut self, host: &HostRoot, entry: &Entry) -> Result<()> {
         if let Some(i) = self.entries.iter().rposition(|e| e == entry) {

@@ -272,6 +272,47 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_uplink_configured_again_replaces_the_record_only_when_no_move_is_under_way() {
+        let recorded = carried_by(2, "eth1", &[addr(2, "10.0.0.5", 24, false)], &[], &[]);
+        let mut nm = addr(2, "10.0.0.5", 24, false);
+        nm.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Noprefixroute));
+        let now = carried_by(2, "eth1", std::slice::from_ref(&nm), &[], &[]);
+        assert_ne!(
+            shape(&recorded),
+            shape(&now),
+            "noprefixroute is configuration"
+        );
+        // After a reboot: the bridge holds nothing, the uplink its new configuration.
+        let again = configured_again(&recorded, 9, std::slice::from_ref(&nm), &now);
+        assert_eq!(again.map(|c| shape(&c)), Some(shape(&now)));
+        // A move under way (the address on the bridge already): the record stays the truth.
+        let on_bridge = [addr(9, "10.0.0.5", 24, false), nm.clone()];
+        assert!(configured_again(&recorded, 9, &on_bridge, &now).is_none());
+        // Nothing configured on the uplink yet (DHCP pending): the record is put back.
+        assert!(configured_again(&recorded, 9, &[], &Carried::default()).is_none());
+        // Lifetimes are not configuration.
+        let mut later = addr(2, "10.0.0.5", 24, false);
+        later
+            .attributes
+            .retain(|a| !matches!(a, AddressAttribute::CacheInfo(_)));
+        let mut c = CacheInfo::default();
+        c.ifa_preferred = 60;
+        c.ifa_valid = 120;
+        later.attributes.push(AddressAttribute::CacheInfo(c));
+        let mut earlier = later.clone();
+        earlier
+            .attributes
+            .retain(|a| !matches!(a, AddressAttribute::CacheInfo(_)));
+        c.ifa_valid = 30;
+        earlier.attributes.push(AddressAttribute::CacheInfo(c));
+        assert_eq!(
+            shape(&carried_by(2, "eth1", &[later], &[], &[])),
+            shape(&carried_by(2, "eth1", &[earlier], &[], &[]))
+        );
+    }
+
+    #[test]
     fn kernel_routes_and_link_local_addresses_stay() {
         let mut ll = addr(2, "fe80::1", 64, false);
         ll.header.scope = AddressScope::Link;

@@ -234,6 +234,61 @@ impl Carried {
     }
 }
 
+/// What the host's own network configuration put on the uplink again since the attach was
+/// recorded: after a reboot (NetworkManager, systemd-networkd or ifupdown configure node-if
+/// before OVS runs) or after the monitor gave the addresses back. Then the uplink's live set
+/// is what moves, not the record: the configuration may have changed meanwhile (NetworkManager
+/// makes its addresses `noprefixroute` with prefix routes of metric 100 where the record, taken
+/// from an address moved by hand, had the kernel's), and a record-driven move would leave the
+/// live prefix routes behind on node-if, where they shadow the bridge's.
+///
+/// `None` while the bridge holds any recorded address (a move under way: its record is the
+/// truth) or the uplink holds no movable address (nothing configured it yet: the record is
+/// put back).
+pub fn configured_again(
+    recorded: &Carried,
+    bridge_index: u32,
+    live_addrs: &[AddressMessage],
+    on_uplink: &Carried,
+) -> Option<Carried> {
+    let recorded_keys: std::collections::HashSet<_> =
+        recorded.addresses.iter().map(address_key).collect();
+    let on_bridge = live_addrs
+        .iter()
+        .any(|l| l.header.index == bridge_index && recorded_keys.contains(&address_key(l)));
+    (!on_bridge && !on_uplink.addresses.is_empty()).then(|| on_uplink.clone())
+}
+
+/// A carried set as configuration, without what time changes (address lifetimes): equal shapes
+/// are the same configuration, whatever the order.
+pub fn shape(c: &Carried) -> Vec<String> {
+    let mut lines: Vec<String> = c
+        .addresses
+        .iter()
+        .map(|a| {
+            let ip = address_ip(a).map_or("?".to_string(), |i| i.to_string());
+            format!(
+                "{ip}/{} dev#{} label {:?}{}{}{}{}",
+                a.header.prefix_len,
+                a.header.index,
+                address_label(a),
+                if is_secondary(a) { " secondary" } else { "" },
+                if has_noprefixroute(a) {
+                    " noprefixroute"
+                } else {
+                    ""
+                },
+                if has_nodad(a) { " nodad" } else { "" },
+                if is_dynamic(a) { " dynamic" } else { "" },
+            )
+        })
+        .chain(c.routes.iter().map(describe_route))
+        .chain(c.rules.iter().map(describe_rule))
+        .collect();
+    lines.sort();
+    lines
+}
+
 /// The carried addresses someone deleted meanwhile: on neither link, while others of them are
 /// on one. The move adds each address to `to` before it deletes it from `from`, so an address
 /// is never on neither link because of us; one that is was deleted (during an attach, or from

@@ -328,6 +328,23 @@ impl NetLab {
         lines.join("\n")
     }
 
+    /// `state()` once the kernel has finished with what a run just did: no IPv6 address
+    /// tentative, and two reads 100 ms apart the same (an IPv6 address's local route comes with
+    /// the kernel's notification of the address, which a loaded machine delays), up to 5 s.
+    pub fn settled_state(&self) -> String {
+        self.wait_no_tentative();
+        let mut last = self.state();
+        for _ in 0..50 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let now = self.state();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        last
+    }
+
     /// Waits (up to 5 s) until a link has its IPv6 link-local address, so that snapshots taken
     /// before and after do not race the kernel's address configuration.
     pub fn wait_link_local(&self, dev: &str) {

@@ -85,15 +85,22 @@ ip -n "$NS" addr add 192.168.76.1/24 dev tap0
 ip -n "$NS" addr add fd00:76::1/64 dev tap0 nodad
 ip -n "$NS" link set tap0 up
 # The peer's side of the outage measurements: one round per peer-ping.go the guest creates
-# (it may name the interval and count: "0.001 3000"; default every 10 ms, 1500 probes), and one
+# (it may name the interval and count: "0.001 3000"; default every 10 ms, 1500 probes; a
+# peer-ping.stop ends it early), and one
 # TCP stream per peer-tcp.go ("SECONDS": the node connects to port 5001 and echoes).
 (
   while :; do
     if [ -e "$SHARE/peer-ping.go" ]; then
       read -r interval count < "$SHARE/peer-ping.go" || true
       rm -f "$SHARE/peer-ping.go"
-      ( ip netns exec "$NS" ping -D -O -i "${interval:-0.01}" -c "${count:-1500}" -W1 192.168.76.10 > "$SHARE/peer-ping.txt" 2>&1
+      ( ip netns exec "$NS" ping -D -O -i "${interval:-0.01}" -c "${count:-1500}" -W1 192.168.76.10 > "$SHARE/peer-ping.txt" 2>&1 &
+        echo $! > "$RUN/peer-ping.pid"; wait $!
         touch "$SHARE/peer-ping.done" ) &
+    fi
+    # peer-ping.stop ends the round early (SIGINT: ping prints its summary).
+    if [ -e "$SHARE/peer-ping.stop" ]; then
+      rm -f "$SHARE/peer-ping.stop"
+      [ -e "$RUN/peer-ping.pid" ] && kill -INT "$(cat "$RUN/peer-ping.pid")" 2>/dev/null
     fi
     if [ -e "$SHARE/peer-tcp.go" ]; then
       read -r seconds < "$SHARE/peer-tcp.go" || true

@@ -29,10 +29,29 @@ peer_ping_begin() { # [interval count]
   [ -e "$S/peer-watch" ] || return 0
   rm -f "$S/peer-ping.done"
   echo "$*" > "$S/peer-ping.go"
+  # The round lasts interval x count (ping's default here: 10 ms, 1500) whatever the step it
+  # measures took; peer_ping_end waits for its end, and 60 s more.
+  PING_ENDS=$(awk -v i="${1:-0.01}" -v c="${2:-1500}" -v now="$(date +%s)" 'BEGIN { printf "%d", now + i * c + 1 }')
+}
+# Ends a round begun with a generous count once the step it measures is over. The probe in
+# flight when ping stops would count as lost in ping's summary; the lost ones are counted from
+# ping -O's per-probe lines instead: a probe with "no answer yet" and no reply after it.
+peer_ping_stop() { # what: prints a ROW line with the round's counts
+  [ -e "$S/peer-watch" ] || return 0
+  touch "$S/peer-ping.stop"
+  wait_for 30 "the peer's ping round stopped" test -e "$S/peer-ping.done"
+  sent=$(grep -o '^[0-9]* packets transmitted' $S/peer-ping.txt | grep -o '^[0-9]*')
+  lost=$(awk '/no answer yet for icmp_seq=/ { sub(/.*icmp_seq=/, ""); miss[$1] = 1 }
+              / bytes from .*icmp_seq=/ { s = $0; sub(/.*icmp_seq=/, "", s); sub(/ .*/, "", s); delete miss[s] }
+              END { n = 0; for (k in miss) n++; print n }' $S/peer-ping.txt)
+  [ -n "$sent" ] || fail "the peer's ping printed no summary"
+  echo "ROW $1 $sent packets transmitted, $((sent - lost)) received"
 }
 peer_ping_end() { # [what: prints a ROW line with the round's counts]
   [ -e "$S/peer-watch" ] || return 0
-  wait_for 60 "the peer's ping round finished" test -e "$S/peer-ping.done"
+  left=$(( ${PING_ENDS:-0} - $(date +%s) ))
+  [ "$left" -gt 0 ] || left=0
+  wait_for $((left + 60)) "the peer's ping round finished" test -e "$S/peer-ping.done"
   [ -z "${1:-}" ] || echo "ROW $1 $(grep -o '[0-9]* packets transmitted, [0-9]* received' $S/peer-ping.txt)"
 }
 # A TCP stream from the peer to the node for SECONDS: the peer sends every 2 ms, the node

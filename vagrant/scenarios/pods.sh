@@ -47,7 +47,11 @@ retire_node() { # check
   retire_step $BOOT
   systemctl daemon-reload
   play $RETIRE
-  wait_for 180 "the retire pod's cleanup finished" init_done $RETIRE cleanup
+  try_for 180 init_done $RETIRE cleanup || {
+    podman ps -a; podman logs $RETIRE-cleanup; ip -o addr; ip route; ip -6 route
+    ovs-vsctl --timeout=5 show; fail "the retire pod's cleanup did not finish"
+  }
+  ok "the retire pod's cleanup finished"
   podman logs $RETIRE-cleanup
   down $RETIRE
   rm -rf $P

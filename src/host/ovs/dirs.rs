@@ -116,6 +116,21 @@ impl OvsDirs {
     }
 }
 
+/// How the ledger names a database of this process: its host path; or, for one no host path
+/// names (an OVS whose directories lie outside the host root: tests, `OVS_DBDIR`), its own path,
+/// unless that path under the host root is another file, which a reader of the record would
+/// take for it (then nothing is recorded, and an undo that needs the database says so).
+pub fn db_record(host: &HostRoot, db: &Path) -> Option<String> {
+    if let Some(p) = host.host_path_of(db) {
+        return Some(p);
+    }
+    let own = db.display().to_string();
+    match host.resolve(&own) {
+        Ok(under) if !under.exists() => Some(own),
+        _ => None,
+    }
+}
+
 /// A database path recorded in the ledger: a host path, read under the host root (following
 /// the host's own links), or, for an OVS whose directories lie outside the host root (tests,
 /// `OVS_DBDIR`), the path as recorded.

@@ -10,8 +10,8 @@ pub mod supervisor;
 
 pub use daemons::{terminate, Daemons};
 pub use dirs::{
-    clean_stale, db_plan, live_daemons, live_in, prepare_db, recorded_db, DbPlan, HostDirs,
-    OvsDirs, DAEMONS,
+    clean_stale, db_plan, db_record, live_daemons, live_in, prepare_db, recorded_db, DbPlan,
+    HostDirs, OvsDirs, DAEMONS,
 };
 
 use super::{run, HostRoot};

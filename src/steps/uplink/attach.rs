@@ -15,6 +15,9 @@ pub struct AttachPlan {
     nm_line: Option<String>,
     /// The hand-off from systemd-networkd, prepared before anything moves.
     networkd: Option<crate::host::networkd::HandOff>,
+    /// The host configured the uplink again since the attach was recorded, otherwise than
+    /// recorded: `pre` holds the uplink's configuration as it is now, to replace the record.
+    recorded_anew: bool,
 }
 
 impl Direction for AttachPlan {
@@ -74,10 +77,27 @@ impl crate::steps::Step for Attach {
             mtu_request,
         };
         let ipv6_now = Ipv6Now::read(&names)?;
+        let mut recorded_anew = None;
         let (pre, carried_on_uplink) = match ledger.uplink(&names.uplink) {
             Some(p) => {
-                let c = restore_carried(p, br_end)?;
-                (p.clone(), c.moved(br_end, up_end))
+                let recorded = restore_carried(p, br_end)?;
+                let was = recorded.moved(br_end, up_end);
+                let on_uplink = netmodel::carried_by(
+                    uplink.index,
+                    &names.uplink,
+                    &live.addrs,
+                    &live.routes,
+                    &live.rules,
+                );
+                match netmodel::configured_again(&recorded, br_index, &live.addrs, &on_uplink)
+                    .filter(|now| netmodel::shape(now) != netmodel::shape(&was))
+                {
+                    Some(now) => {
+                        recorded_anew = Some(record_anew_line(&names, &was, &now, up_end, br_end));
+                        (recarried(p, &uplink, &now), now)
+                    }
+                    None => (p.clone(), was),
+                }
             }
             None => {
                 let c = netmodel::carried_by(
@@ -91,11 +111,11 @@ impl crate::steps::Step for Attach {
                 let mut pre = pre_state(&names, &uplink, Some(run_dir), before, &c);
                 // Recorded before they change; a bridge made by the attach goes with detach.
                 pre.ipv6_before = ipv6_now.befores(&ipv6_now.changes(ctx, &c));
-                // As the host names it (the manifests mount the OVS directories at their host
-                // paths), links unresolved: cleanup reads it under its own host root.
+                // As the host names it, links unresolved: cleanup and the monitor read it under
+                // their own host roots, in other containers.
                 pre.conf_db = crate::host::ovs::OvsDirs::resolve(ctx.host, ctx.settings.ovs_dirs())
                     .ok()
-                    .map(|d| d.db.join("conf.db").display().to_string());
+                    .and_then(|d| crate::host::ovs::db_record(ctx.host, &d.db.join("conf.db")));
                 (pre, c)
             }
         };
@@ -118,7 +138,7 @@ impl crate::steps::Step for Attach {
             &live.rules,
         );
         let links_up = uplink.up && bridge_link.as_ref().is_some_and(|l| l.up);
-        let mut lines = Vec::new();
+        let mut lines: Vec<String> = recorded_anew.iter().cloned().collect();
         if !bridge_exists {
             lines.push(format!(
                 "create OVS bridge {} (datapath {})",
@@ -163,6 +183,7 @@ impl crate::steps::Step for Attach {
                 carried_on_uplink,
                 nm_line,
                 networkd,
+                recorded_anew: recorded_anew.is_some(),
             },
         });
         Ok(plan)
@@ -203,6 +224,8 @@ impl crate::steps::Step for Attach {
         ));
         if ledger.uplink(&names.uplink).is_none() {
             ledger.record(ctx.host, Entry::UplinkAttached(Box::new(p.pre.clone())))?;
+        } else if p.plan.recorded_anew {
+            ledger.replace_uplink(ctx.host, p.pre.clone())?;
         }
         fault("after-record");
         let result = do_attach(ctx, &mut nl, &ovs, names, &p.pre, report);
@@ -287,6 +310,25 @@ impl crate::steps::Step for Attach {
         }
         Ok(())
     }
+}
+
+/// The plan's line for a record replaced by what the host configured on the uplink again.
+fn record_anew_line(names: &Names, was: &Carried, now: &Carried, up: End, br: End) -> String {
+    let list = |c: &Carried| {
+        c.describe()
+            .iter()
+            .map(|x| named(x, &[up, br]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "record {}'s configuration anew, as the host configured it again since the attach ({}; \
+         recorded: {}): that is what moves to {} and what detach gives back",
+        names.uplink,
+        list(now),
+        list(was),
+        names.bridge
+    )
 }
 
 fn datapath(ctx: &Ctx) -> String {

@@ -38,6 +38,23 @@ pub(super) fn pre_state(
     }
 }
 
+/// The recorded pre-state with the uplink's configuration as the host made it again (after a
+/// reboot): the rest (the bridge as it was, the IPv6 settings, the database) stays as first
+/// recorded, since that is what cleanup must put back.
+pub(super) fn recarried(
+    pre: &UplinkPreState,
+    uplink: &crate::host::netlink::Link,
+    c: &Carried,
+) -> UplinkPreState {
+    UplinkPreState {
+        uplink_index: uplink.index,
+        addresses: c.addresses.iter().map(netmodel::record_address).collect(),
+        routes: c.routes.iter().map(netmodel::record_route).collect(),
+        rules: c.rules.iter().map(netmodel::record_rule).collect(),
+        ..pre.clone()
+    }
+}
+
 /// The two ends' IPv6 settings as they are now (a bridge not there yet has none): read once
 /// per plan, for the changes the move needs and for the values recorded before them.
 pub(super) struct Ipv6Now {
