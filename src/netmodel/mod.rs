@@ -291,7 +291,13 @@ pub(crate) mod tests {
         assert!(configured_again(&recorded, 9, &on_bridge, &now).is_none());
         // Nothing configured on the uplink yet (DHCP pending): the record is put back.
         assert!(configured_again(&recorded, 9, &[], &Carried::default()).is_none());
-        // Lifetimes are not configuration.
+        // Neither is nodad, nor are lifetimes.
+        let mut nodad = addr(2, "10.0.0.5", 24, false);
+        nodad.header.flags.insert(AddressHeaderFlags::Nodad);
+        assert_eq!(
+            shape(&recorded),
+            shape(&carried_by(2, "eth1", &[nodad], &[], &[]))
+        );
         let mut later = addr(2, "10.0.0.5", 24, false);
         later
             .attributes

@@ -259,31 +259,17 @@ pub fn configured_again(
     (!on_bridge && !on_uplink.addresses.is_empty()).then(|| on_uplink.clone())
 }
 
-/// A carried set as configuration, without what time changes (address lifetimes): equal shapes
-/// are the same configuration, whatever the order.
+/// A carried set as the kernel routes by it: each address's identity and whether the kernel
+/// makes its prefix route (`noprefixroute`), each route's and rule's identity. Equal shapes
+/// move alike; what they leave out (lifetimes, labels, `nodad`, a route's `onlink`) is no
+/// reason to set a record aside.
 pub fn shape(c: &Carried) -> Vec<String> {
     let mut lines: Vec<String> = c
         .addresses
         .iter()
-        .map(|a| {
-            let ip = address_ip(a).map_or("?".to_string(), |i| i.to_string());
-            format!(
-                "{ip}/{} dev#{} label {:?}{}{}{}{}",
-                a.header.prefix_len,
-                a.header.index,
-                address_label(a),
-                if is_secondary(a) { " secondary" } else { "" },
-                if has_noprefixroute(a) {
-                    " noprefixroute"
-                } else {
-                    ""
-                },
-                if has_nodad(a) { " nodad" } else { "" },
-                if is_dynamic(a) { " dynamic" } else { "" },
-            )
-        })
-        .chain(c.routes.iter().map(describe_route))
-        .chain(c.rules.iter().map(describe_rule))
+        .map(|a| format!("{:?} {}", address_key(a), has_noprefixroute(a)))
+        .chain(c.routes.iter().map(|r| format!("{:?}", route_key(r))))
+        .chain(c.rules.iter().map(rule_key))
         .collect();
     lines.sort();
     lines
