@@ -490,6 +490,13 @@ fn dual_stack_peer(lab: &NetLab) {
     }
 }
 
+/// node-if (eth1) up, then configured by `ip` arguments.
+fn eth1_with<'a>(lab: &NetLab, config: impl IntoIterator<Item = &'a &'a str>) {
+    for a in ["link set lo up", "link set eth1 up"].iter().chain(config) {
+        lab.n(a);
+    }
+}
+
 /// node-if as NetworkManager configures it: `noprefixroute` addresses, its own prefix routes
 /// (protocol kernel, metric 100), default routes of metric 100.
 const NM_ETH1: [&str; 6] = [
@@ -509,12 +516,7 @@ const NM_ETH1: [&str; 6] = [
 fn networkmanager_style_prefix_routes_move_with_noprefixroute_addresses() {
     let Some(mut lab) = NetLab::new() else { return };
     dual_stack_peer(&lab);
-    for a in ["link set lo up", "link set eth1 up"]
-        .iter()
-        .chain(&NM_ETH1)
-    {
-        lab.n(a);
-    }
+    eth1_with(&lab, &NM_ETH1);
     lab.wait_no_tentative();
     lab.start_ovs();
     let before = lab.state();
@@ -553,16 +555,15 @@ fn networkmanager_style_prefix_routes_move_with_noprefixroute_addresses() {
 fn after_a_reboot_the_uplink_as_the_host_configured_it_again_is_what_moves() {
     let Some(mut lab) = NetLab::new() else { return };
     dual_stack_peer(&lab);
-    for a in [
-        "link set lo up",
-        "link set eth1 up",
-        "addr add 10.0.0.5/24 dev eth1",
-        "route add default via 10.0.0.1 dev eth1",
-        "-6 addr add fd00::5/64 dev eth1 nodad",
-        "-6 route add default via fd00::1 dev eth1",
-    ] {
-        lab.n(a);
-    }
+    eth1_with(
+        &lab,
+        &[
+            "addr add 10.0.0.5/24 dev eth1",
+            "route add default via 10.0.0.1 dev eth1",
+            "-6 addr add fd00::5/64 dev eth1 nodad",
+            "-6 route add default via fd00::1 dev eth1",
+        ],
+    );
     lab.wait_no_tentative();
     lab.start_ovs();
     let r = lab.tool(&["uplink", "attach"], &[]);
@@ -634,14 +635,13 @@ fn after_a_reboot_the_uplink_as_the_host_configured_it_again_is_what_moves() {
 fn address_route_metrics_survive_attach_and_the_offline_give_back() {
     let Some(mut lab) = NetLab::new() else { return };
     dual_stack_peer(&lab);
-    for a in [
-        "link set lo up",
-        "link set eth1 up",
-        "addr add 10.0.0.5/24 dev eth1 metric 100",
-        "route add default via 10.0.0.1 dev eth1 proto dhcp metric 100",
-    ] {
-        lab.n(a);
-    }
+    eth1_with(
+        &lab,
+        &[
+            "addr add 10.0.0.5/24 dev eth1 metric 100",
+            "route add default via 10.0.0.1 dev eth1 proto dhcp metric 100",
+        ],
+    );
     lab.start_ovs();
     let before = lab.state();
     assert!(
@@ -870,14 +870,13 @@ fn dhcp_lab() -> Option<NetLab> {
     ] {
         lab.p(a);
     }
-    for a in [
-        "link set lo up",
-        "link set eth1 up",
-        "addr add 10.0.0.5/24 dev eth1 valid_lft 600 preferred_lft 600",
-        "route add default via 10.0.0.1 dev eth1 proto dhcp",
-    ] {
-        lab.n(a);
-    }
+    eth1_with(
+        &lab,
+        &[
+            "addr add 10.0.0.5/24 dev eth1 valid_lft 600 preferred_lft 600",
+            "route add default via 10.0.0.1 dev eth1 proto dhcp",
+        ],
+    );
     lab.start_ovs();
     common::write(&lab.host.join("run/dhclient-eth1.pid"), b"4242\n", 0o644);
     Some(lab)

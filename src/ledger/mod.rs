@@ -279,6 +279,14 @@ impl UplinkPreState {
         })
     }
 
+    /// Records what the uplink carries, as it is on the uplink (`carried` decodes it).
+    pub fn set_carried(&mut self, c: &crate::netmodel::Carried) {
+        use crate::netmodel;
+        self.addresses = c.addresses.iter().map(netmodel::record_address).collect();
+        self.routes = c.routes.iter().map(netmodel::record_route).collect();
+        self.rules = c.rules.iter().map(netmodel::record_rule).collect();
+    }
+
     /// What the uplink carried, decoded from the recorded netlink bytes, as it was on the uplink.
     pub fn carried(&self) -> Result<crate::netmodel::Carried> {
         use crate::netmodel;

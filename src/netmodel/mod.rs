@@ -284,13 +284,20 @@ pub(crate) mod tests {
             "noprefixroute is configuration"
         );
         // After a reboot: the bridge holds nothing, the uplink its new configuration.
-        let again = configured_again(&recorded, 9, std::slice::from_ref(&nm), &now);
-        assert_eq!(again.map(|c| shape(&c)), Some(shape(&now)));
+        assert!(configured_again(
+            &recorded,
+            9,
+            std::slice::from_ref(&nm),
+            &now
+        ));
+        // The uplink configured again as recorded: the record stays.
+        let plain = [addr(2, "10.0.0.5", 24, false)];
+        assert!(!configured_again(&recorded, 9, &plain, &recorded));
         // A move under way (the address on the bridge already): the record stays the truth.
         let on_bridge = [addr(9, "10.0.0.5", 24, false), nm.clone()];
-        assert!(configured_again(&recorded, 9, &on_bridge, &now).is_none());
+        assert!(!configured_again(&recorded, 9, &on_bridge, &now));
         // Nothing configured on the uplink yet (DHCP pending): the record is put back.
-        assert!(configured_again(&recorded, 9, &[], &Carried::default()).is_none());
+        assert!(!configured_again(&recorded, 9, &[], &Carried::default()));
         // Neither is nodad, nor are lifetimes.
         let mut nodad = addr(2, "10.0.0.5", 24, false);
         nodad.header.flags.insert(AddressHeaderFlags::Nodad);
@@ -298,24 +305,17 @@ pub(crate) mod tests {
             shape(&recorded),
             shape(&carried_by(2, "eth1", &[nodad], &[], &[]))
         );
-        let mut later = addr(2, "10.0.0.5", 24, false);
-        later
-            .attributes
-            .retain(|a| !matches!(a, AddressAttribute::CacheInfo(_)));
-        let mut c = CacheInfo::default();
-        c.ifa_preferred = 60;
-        c.ifa_valid = 120;
-        later.attributes.push(AddressAttribute::CacheInfo(c));
-        let mut earlier = later.clone();
-        earlier
-            .attributes
-            .retain(|a| !matches!(a, AddressAttribute::CacheInfo(_)));
-        c.ifa_valid = 30;
-        earlier.attributes.push(AddressAttribute::CacheInfo(c));
-        assert_eq!(
-            shape(&carried_by(2, "eth1", &[later], &[], &[])),
-            shape(&carried_by(2, "eth1", &[earlier], &[], &[]))
-        );
+        let with_valid = |valid: u32| {
+            let mut a = addr(2, "10.0.0.5", 24, false);
+            a.attributes
+                .retain(|x| !matches!(x, AddressAttribute::CacheInfo(_)));
+            let mut c = CacheInfo::default();
+            c.ifa_preferred = 60;
+            c.ifa_valid = valid;
+            a.attributes.push(AddressAttribute::CacheInfo(c));
+            carried_by(2, "eth1", &[a], &[], &[])
+        };
+        assert_eq!(shape(&with_valid(120)), shape(&with_valid(30)));
     }
 
     #[test]

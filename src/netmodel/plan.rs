@@ -234,29 +234,30 @@ impl Carried {
     }
 }
 
-/// What the host's own network configuration put on the uplink again since the attach was
-/// recorded: after a reboot (NetworkManager, systemd-networkd or ifupdown configure node-if
-/// before OVS runs) or after the monitor gave the addresses back. Then the uplink's live set
-/// is what moves, not the record: the configuration may have changed meanwhile (NetworkManager
-/// makes its addresses `noprefixroute` with prefix routes of metric 100 where the record, taken
-/// from an address moved by hand, had the kernel's), and a record-driven move would leave the
-/// live prefix routes behind on node-if, where they shadow the bridge's.
+/// Whether the host's own network configuration put the uplink's addresses back on it since the
+/// attach recorded `recorded` (as it was on the uplink), routing otherwise: after a reboot
+/// (NetworkManager, systemd-networkd or ifupdown configure node-if before OVS runs) or after
+/// the monitor gave the addresses back. Then the uplink's live set, `on_uplink`, is what moves,
+/// not the record: NetworkManager makes its addresses `noprefixroute` with prefix routes of
+/// metric 100 where a record taken from an address moved by hand had the kernel's, and a
+/// record-driven move would leave the live prefix routes behind on node-if, where they shadow
+/// the bridge's.
 ///
-/// `None` while the bridge holds any recorded address (a move under way: its record is the
-/// truth) or the uplink holds no movable address (nothing configured it yet: the record is
-/// put back).
+/// Not while the bridge holds any recorded address (a move under way: its record is the truth),
+/// nor while the uplink holds no movable address (nothing configured it yet: the record is put
+/// back), nor when the two route alike (`shape`).
 pub fn configured_again(
     recorded: &Carried,
     bridge_index: u32,
     live_addrs: &[AddressMessage],
     on_uplink: &Carried,
-) -> Option<Carried> {
+) -> bool {
     let recorded_keys: std::collections::HashSet<_> =
         recorded.addresses.iter().map(address_key).collect();
     let on_bridge = live_addrs
         .iter()
         .any(|l| l.header.index == bridge_index && recorded_keys.contains(&address_key(l)));
-    (!on_bridge && !on_uplink.addresses.is_empty()).then(|| on_uplink.clone())
+    !on_bridge && !on_uplink.addresses.is_empty() && shape(on_uplink) != shape(recorded)
 }
 
 /// A carried set as the kernel routes by it: each address's identity and whether the kernel

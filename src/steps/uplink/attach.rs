@@ -80,23 +80,19 @@ impl crate::steps::Step for Attach {
         let mut recorded_anew = None;
         let (pre, carried_on_uplink) = match ledger.uplink(&names.uplink) {
             Some(p) => {
-                let recorded = restore_carried(p, br_end)?;
-                let was = recorded.moved(br_end, up_end);
-                let on_uplink = netmodel::carried_by(
+                let was = restore_carried(p, br_end)?.moved(br_end, up_end);
+                let now = netmodel::carried_by(
                     uplink.index,
                     &names.uplink,
                     &live.addrs,
                     &live.routes,
                     &live.rules,
                 );
-                match netmodel::configured_again(&recorded, br_index, &live.addrs, &on_uplink)
-                    .filter(|now| netmodel::shape(now) != netmodel::shape(&was))
-                {
-                    Some(now) => {
-                        recorded_anew = Some(record_anew_line(&names, &was, &now, up_end, br_end));
-                        (recarried(p, &uplink, &now), now)
-                    }
-                    None => (p.clone(), was),
+                if netmodel::configured_again(&was, br_index, &live.addrs, &now) {
+                    recorded_anew = Some(record_anew_line(&names, &was, &now, up_end, br_end));
+                    (recarried(p, &uplink, &now), now)
+                } else {
+                    (p.clone(), was)
                 }
             }
             None => {

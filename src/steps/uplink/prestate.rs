@@ -17,7 +17,7 @@ pub(super) fn pre_state(
     bridge: BridgeBefore,
     c: &Carried,
 ) -> UplinkPreState {
-    UplinkPreState {
+    let mut pre = UplinkPreState {
         step: NAME.into(),
         uplink: names.uplink.clone(),
         uplink_index: uplink.index,
@@ -31,11 +31,13 @@ pub(super) fn pre_state(
         mac: mac_string(&uplink.mac),
         mtu: uplink.mtu,
         conf_db: None,
-        addresses: c.addresses.iter().map(netmodel::record_address).collect(),
-        routes: c.routes.iter().map(netmodel::record_route).collect(),
-        rules: c.rules.iter().map(netmodel::record_rule).collect(),
+        addresses: Vec::new(),
+        routes: Vec::new(),
+        rules: Vec::new(),
         ipv6_before: Vec::new(),
-    }
+    };
+    pre.set_carried(c);
+    pre
 }
 
 /// The recorded pre-state with the uplink's configuration as the host made it again (after a
@@ -46,13 +48,12 @@ pub(super) fn recarried(
     uplink: &crate::host::netlink::Link,
     c: &Carried,
 ) -> UplinkPreState {
-    UplinkPreState {
+    let mut p = UplinkPreState {
         uplink_index: uplink.index,
-        addresses: c.addresses.iter().map(netmodel::record_address).collect(),
-        routes: c.routes.iter().map(netmodel::record_route).collect(),
-        rules: c.rules.iter().map(netmodel::record_rule).collect(),
         ..pre.clone()
-    }
+    };
+    p.set_carried(c);
+    p
 }
 
 /// The two ends' IPv6 settings as they are now (a bridge not there yet has none): read once
