@@ -560,10 +560,10 @@ enum Networkd {
 
 /// What systemd-networkd does for the attached uplink: `Fine` with a clause to add, `Drift` when
 /// the DHCP lease it renews on the bridge is past its rebinding time (7/8 of the lifetime, RFC
-/// 2131).
-/// networkd rewrites its lease file at each renewal, so the file's age is the time since the
-/// last one. (With `KeepConfiguration=yes` networkd gives the leased address an infinite
-/// lifetime in the kernel, so the address itself says nothing about renewals.)
+/// 2131), or its address is gone from the bridge.
+/// The time since the last renewal is read from the kernel: networkd gives the leased address
+/// the lease's remaining lifetime at each renewal (`networkd::since_renewal`). Its lease file is
+/// no clock: systemd rewrites it only when its content changes.
 fn networkd_status(host: &crate::host::HostRoot, pre: &crate::ledger::UplinkPreState) -> Networkd {
     use crate::host::networkd;
     let Ok(Some(bridge)) = networkd::handed_off(host, &pre.uplink) else {
@@ -571,29 +571,53 @@ fn networkd_status(host: &crate::host::HostRoot, pre: &crate::ledger::UplinkPreS
     };
     let mut s =
         format!("; systemd-networkd leaves it unmanaged and configures {bridge} from its file");
-    let Some(link) = crate::host::netlink::Netlink::open()
-        .and_then(|mut nl| nl.link(&bridge))
-        .ok()
-        .flatten()
-    else {
+    let Ok(mut nl) = crate::host::netlink::Netlink::open() else {
         return Networkd::Fine(s);
     };
-    let (lease, age) = match networkd::bridge_lease(host, link.index) {
+    let Ok(Some(link)) = nl.link(&bridge) else {
+        return Networkd::Fine(s);
+    };
+    let lease = match networkd::bridge_lease(host, link.index) {
         Ok(Some(l)) => l,
         Ok(None) => return Networkd::Fine(s),
         Err(e) => return Networkd::Drift(format!("{e:#}")),
     };
+    let held = nl.addresses().map(|all| {
+        all.into_iter().find(|a| {
+            a.header.index == link.index
+                && crate::netmodel::address_ip(a) == Some(std::net::IpAddr::V4(lease.address))
+        })
+    });
+    let valid = match held {
+        Ok(Some(a)) => crate::netmodel::lifetimes(&a).0,
+        Ok(None) => {
+            return Networkd::Drift(format!(
+                "networkd holds a DHCP lease of {} for {bridge}, but {bridge} does not have that \
+                 address: check `networkctl status {bridge}`",
+                lease.address
+            ))
+        }
+        Err(_) => return Networkd::Fine(s),
+    };
+    let Some(since) = networkd::since_renewal(lease.lifetime_s, valid) else {
+        s.push_str(&format!(
+            "; networkd keeps its DHCP lease of {} there as {}'s file says \
+             (KeepConfiguration=yes: the address has no lifetime to show renewals)",
+            lease.address, pre.uplink
+        ));
+        return Networkd::Fine(s);
+    };
     let life = lease.lifetime_s.unwrap_or(0);
-    if life > 0 && age > life / 8 * 7 {
+    if since > life / 8 * 7 {
         return Networkd::Drift(format!(
-            "networkd last renewed the DHCP lease of {} on {bridge} {age} s ago, past its \
+            "networkd last renewed the DHCP lease of {} on {bridge} {since} s ago, past its \
              rebinding time ({} s of {life} s): check `networkctl status {bridge}`",
             lease.address,
             life / 8 * 7
         ));
     }
     s.push_str(&format!(
-        "; networkd renews its DHCP lease of {} there (last {age} s ago, lifetime {life} s)",
+        "; networkd renews its DHCP lease of {} there (last {since} s ago, lifetime {life} s)",
         lease.address
     ));
     Networkd::Fine(s)

@@ -14,8 +14,9 @@
 //! - its `[Match]` rewritten for the bridge (and `[Link]`, which could set a MAC, left out),
 //! - the DHCPv4 client identity pinned to the one in node-if's lease (IAID and DUID, or the MAC,
 //!   which the bridge shares with node-if), so the server renews the same lease for the bridge,
-//! - `KeepConfiguration=yes`, so networkd adopts the moved addresses and routes instead of
-//!   dropping them as foreign,
+//! - `KeepConfiguration=static` (or `yes` where node-if's file keeps DHCP configuration too), so
+//!   networkd adopts the moved addresses and routes instead of dropping them as foreign, and
+//!   treats an ended lease on the bridge as node-if's file says,
 //! - `SendRelease=no`, so stopping the bridge's client never releases the node's lease.
 //!
 //! /run is cleared at reboot, like the datapath: networkd then configures node-if from its own
@@ -221,19 +222,49 @@ pub fn release_bridge(host: &HostRoot, uplink: &str) -> Result<()> {
     Ok(())
 }
 
-/// For `status`: the bridge's DHCP lease as networkd holds it, and how long ago it was written
-/// (networkd rewrites it at each renewal). `None` without a lease on the bridge.
-pub fn bridge_lease(host: &HostRoot, bridge_index: u32) -> Result<Option<(Lease, u64)>> {
+/// For `status`: the bridge's DHCP lease as networkd holds it. `None` without a lease on the
+/// bridge.
+///
+/// The file says what was leased, not when: systemd rewrites it only when its content changes
+/// (`conservative_rename`), so a renewal that brings the same T1 and T2 leaves the file, and its
+/// modification time, as they were.
+pub fn bridge_lease(host: &HostRoot, bridge_index: u32) -> Result<Option<Lease>> {
     let path = lease_path(bridge_index);
     let Some(bytes) = host.read(&path)? else {
         return Ok(None);
     };
-    let lease = parse_lease(&String::from_utf8_lossy(&bytes))
-        .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
-    let age = std::fs::metadata(host.resolve(&path)?)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .map_or(0, |d| d.as_secs());
-    Ok(Some((lease, age)))
+    parse_lease(&String::from_utf8_lossy(&bytes))
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{path}: {e}"))
+}
+
+/// Seconds since networkd last renewed a lease of `lifetime_s`, from the valid lifetime
+/// (`valid_s`) it gave the leased address in the kernel: it sets the lease's remaining lifetime
+/// at each renewal, and the kernel counts it down. `None` for a permanent address (networkd keeps
+/// DHCP configuration with `KeepConfiguration=yes` and gives it no lifetime) or an unknown lease
+/// lifetime.
+pub fn since_renewal(lifetime_s: Option<u64>, valid_s: u32) -> Option<u64> {
+    let life = lifetime_s.filter(|l| *l > 0)?;
+    (valid_s != crate::netmodel::FOREVER).then(|| life.saturating_sub(u64::from(valid_s)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::since_renewal;
+    use crate::netmodel::FOREVER;
+
+    #[test]
+    fn the_time_since_a_renewal_is_the_lifetime_the_kernel_has_counted_down() {
+        // Just renewed: networkd gave the address the lease's remaining lifetime.
+        assert_eq!(since_renewal(Some(120), 119), Some(1));
+        // Past the rebinding time of a 2-minute lease (105 s): 10 s of validity left.
+        assert_eq!(since_renewal(Some(120), 10), Some(110));
+        // Expired in the kernel's count, however long ago.
+        assert_eq!(since_renewal(Some(120), 0), Some(120));
+        // KeepConfiguration=yes: no lifetime, so nothing to tell.
+        assert_eq!(since_renewal(Some(120), FOREVER), None);
+        // A lease without a lifetime (or zero) gives no clock either.
+        assert_eq!(since_renewal(None, 60), None);
+        assert_eq!(since_renewal(Some(0), 60), None);
+    }
 }
