@@ -184,15 +184,20 @@ const IDENTITY: [&str; 6] = [
     "RequestAddress",
 ];
 
-fn dhcp_families(sections: &[Section]) -> (bool, bool) {
-    let v = sections
+/// A `[Network]` setting as networkd reads it: the last one wins; lowercased, empty when unset.
+fn network_setting(sections: &[Section], key: &str) -> String {
+    sections
         .iter()
         .filter(|s| s.name == "Network")
         .flat_map(|s| s.entries.iter())
-        .filter(|(k, _)| k == "DHCP")
+        .filter(|(k, _)| k == key)
         .map(|(_, v)| v.to_ascii_lowercase())
         .next_back()
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn dhcp_families(sections: &[Section]) -> (bool, bool) {
+    let v = network_setting(sections, "DHCP");
     let on = matches!(v.as_str(), "yes" | "true" | "on" | "1" | "both");
     (on || v == "ipv4", on || v == "ipv6")
 }
@@ -208,15 +213,7 @@ fn dhcp_families(sections: &[Section]) -> (bool, bool) {
 /// node itself answers. The values cannot be combined: `dhcp-on-stop` plus `static` becomes
 /// `yes`, so that stopping networkd never takes the address away where it would not have.
 fn keep_configuration(sections: &[Section]) -> &'static str {
-    let v = sections
-        .iter()
-        .filter(|s| s.name == "Network")
-        .flat_map(|s| s.entries.iter())
-        .filter(|(k, _)| k == "KeepConfiguration")
-        .map(|(_, v)| v.to_ascii_lowercase())
-        .next_back()
-        .unwrap_or_default();
-    match v.as_str() {
+    match network_setting(sections, "KeepConfiguration").as_str() {
         "yes" | "true" | "on" | "1" | "dhcp" | "dhcp-on-stop" => "yes",
         _ => "static",
     }
