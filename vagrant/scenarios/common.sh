@@ -23,12 +23,24 @@ wait_for() { # seconds, description, command...
   try_for "$t" "$@" && { ok "$d"; return 0; }
   fail "timed out: $d"
 }
+# Tells the harness's peer what to do through a file in the share. Creating a name the host has
+# just removed can fail on the 9p share with ENOENT ("cannot create /mnt/host/peer-ping.go:
+# Directory nonexistent", seen under load): try again, and fail loudly rather than measure a
+# round that never ran.
+to_peer() { # file in the share, [content]
+  n=0
+  until printf '%s\n' "${2:-}" 2>/dev/null > "$S/$1"; do
+    n=$((n + 1))
+    [ $n -lt 50 ] || fail "cannot write $S/$1 for the harness's peer"
+    sleep 0.1
+  done
+}
 # The harness's peer pings the node from outside (1500 probes, 10 ms apart) between these two
 # calls; without a harness peer (Vagrant) both do nothing.
 peer_ping_begin() { # [interval count]
   [ -e "$S/peer-watch" ] || return 0
   rm -f "$S/peer-ping.done"
-  echo "$*" > "$S/peer-ping.go"
+  to_peer peer-ping.go "$*"
   # The round lasts interval x count (ping's default here: 10 ms, 1500) whatever the step it
   # measures took; peer_ping_end waits for its end, and 60 s more.
   PING_ENDS=$(awk -v i="${1:-0.01}" -v c="${2:-1500}" -v now="$(date +%s)" 'BEGIN { printf "%d", now + i * c + 1 }')
@@ -38,7 +50,7 @@ peer_ping_begin() { # [interval count]
 # ping -O's per-probe lines instead: a probe with "no answer yet" and no reply after it.
 peer_ping_stop() { # what: prints a ROW line with the round's counts
   [ -e "$S/peer-watch" ] || return 0
-  touch "$S/peer-ping.stop"
+  to_peer peer-ping.stop
   wait_for 30 "the peer's ping round stopped" test -e "$S/peer-ping.done"
   sent=$(grep -o '^[0-9]* packets transmitted' $S/peer-ping.txt | grep -o '^[0-9]*')
   lost=$(awk '/no answer yet for icmp_seq=/ { sub(/.*icmp_seq=/, ""); miss[$1] = 1 }
@@ -59,7 +71,7 @@ peer_ping_end() { # [what: prints a ROW line with the round's counts]
 peer_tcp_begin() { # seconds
   [ -e "$S/peer-watch" ] || return 0
   rm -f "$S/peer-tcp.done" "$S/peer-tcp.txt"
-  echo "$1" > "$S/peer-tcp.go"
+  to_peer peer-tcp.go "$1"
   # Connect once the peer listens (it accepts one connection), then echo until it closes.
   bash -c "n=0; until exec 3<>/dev/tcp/$GW/5001; do n=\$((n + 1)); [ \$n -ge 300 ] && exit 1; sleep 0.1; done 2>/dev/null; exec cat <&3 >&3" &
 }
