@@ -15,7 +15,8 @@
 //! - the DHCPv4 client identity pinned to the one in node-if's lease (IAID and DUID, or the MAC,
 //!   which the bridge shares with node-if), so the server renews the same lease for the bridge,
 //! - `KeepConfiguration=static` (or `yes` where node-if's file keeps DHCP configuration too), so
-//!   networkd adopts the moved addresses and routes instead of dropping them as foreign, and
+//!   networkd keeps the moved static addresses and routes instead of dropping them as foreign
+//!   (a leased address it drops and takes back at its client's first ACK on the bridge), and
 //!   treats an ended lease on the bridge as node-if's file says,
 //! - `SendRelease=no`, so stopping the bridge's client never releases the node's lease.
 //!

@@ -204,9 +204,11 @@ fn dhcp_families(sections: &[Section]) -> (bool, bool) {
 
 /// The bridge's `KeepConfiguration=`: what the uplink's own file keeps, and `static` on top.
 ///
-/// `static` is what the hand-off needs: networkd must adopt the addresses and routes moved onto
-/// the bridge instead of dropping them as foreign when it starts configuring it. The DHCP half
-/// stays as the host chose it. Adding `dhcp` (which `yes` implies) where the uplink had none
+/// `static` keeps the static addresses and routes moved onto the bridge when networkd starts
+/// configuring it (it would drop them as foreign otherwise). Dynamic ones it drops all the same
+/// and puts back itself: a leased address and its routes return with the client's first ACK on
+/// the bridge, a gap at the attach (about 200 ms in the VM). The DHCP half stays as the host
+/// chose it. Adding `dhcp` (which `yes` implies) where the uplink had none
 /// would make networkd keep the leased address on the bridge after its lease has ended, against
 /// RFC 2131, where node-if would have dropped it and asked again; and a server that checks an
 /// address is free before offering it (dnsmasq pings it) then never offers it back, since the
