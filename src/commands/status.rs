@@ -601,9 +601,10 @@ fn networkd_status(host: &crate::host::HostRoot, pre: &crate::ledger::UplinkPreS
     };
     let Some(since) = networkd::since_renewal(lease.lifetime_s, valid) else {
         s.push_str(&format!(
-            "; networkd keeps its DHCP lease of {} there as {}'s file says \
-             (KeepConfiguration=yes: the address has no lifetime to show renewals)",
-            lease.address, pre.uplink
+            "; networkd holds its DHCP lease of {} there (with KeepConfiguration=yes it \
+             keeps the address without a lifetime, so renewals do not show here: the DHCP \
+             server's log has them)",
+            lease.address
         ));
         return Networkd::Fine(s);
     };

@@ -14,10 +14,10 @@
 //! - its `[Match]` rewritten for the bridge (and `[Link]`, which could set a MAC, left out),
 //! - the DHCPv4 client identity pinned to the one in node-if's lease (IAID and DUID, or the MAC,
 //!   which the bridge shares with node-if), so the server renews the same lease for the bridge,
-//! - `KeepConfiguration=static` (or `yes` where node-if's file keeps DHCP configuration too), so
-//!   networkd keeps the moved static addresses and routes instead of dropping them as foreign
-//!   (a leased address it drops and takes back at its client's first ACK on the bridge), and
-//!   treats an ended lease on the bridge as node-if's file says,
+//! - `KeepConfiguration=yes`, so networkd adopts the moved addresses and routes instead of
+//!   dropping them as foreign. (`static` alone keeps only static ones: a leased address and its
+//!   routes it would drop and take back at its client's first ACK, seconds without them at the
+//!   attach under load. `yes` also keeps a lease's address past the lease's end.)
 //! - `SendRelease=no`, so stopping the bridge's client never releases the node's lease.
 //!
 //! /run is cleared at reboot, like the datapath: networkd then configures node-if from its own

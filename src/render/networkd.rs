@@ -184,41 +184,17 @@ const IDENTITY: [&str; 6] = [
     "RequestAddress",
 ];
 
-/// A `[Network]` setting as networkd reads it: the last one wins; lowercased, empty when unset.
-fn network_setting(sections: &[Section], key: &str) -> String {
-    sections
+fn dhcp_families(sections: &[Section]) -> (bool, bool) {
+    let v = sections
         .iter()
         .filter(|s| s.name == "Network")
         .flat_map(|s| s.entries.iter())
-        .filter(|(k, _)| k == key)
+        .filter(|(k, _)| k == "DHCP")
         .map(|(_, v)| v.to_ascii_lowercase())
         .next_back()
-        .unwrap_or_default()
-}
-
-fn dhcp_families(sections: &[Section]) -> (bool, bool) {
-    let v = network_setting(sections, "DHCP");
+        .unwrap_or_default();
     let on = matches!(v.as_str(), "yes" | "true" | "on" | "1" | "both");
     (on || v == "ipv4", on || v == "ipv6")
-}
-
-/// The bridge's `KeepConfiguration=`: what the uplink's own file keeps, and `static` on top.
-///
-/// `static` keeps the static addresses and routes moved onto the bridge when networkd starts
-/// configuring it (it would drop them as foreign otherwise). Dynamic ones it drops all the same
-/// and puts back itself: a leased address and its routes return with the client's first ACK on
-/// the bridge, a gap at the attach (about 200 ms in the VM). The DHCP half stays as the host
-/// chose it. Adding `dhcp` (which `yes` implies) where the uplink had none
-/// would make networkd keep the leased address on the bridge after its lease has ended, against
-/// RFC 2131, where node-if would have dropped it and asked again; and a server that checks an
-/// address is free before offering it (dnsmasq pings it) then never offers it back, since the
-/// node itself answers. The values cannot be combined: `dhcp-on-stop` plus `static` becomes
-/// `yes`, so that stopping networkd never takes the address away where it would not have.
-fn keep_configuration(sections: &[Section]) -> &'static str {
-    match network_setting(sections, "KeepConfiguration").as_str() {
-        "yes" | "true" | "on" | "1" | "dhcp" | "dhcp-on-stop" => "yes",
-        _ => "static",
-    }
 }
 
 /// The first section named `name`, added at the end when there is none.
@@ -282,7 +258,6 @@ pub fn bridge_network(
         err,
     })?;
     let (v4, v6) = dhcp_families(&sections);
-    let keep = keep_configuration(&sections);
     if v4 && lease.is_none() {
         return Err(BridgeNetworkError::NoLease {
             path: source_path.into(),
@@ -303,7 +278,7 @@ pub fn bridge_network(
     }
     section(&mut sections, "Network")
         .entries
-        .push(("KeepConfiguration".into(), keep.into()));
+        .push(("KeepConfiguration".into(), "yes".into()));
     if let Some(l) = lease {
         if v4 {
             section(&mut sections, "DHCPv4")
@@ -403,37 +378,6 @@ mod tests {
         let out = bridge_network("/f.network", src, "eth1", "br-int", None).unwrap();
         insta::assert_snapshot!("networkd_bridge_static", out);
         assert_eq!(out.matches("KeepConfiguration").count(), 1, "{out}");
-    }
-
-    #[test]
-    fn the_bridge_keeps_what_the_uplink_keeps_and_the_moved_configuration() {
-        let keep = |v: Option<&str>| {
-            let mut src = String::from("[Match]\nName=eth1\n\n[Network]\nAddress=10.0.0.2/24\n");
-            if let Some(v) = v {
-                src.push_str(&format!("KeepConfiguration={v}\n"));
-            }
-            let out = bridge_network("/f.network", &src, "eth1", "br-int", None).unwrap();
-            let lines: Vec<&str> = out
-                .lines()
-                .filter(|l| l.starts_with("KeepConfiguration="))
-                .collect();
-            assert_eq!(lines.len(), 1, "{out}");
-            lines[0]
-                .trim_start_matches("KeepConfiguration=")
-                .to_string()
-        };
-        // The lease is honoured on the bridge as on the uplink: no `dhcp` the host did not ask for.
-        for (uplink, bridge) in [
-            (None, "static"),
-            (Some("no"), "static"),
-            (Some("static"), "static"),
-            (Some("dhcp-on-stop"), "yes"),
-            (Some("dhcp"), "yes"),
-            (Some("yes"), "yes"),
-            (Some("True"), "yes"),
-        ] {
-            assert_eq!(keep(uplink), bridge, "uplink KeepConfiguration={uplink:?}");
-        }
     }
 
     #[test]

@@ -201,8 +201,8 @@ same_as_before() { # [filter]
 leased_on() { # link: the lease's address is there, with a finite lifetime
   ip -4 -o addr show dev "$1" | grep "192.168.76.10/24" | grep -q "valid_lft [0-9]*sec"
 }
-# networkd holds the lease on br-int (networkd's view is the evidence, and dnsmasq's ACKs: with
-# KeepConfiguration=yes it would give the address an infinite lifetime in the kernel).
+# networkd holds the lease on br-int (with KeepConfiguration=yes it gives the address an
+# infinite lifetime in the kernel: networkd's view is the evidence, and dnsmasq's ACKs).
 dhcp_on_br_int() {
   ip -4 -o addr show dev br-int | grep -q "192.168.76.10/24" && networkctl status br-int --no-pager | grep -q "192.168.76.10 (DHCP4"
 }

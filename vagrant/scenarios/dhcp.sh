@@ -74,11 +74,11 @@ if [ "$PHASE" = 1 ]; then
   echo "attached; staying attached ${ATTACHED_S} s (two lease times and more), the peer pinging every 100 ms"
   peer_ping_begin 0.1 $((ATTACHED_S * 10))
   sleep $((ATTACHED_S - 20))
-  # status reads the time since the last renewal from the lifetime networkd gives the address
-  # at each one: networkd's lease file is rewritten only when its content changes, and dnsmasq's
-  # T1 and T2 repeat now and then, so the file's age is no clock.
-  $B status | tee $S/status.txt | grep "networkd renews its DHCP lease of 192.168.76.10" || { cat $S/status.txt; show_dhcp; fail "status on the lease"; }
-  leased_on br-int && ok "the address on br-int has the lease's lifetime (networkd honours the lease there, as on $UP)" || { show_dhcp; fail "the lease's lifetime on br-int"; }
+  # status names the lease networkd holds on br-int. It cannot time the renewals there: the
+  # address has no lifetime (KeepConfiguration=yes), and networkd's lease file is rewritten only
+  # when its content changes (dnsmasq's T1 and T2 repeat now and then), so its age is no clock.
+  # dnsmasq's ACKs below are the renewals' evidence.
+  $B status | tee $S/status.txt | grep "networkd holds its DHCP lease of 192.168.76.10 there" || { cat $S/status.txt; show_dhcp; fail "status on the lease"; }
   peer_ping_end "dhcp attached ${ATTACHED_S} s (peer every 100 ms):"
   renewals=$(( $(acks) - acks_before ))
   echo "ROW dhcp renewals-while-attached $renewals"
